@@ -1,0 +1,1 @@
+"""The gpuforge command line (typer). ``gpuforge.cli.main:main`` is the entry point."""

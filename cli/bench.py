@@ -1,0 +1,77 @@
+"""``gpuforge bench [PLUGIN]``."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from gpuforge.core.context import get_context
+from gpuforge.core.output import emit, print_table
+
+app = typer.Typer(help="Time kernels and pipelines against their reference and anchor libraries.")
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return v
+
+
+def run_benchmarks(plugin: str | None, quick: bool, names: list[str] | None = None) -> list[dict]:
+    from gpuforge.core.bench import BenchContext
+    from gpuforge.core.errors import UsageError
+    from gpuforge.core.lazy import resolve
+    from gpuforge.core.log import get_logger
+    from gpuforge.core.plugins import get_registry, plugin_info
+    from gpuforge.core.progress import progress
+
+    reg = get_registry()
+    if plugin is not None:
+        plugin_info(plugin)  # unknown plugin -> one clear line
+    benches = [(p, b) for p, b in reg.benchmarks if plugin is None or p == plugin]
+    if names:
+        benches = [(p, b) for p, b in benches if b.name in names]
+    if not benches:
+        raise UsageError(f"no benchmarks registered{' by ' + plugin if plugin else ''}")
+    ctx = BenchContext(quick=quick, device=get_context().device)
+    try:
+        from gpuforge.hardware.cpu import cpu_profile
+
+        prof = cpu_profile()
+        ctx.cpu_peak = {"bandwidth_gbs": prof.get("bandwidth_gbs"), "fp32_gflops": prof.get("fp32_gflops")}
+    except Exception as exc:  # the ratios still stand without the peak shares
+        get_logger("gpuforge.bench").warning("no CPU peak figures", reason=str(exc))
+    rows: list[dict] = []
+    with progress("benchmarks", total=len(benches)) as bar:
+        for p, b in benches:
+            get_logger("gpuforge.bench").info("running benchmark", plugin=p, bench=b.name)
+            for r in resolve(b.run)(ctx):
+                rows.append({"plugin": p, "bench": b.name, **r})
+            bar.advance()
+    return rows
+
+
+@app.command()
+def bench(
+    plugin: Optional[str] = typer.Argument(None, help="Only this plugin's benchmarks."),
+    quick: bool = typer.Option(False, "--quick", help="Smaller sizes, fewer repeats."),
+    only: Optional[list[str]] = typer.Option(None, "--only", help="Only benchmarks with these names."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write the rows as JSON to this file."),
+    json_out: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
+) -> None:
+    """Each row: implementation, best time, and ratio against the baseline run in the same
+    process (> 1 means faster), with the share of this machine's measured peak."""
+    rows = run_benchmarks(plugin, quick, only)
+    if out is not None:
+        from gpuforge.core.files import write_text_atomic
+        from gpuforge.core.output import to_json
+
+        write_text_atomic(out, to_json(rows) + "\n")
+    cols = ["plugin", "name", "impl", "seconds", "baseline", "ratio", "gbs", "share_of_peak_bw", "gflops", "share_of_peak_flops"]
+    present = [c for c in cols if any(c in r for r in rows)]
+
+    def human() -> None:
+        print_table([{k: _fmt(v) for k, v in r.items()} for r in rows], columns=present, title="benchmarks")
+
+    emit(rows, human, as_json=json_out or get_context().json)

@@ -1,0 +1,255 @@
+"""The ``gpuforge`` entry point: global options, core commands, plugin command groups.
+
+Plugin command groups are mounted lazily: ``gpuforge --help`` lists them from the
+help line they registered, and a group's module is imported only when it runs.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from typing import Any, Optional
+
+from gpuforge.cli.clickcompat import click
+import typer
+from typer.core import TyperCommand, TyperGroup
+
+from gpuforge.core.context import Context, set_context
+from gpuforge.core.errors import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    GpuforgeError,
+    PluginError,
+    UsageError,
+)
+
+HELP = """GPU-efficiency techniques from the papers, as commands: quantize, fine-tune,
+radiance fields, super-resolution, fraud clustering, hardware planning.
+
+Every technique is a plugin (`gpuforge plugins list`); kernels run as a plain
+reference, Numba on the CPU or Numba CUDA on NVIDIA GPUs (`gpuforge kernels list`).
+Results go to stdout (`--json` for machine-readable output), logs to stderr.
+Exit codes: 0 done, 1 internal error, 2 usage, 3 bad input, 4 unsupported
+hardware or format, 130 interrupted.
+"""
+
+CORE_COMMANDS = {
+    "plugins": ("gpuforge.cli.plugins_cmd:app", "List installed plugins and why any failed."),
+    "kernels": ("gpuforge.cli.kernels_cmd:app", "List kernels and check every backend against its reference."),
+    "doctor": ("gpuforge.cli.doctor:app", "Check Python, torch, Numba, CUDA, devices and plugins; say how to fix what is missing."),
+    "run": ("gpuforge.cli.jobs_cmd:app", "Run a batch job (job.toml): gpuforge commands in order, resumable."),
+    "demo": ("gpuforge.cli.demo:app", "Run every plugin's demo on built-in data and write a report folder."),
+    "bench": ("gpuforge.cli.bench:app", "Time kernels and pipelines against their reference and anchor libraries."),
+}
+
+
+class PluginFailed(GpuforgeError):
+    exit_code = EXIT_INTERNAL
+
+
+def _load_typer(target: str) -> click.Command:
+    from gpuforge.core.lazy import resolve
+
+    return typer.main.get_command(resolve(target))
+
+
+class LazyCommand(TyperCommand):
+    """Stands in for a command group until it is invoked: help listings read the
+    registered one-line help, and only running it imports the module."""
+
+    def __init__(self, name: str, target: str, help_line: str, plugin: str | None):
+        super().__init__(name=name, help=help_line, short_help=help_line)
+        self.target, self.plugin = target, plugin
+        self._real: click.Command | None = None
+
+    def real(self) -> click.Command:
+        if self._real is None:
+            try:
+                self._real = _load_typer(self.target)
+            except Exception as exc:
+                if self.plugin is None:
+                    raise
+                from gpuforge.core.log import get_logger
+                from gpuforge.core.plugins import get_registry
+
+                reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                info = get_registry().plugins.get(self.plugin)
+                if info is not None:
+                    info.status, info.reason = "failed", f"commands: {reason}"
+                get_logger("gpuforge.plugins").warning("plugin commands failed to load", plugin=self.plugin, reason=reason)
+                raise PluginFailed(f"plugin {self.plugin!r} failed to load its commands: {reason}") from exc
+            self._real.name = self.name
+        return self._real
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        return self.real().make_context(info_name, args, parent=parent, **extra)
+
+    def get_help(self, ctx):  # `gpuforge help`-style access
+        return self.real().get_help(ctx)
+
+
+class PluginGroup(TyperGroup):
+    """The root group: core commands, then the plugins' command groups."""
+
+    def _plugin_commands(self, ctx: click.Context | None = None) -> dict[str, Any]:
+        from gpuforge.core.plugins import get_registry
+
+        if ctx is not None:
+            # Plugins load while the root's options are parsed but before its callback
+            # runs: log their warnings in the format the user asked for.
+            params = ctx.find_root().params
+            from gpuforge.core.log import configure_logging
+
+            fmt = params.get("log_format") if params.get("log_format") in ("console", "json") else "console"
+            configure_logging(fmt, (params.get("verbose") or 0) - (params.get("quiet") or 0))
+
+        return get_registry().commands
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = list(super().list_commands(ctx)) + list(CORE_COMMANDS)
+        names += sorted(n for n in self._plugin_commands(ctx) if n not in names)
+        return names
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, name)
+        if cmd is not None:
+            return cmd
+        if name in CORE_COMMANDS:
+            target, help_line = CORE_COMMANDS[name]
+            return LazyCommand(name, target, help_line, None)
+        plugin_cmds = self._plugin_commands(ctx)
+        if name in plugin_cmds:
+            plugin, spec = plugin_cmds[name]
+            return LazyCommand(name, spec.app, spec.help or f"Commands of the {plugin} plugin.", plugin)
+        return None
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            from gpuforge.core.plugins import get_registry, not_installed_message
+
+            info = get_registry().plugins.get(name)
+            if info is not None and info.status != "loaded":
+                raise UsageError(f"plugin {name!r} is {info.status}: {info.reason}")
+            raise UsageError(f"unknown command {name!r}. {not_installed_message(name)}")
+        return super().resolve_command(ctx, args)
+
+
+app = typer.Typer(
+    cls=PluginGroup,
+    name="gpuforge",
+    help=HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from gpuforge.core import version
+
+        typer.echo(f"gpuforge {version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    device: str = typer.Option("auto", "--device", help="Where to run: auto, cpu, cuda or cuda:N.", envvar="GPUFORGE_DEVICE"),
+    backend: Optional[str] = typer.Option(
+        None, "--backend", envvar="GPUFORGE_BACKEND",
+        help="Force a kernel backend: reference, numba-cpu or numba-cuda (default: chosen by the data's device).",
+    ),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for reproducible runs."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+    log_format: str = typer.Option("console", "--log-format", help="Logs on stderr: console or json."),
+    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="More log output."),
+    quiet: int = typer.Option(0, "-q", "--quiet", count=True, help="Only warnings and errors."),
+    debug: bool = typer.Option(False, "--debug", envvar="GPUFORGE_DEBUG", help="Show tracebacks for errors."),
+    strict_plugins: bool = typer.Option(
+        False, "--strict-plugins", envvar="GPUFORGE_STRICT_PLUGINS", help="Fail when any plugin fails to load."
+    ),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    from gpuforge.core.specs import BACKENDS
+
+    if not _DEVICE.match(device):
+        raise UsageError(f"--device {device!r} is not one of auto, cpu, cuda, cuda:N")
+    if backend is not None and backend not in BACKENDS:
+        raise UsageError(f"--backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    if log_format not in ("console", "json"):
+        raise UsageError(f"--log-format {log_format!r} is not one of console, json")
+    ctx = set_context(
+        Context(
+            device=device, backend=backend, seed=seed, json=json_out, log_format=log_format,
+            verbosity=verbose - quiet, debug=debug, strict_plugins=strict_plugins,
+        )
+    )
+    from gpuforge.core.log import configure_logging
+
+    configure_logging(log_format, ctx.verbosity)
+    if seed is not None:
+        import random
+
+        random.seed(seed)
+    if strict_plugins:
+        from gpuforge.core.plugins import get_registry
+
+        failed = get_registry().failed()
+        if failed:
+            raise PluginError(
+                "plugin(s) failed to load (--strict-plugins): " + "; ".join(f"{p.name}: {p.reason}" for p in failed)
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns (and exits with) the documented exit code."""
+    from gpuforge.core.context import get_context
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = typer.main.get_command(app)
+    try:
+        rv = command.main(args=args, prog_name="gpuforge", standalone_mode=False)
+        code = rv if isinstance(rv, int) else 0
+    except GpuforgeError as exc:
+        if get_context().debug:
+            import traceback
+
+            traceback.print_exc()
+        typer.echo(f"error: {exc}", err=True)
+        code = exc.exit_code
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except typer.Abort:
+        typer.echo("interrupted", err=True)
+        code = EXIT_INTERRUPTED
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        code = exc.exit_code if exc.exit_code != 1 else EXIT_USAGE
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        code = EXIT_INTERRUPTED
+    except Exception as exc:  # an internal error: one line unless --debug
+        if get_context().debug or "--debug" in args:
+            import traceback
+
+            traceback.print_exc()
+        else:
+            where = ""
+            tb = exc.__traceback__
+            while tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+            if tb is not None:
+                where = f" (at {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno})"
+            typer.echo(f"internal error: {type(exc).__name__}: {exc}{where}; rerun with --debug for the traceback", err=True)
+        code = EXIT_INTERNAL
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,111 @@
+"""The kernel registry: pick a kernel's backend from the data's device and
+``--backend`` / ``GPUFORGE_BACKEND``, and say so whenever a slower path is taken.
+
+    from gpuforge.core.kernels import call
+    codes, absmax = call("kernels.blockwise_quantize_absmax_int8", x, 64)
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Callable
+
+from gpuforge.core.context import get_context
+from gpuforge.core.errors import BackendUnavailableError, UsageError
+from gpuforge.core.lazy import resolve
+from gpuforge.core.specs import BACKENDS, KernelSpec
+
+
+def kernel_specs() -> dict[str, KernelSpec]:
+    from gpuforge.core.plugins import get_registry
+
+    return {name: spec for name, (_plugin, spec) in get_registry().kernels.items()}
+
+
+def get_spec(name: str) -> KernelSpec:
+    specs = kernel_specs()
+    if name not in specs:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(specs), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else "; `gpuforge kernels list` shows them"
+        raise UsageError(f"unknown kernel {name!r}{hint}")
+    return specs[name]
+
+
+@lru_cache(maxsize=None)
+def backend_available(backend: str) -> tuple[bool, str]:
+    """Whether a backend can run in this process, and why not."""
+    if backend == "reference":
+        return True, ""
+    if backend == "numba-cpu":
+        try:
+            import numba  # noqa: F401
+        except ImportError as exc:
+            return False, f"numba is not importable ({exc})"
+        return True, ""
+    if backend == "numba-cuda":
+        try:
+            from numba import cuda
+        except ImportError as exc:
+            return False, f"numba-cuda is not importable ({exc})"
+        if cuda.is_available():
+            return True, ""
+        return False, "no CUDA GPU/driver (set NUMBA_ENABLE_CUDASIM=1 to run CUDA kernels in Numba's simulator)"
+    return False, f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})"
+
+
+def data_on_cuda(*args: Any) -> bool:
+    """True when any argument lives on a CUDA device (torch tensor or CUDA array interface)."""
+    for a in args:
+        if hasattr(a, "__cuda_array_interface__"):
+            return True
+        is_cuda = getattr(a, "is_cuda", None)
+        if isinstance(is_cuda, bool) and is_cuda:
+            return True
+    return False
+
+
+def choose_backend(spec: KernelSpec, *args: Any, backend: str | None = None) -> str:
+    """The backend to run ``spec`` on for these arguments. Explicit requests never
+    fall back; automatic choice logs a warning when it has to take a slower path."""
+    requested = backend or get_context().backend
+    if requested:
+        if requested not in BACKENDS:
+            raise UsageError(f"unknown backend {requested!r}; choose one of {', '.join(BACKENDS)}")
+        if requested not in spec.backends:
+            raise BackendUnavailableError(
+                f"kernel {spec.name} has no {requested} backend (it has: {', '.join(spec.backends)})"
+            )
+        ok, why = backend_available(requested)
+        if not ok:
+            raise BackendUnavailableError(f"backend {requested} cannot run here: {why}")
+        return requested
+    wanted = "numba-cuda" if data_on_cuda(*args) else "numba-cpu"
+    if wanted in spec.backends and backend_available(wanted)[0]:
+        return wanted
+    from gpuforge.core.log import get_logger
+
+    why = "not provided" if wanted not in spec.backends else backend_available(wanted)[1]
+    get_logger("gpuforge.kernels").warning(
+        "using the slower reference backend", kernel=spec.name, wanted=wanted, reason=why
+    )
+    return "reference"
+
+
+@lru_cache(maxsize=None)
+def _impl(name: str, backend: str) -> Callable[..., Any]:
+    return resolve(get_spec(name).backends[backend])
+
+
+def get_impl(name: str, backend: str) -> Callable[..., Any]:
+    spec = get_spec(name)
+    if backend not in spec.backends:
+        raise BackendUnavailableError(f"kernel {name} has no {backend} backend (it has: {', '.join(spec.backends)})")
+    return _impl(name, backend)
+
+
+def call(name: str, *args: Any, backend: str | None = None, **kwargs: Any) -> Any:
+    """Run kernel ``name`` on the backend chosen for ``args``."""
+    spec = get_spec(name)
+    chosen = choose_backend(spec, *args, backend=backend)
+    return get_impl(name, chosen)(*args, **kwargs)

@@ -1,0 +1,286 @@
+"""Load plugins (built-ins from plugins.toml, third-party from entry points) and
+collect what their hooks register, isolating each plugin's failures.
+
+Switches: ``GPUFORGE_DISABLE_PLUGINS=a,b``, ``GPUFORGE_LOAD_PLUGINS=a,b`` (only
+these), ``[plugins] disabled`` in the user config, ``GPUFORGE_TRACE_PLUGINS=1``
+(print every hook call to stderr), ``GPUFORGE_STRICT_PLUGINS=1`` (a failed
+plugin is fatal, like ``--strict-plugins``).
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from importlib.metadata import entry_points
+from typing import Any
+
+import pluggy
+
+from gpuforge.core import hookspecs, specs
+from gpuforge.core.config import env_list, load_config
+from gpuforge.core.errors import PluginError
+from gpuforge.core.tomlread import read_toml
+
+_ACCEPTS: dict[str, tuple[type, ...]] = {
+    "register_commands": (specs.CommandSpec,),
+    "register_kernels": (specs.KernelSpec,),
+    "register_hardware": (specs.ProfileDir, specs.TuningSpec),
+    "register_benchmarks": (specs.BenchmarkSpec,),
+    "register_demos": (specs.DemoSpec,),
+    "register_estimates": (specs.EstimateSpec,),
+    "register_doctor_checks": (specs.DoctorCheck,),
+}
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    module: str
+    source: str
+    """``builtin`` or ``entrypoint``."""
+    description: str = ""
+    distribution: str | None = None
+    version: str | None = None
+    status: str = "loaded"
+    """``loaded``, ``disabled`` or ``failed``."""
+    reason: str = ""
+    registered: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "module": self.module,
+            "source": self.source,
+            "description": self.description,
+            "distribution": self.distribution,
+            "version": self.version,
+            "status": self.status,
+            "reason": self.reason,
+            "registered": dict(self.registered),
+        }
+
+
+@dataclass
+class Registry:
+    """Everything the loaded plugins registered, each tagged with its plugin's name."""
+
+    plugins: dict[str, PluginInfo] = field(default_factory=dict)
+    commands: dict[str, tuple[str, specs.CommandSpec]] = field(default_factory=dict)
+    kernels: dict[str, tuple[str, specs.KernelSpec]] = field(default_factory=dict)
+    profile_dirs: list[tuple[str, specs.ProfileDir]] = field(default_factory=list)
+    tuning: dict[str, specs.TuningSpec] = field(default_factory=dict)
+    benchmarks: list[tuple[str, specs.BenchmarkSpec]] = field(default_factory=list)
+    demos: list[tuple[str, specs.DemoSpec]] = field(default_factory=list)
+    estimates: dict[tuple[str, str], tuple[str, specs.EstimateSpec]] = field(default_factory=dict)
+    doctor_checks: list[tuple[str, specs.DoctorCheck]] = field(default_factory=list)
+
+    def failed(self) -> list[PluginInfo]:
+        return [p for p in self.plugins.values() if p.status == "failed"]
+
+
+def builtin_plugins() -> list[dict[str, Any]]:
+    """The ``[[plugin]]`` entries of the packaged plugins.toml."""
+    ref = resources.files("gpuforge.plugins").joinpath("plugins.toml")
+    with resources.as_file(ref) as path:
+        data = read_toml(path, "plugins.toml")
+    return list(data.get("plugin", []))
+
+
+class _Collector:
+    """The ``register`` callback handed to one plugin's hook: checks types, records."""
+
+    def __init__(self, registry: Registry, plugin: PluginInfo, hook: str):
+        self.registry, self.plugin, self.hook = registry, plugin, hook
+        self.items: list[Any] = []
+
+    def __call__(self, item: Any) -> None:
+        accepted = _ACCEPTS[self.hook]
+        if not isinstance(item, accepted):
+            names = " or ".join(t.__name__ for t in accepted)
+            raise TypeError(f"{self.hook} registered {type(item).__name__}, expected {names}")
+        self.items.append(item)
+
+    def commit(self) -> None:
+        reg, name = self.registry, self.plugin.name
+        for item in self.items:
+            if isinstance(item, specs.CommandSpec):
+                if item.name in reg.commands:
+                    raise ValueError(f"command {item.name!r} is already provided by plugin {reg.commands[item.name][0]!r}")
+                reg.commands[item.name] = (name, item)
+            elif isinstance(item, specs.KernelSpec):
+                if "reference" not in item.backends:
+                    raise ValueError(f"kernel {item.name!r} has no reference backend")
+                unknown = set(item.backends) - set(specs.BACKENDS)
+                if unknown:
+                    raise ValueError(f"kernel {item.name!r} has unknown backends {sorted(unknown)}")
+                if item.name in reg.kernels:
+                    raise ValueError(f"kernel {item.name!r} is already provided by plugin {reg.kernels[item.name][0]!r}")
+                reg.kernels[item.name] = (name, item)
+            elif isinstance(item, specs.ProfileDir):
+                reg.profile_dirs.append((name, item))
+            elif isinstance(item, specs.TuningSpec):
+                reg.tuning[item.plugin] = item
+            elif isinstance(item, specs.BenchmarkSpec):
+                reg.benchmarks.append((name, item))
+            elif isinstance(item, specs.DemoSpec):
+                reg.demos.append((name, item))
+            elif isinstance(item, specs.EstimateSpec):
+                reg.estimates[(item.plugin, item.verb)] = (name, item)
+            elif isinstance(item, specs.DoctorCheck):
+                reg.doctor_checks.append((name, item))
+        self.plugin.registered[self.hook.removeprefix("register_")] = len(self.items)
+
+
+def _discover() -> list[PluginInfo]:
+    found: list[PluginInfo] = []
+    for entry in builtin_plugins():
+        found.append(
+            PluginInfo(
+                name=entry["name"],
+                module=entry["module"],
+                source="builtin",
+                description=entry.get("description", ""),
+                distribution="gpuforge",
+                status="loaded" if entry.get("enabled", True) else "disabled",
+                reason="" if entry.get("enabled", True) else "disabled in plugins.toml",
+            )
+        )
+    names = {p.name for p in found}
+    for ep in sorted(entry_points(group=hookspecs.PROJECT), key=lambda e: e.name):
+        dist = getattr(ep, "dist", None)
+        info = PluginInfo(
+            name=ep.name,
+            module=ep.value,
+            source="entrypoint",
+            distribution=dist.name if dist else None,
+            version=dist.version if dist else None,
+        )
+        if ep.name in names:
+            info.status, info.reason = "failed", f"name clashes with an already installed plugin {ep.name!r}"
+        names.add(ep.name)
+        found.append(info)
+    return found
+
+
+def _apply_switches(plugins: list[PluginInfo]) -> None:
+    only = env_list("GPUFORGE_LOAD_PLUGINS")
+    disabled_env = set(env_list("GPUFORGE_DISABLE_PLUGINS") or [])
+    disabled_cfg = set(load_config().get("plugins", {}).get("disabled", []))
+    for p in plugins:
+        if p.status != "loaded":
+            continue
+        if only is not None and p.name not in only:
+            p.status, p.reason = "disabled", "not in GPUFORGE_LOAD_PLUGINS"
+        elif p.name in disabled_env:
+            p.status, p.reason = "disabled", "in GPUFORGE_DISABLE_PLUGINS"
+        elif p.name in disabled_cfg:
+            p.status, p.reason = "disabled", "disabled in the user config [plugins] disabled"
+
+
+def _load_module(info: PluginInfo) -> Any:
+    if ":" in info.module:  # an entry point may name an object in a module
+        from gpuforge.core.lazy import resolve
+
+        return resolve(info.module)
+    return importlib.import_module(info.module)
+
+
+def _check_hooks(pm: pluggy.PluginManager, plugin_obj: Any) -> None:
+    for caller in pm.get_hookcallers(plugin_obj) or []:
+        if caller.spec is None:
+            raise pluggy.PluginValidationError(plugin_obj, f"unknown hook {caller.name!r} (known: {', '.join(hookspecs.HOOKS)})")
+
+
+def load_registry(*, strict: bool = False) -> Registry:
+    """Discover, register and call every enabled plugin; never raises for a broken
+    plugin unless ``strict`` (then :class:`PluginError`)."""
+    from gpuforge.core.log import get_logger
+
+    log = get_logger("gpuforge.plugins")
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    if os.environ.get("GPUFORGE_TRACE_PLUGINS"):
+        pm.trace.root.setwriter(lambda msg: sys.stderr.write(f"[plugins] {msg}"))
+        pm.enable_tracing()
+    registry = Registry()
+    plugins = _discover()
+    _apply_switches(plugins)
+    for info in plugins:
+        registry.plugins[info.name] = info
+        if info.status != "loaded":
+            continue
+        try:
+            obj = _load_module(info)
+            pm.register(obj, name=info.name)
+            _check_hooks(pm, obj)
+            collectors = []
+            for hook_name in hookspecs.HOOKS:
+                for impl in getattr(pm.hook, hook_name).get_hookimpls():
+                    if impl.plugin is not obj:
+                        continue
+                    collector = _Collector(registry, info, hook_name)
+                    if os.environ.get("GPUFORGE_TRACE_PLUGINS"):
+                        sys.stderr.write(f"[plugins] {info.name}.{hook_name}()\n")
+                    impl.function(register=collector)
+                    collectors.append(collector)
+            # Commit only when every hook of the plugin succeeded: all or nothing.
+            for collector in collectors:
+                collector.commit()
+        except Exception as exc:  # one broken plugin never breaks the CLI
+            info.status = "failed"
+            info.reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            info.registered = {}
+            _forget(registry, info.name)
+            if pm.get_plugin(info.name) is not None:
+                pm.unregister(name=info.name)
+            log.warning("plugin failed to load", plugin=info.name, reason=info.reason)
+    if strict:
+        failed = registry.failed()
+        if failed:
+            details = "; ".join(f"{p.name}: {p.reason}" for p in failed)
+            raise PluginError(f"plugin(s) failed to load with --strict-plugins: {details}")
+    return registry
+
+
+def _forget(registry: Registry, plugin: str) -> None:
+    """Drop anything a failed plugin registered before it failed."""
+    registry.commands = {k: v for k, v in registry.commands.items() if v[0] != plugin}
+    registry.kernels = {k: v for k, v in registry.kernels.items() if v[0] != plugin}
+    registry.estimates = {k: v for k, v in registry.estimates.items() if v[0] != plugin}
+    registry.tuning = {k: v for k, v in registry.tuning.items() if k != plugin}
+    registry.profile_dirs = [x for x in registry.profile_dirs if x[0] != plugin]
+    registry.benchmarks = [x for x in registry.benchmarks if x[0] != plugin]
+    registry.demos = [x for x in registry.demos if x[0] != plugin]
+    registry.doctor_checks = [x for x in registry.doctor_checks if x[0] != plugin]
+
+
+@lru_cache(maxsize=1)
+def _cached_registry() -> Registry:
+    return load_registry()
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, loaded once (warnings for failures are logged once)."""
+    return _cached_registry()
+
+
+def reset_registry() -> None:
+    """Forget the loaded registry (tests, or after changing plugin switches)."""
+    _cached_registry.cache_clear()
+
+
+def not_installed_message(name: str) -> str:
+    return (
+        f"no plugin named {name!r} is installed; a third-party plugin installs with pip "
+        f"(usually `pip install gpuforge-{name}`), then `gpuforge plugins list` shows it"
+    )
+
+
+def plugin_info(name: str) -> PluginInfo:
+    reg = get_registry()
+    if name not in reg.plugins:
+        raise PluginError(not_installed_message(name))
+    return reg.plugins[name]

@@ -1,0 +1,131 @@
+"""What a plugin hands to the core through its hooks.
+
+Every spec is a small frozen dataclass holding metadata and ``"module:attr"``
+strings; nothing heavy is imported until a command resolves one of them
+(:func:`gpuforge.core.lazy.resolve`). The plugin manager checks each object
+with ``isinstance`` when it is registered.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+BACKENDS = ("reference", "numba-cpu", "numba-cuda")
+"""Kernel backends, slowest and most obviously correct first."""
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """A typer sub-app mounted as ``gpuforge <name> ...``."""
+
+    name: str
+    """The command group's name on the command line."""
+    app: str
+    """``"module:attr"`` of a ``typer.Typer`` instance."""
+    help: str = ""
+    """One line shown in ``gpuforge --help`` without importing ``app``."""
+
+
+@dataclass(frozen=True)
+class KernelCase:
+    """One generated input for the conformance harness."""
+
+    name: str
+    args: tuple = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    simulator: bool = True
+    """Small enough for Numba's CUDA simulator (about 4k elements for kernels
+    that use ``syncthreads``)."""
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """One kernel: one name, a reference, and faster backends of the same function.
+
+    Every backend callable takes the same arguments as the reference and returns
+    the same result (NumPy arrays, or a tuple of them). ``numba-cuda`` callables
+    accept host arrays (and return host arrays) as well as device arrays or CUDA
+    torch tensors (and then return device data).
+    """
+
+    name: str
+    """``"<plugin>.<kernel>"``, e.g. ``"quantize.nf4_encode"``."""
+    summary: str
+    backends: Mapping[str, str]
+    """backend name -> ``"module:attr"``; must contain ``"reference"``."""
+    cases: str | None = None
+    """``"module:attr"`` of a callable returning an iterable of :class:`KernelCase`."""
+    ptx: str | None = None
+    """``"module:attr"`` of a callable returning ``[(python_function, signature), ...]``:
+    the raw CUDA kernels and the Numba signatures to compile them to PTX with."""
+    rtol: float = 1e-6
+    atol: float = 1e-6
+    """Tolerances for floating outputs; integer and boolean outputs must match exactly."""
+    compare: str | None = None
+    """Optional ``"module:attr"`` comparator ``(expected, actual, case) -> None`` that
+    raises ``AssertionError``; replaces the default element-wise comparison."""
+
+
+@dataclass(frozen=True)
+class TuningSpec:
+    """Where a plugin's per-GPU launch parameters live."""
+
+    plugin: str
+    path: str
+    """Absolute path of the plugin's ``tuning.toml``."""
+
+
+@dataclass(frozen=True)
+class ProfileDir:
+    """A folder of GPU profile TOML files a plugin contributes."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """A benchmark run by ``gpuforge bench [PLUGIN]``.
+
+    ``run`` is ``"module:attr"`` of ``run(ctx) -> list[dict]``; each dict is one row
+    with at least ``name``, ``backend`` (or ``impl``), ``seconds`` and, where a
+    baseline was run in the same process, ``baseline`` and ``ratio``.
+    """
+
+    name: str
+    run: str
+    summary: str = ""
+
+
+@dataclass(frozen=True)
+class DemoSpec:
+    """A demo run by ``gpuforge demo``: ``run(ctx, out_dir) -> str`` returns markdown."""
+
+    name: str
+    run: str
+    summary: str = ""
+    order: int = 100
+
+
+@dataclass(frozen=True)
+class EstimateSpec:
+    """A resource estimate for ``gpuforge plan PLUGIN VERB ...``.
+
+    ``run`` is ``"module:attr"`` of ``estimate(args: list[str]) -> Estimate``
+    (see :mod:`gpuforge.hardware.estimates`).
+    """
+
+    plugin: str
+    verb: str
+    run: str
+    summary: str = ""
+
+
+@dataclass(frozen=True)
+class DoctorCheck:
+    """A check shown by ``gpuforge doctor``: ``run() -> (ok: bool | None, detail, fix)``.
+
+    ``None`` for ok means "not applicable here" (e.g. no GPU).
+    """
+
+    name: str
+    run: str

@@ -1,0 +1,35 @@
+"""Every CUDA kernel compiles to PTX for every compute capability in the hardware
+profiles (needs numba-cuda[cu13]'s NVRTC/NVVM, no GPU, no simulator)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from gpuforge.core.lazy import resolve
+from kernel_params import kernel_params
+
+pytestmark = pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") == "1", reason="compile_ptx does not work in the simulator")
+
+
+def profile_ccs() -> list[tuple[int, int]]:
+    from gpuforge.hardware.profiles import load_profiles
+
+    return sorted({p.cc for p in load_profiles().values()})
+
+
+def test_profiles_span_the_architectures():
+    assert {(7, 0), (7, 5), (8, 0), (8, 6), (8, 9), (9, 0)} <= set(profile_ccs())
+
+
+@pytest.mark.parametrize("spec", kernel_params("numba-cuda"))
+def test_cuda_kernels_compile_to_ptx_for_every_profile(spec):
+    from numba import cuda
+
+    assert spec.ptx, f"{spec.name} has a numba-cuda backend but no ptx() list"
+    entries = resolve(spec.ptx)()
+    assert entries, f"{spec.name}: ptx() is empty"
+    for cc in profile_ccs():
+        for fn, sig in entries:
+            ptx, _ = cuda.compile_ptx(fn, sig, cc=cc)
+            assert f".target sm_{cc[0]}{cc[1]}" in ptx, (spec.name, fn.__name__, cc)

@@ -1,0 +1,131 @@
+"""The plugin system: third-party plugins through entry points, isolation of broken
+ones, strict mode, and the enable/disable switches."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def with_plugins(fixture_plugins):
+    return {"PYTHONPATH": os.pathsep.join([str(fixture_plugins), os.environ.get("PYTHONPATH", "")])}
+
+
+def _status(result):
+    return {p["name"]: p for p in result.json()}
+
+
+def test_builtin_plugins_load(run_cli):
+    r = run_cli("plugins", "list", "--json")
+    assert r.code == 0, r
+    plugins = _status(r)
+    assert plugins["hardware"]["status"] == "loaded"
+    assert plugins["hardware"]["source"] == "builtin"
+    assert plugins["kernels"]["status"] == "loaded", plugins["kernels"]["reason"]
+
+
+def test_third_party_plugin_adds_a_command_that_runs(run_cli, with_plugins):
+    r = run_cli("--json", "hello", "greet", "gpu", "--times", "2", env=with_plugins)
+    assert r.code == 0, r
+    assert r.json() == {"greeting": "hello gpu", "times": 2}
+    info = run_cli("plugins", "info", "hello", "--json", env=with_plugins).json()
+    assert info["source"] == "entrypoint"
+    assert info["distribution"] == "gpuforge-hello" and info["version"] == "0.2.0"
+    assert info["commands"] == ["hello"] and info["kernels"] == ["hello.scale"]
+
+
+def test_third_party_kernel_goes_through_the_registry(run_cli, with_plugins):
+    r = run_cli("--json", "hello", "twice", "1", "2.5", env=with_plugins)
+    assert r.code == 0, r
+    assert r.json() == {"result": [2.0, 5.0]}
+    check = run_cli("kernels", "check", "hello.scale", "--json", env=with_plugins)
+    assert check.code == 0, check
+    assert check.json()["summary"]["pass"] == 2
+
+
+def test_broken_plugins_are_isolated_and_reported(run_cli, with_plugins):
+    r = run_cli("plugins", "list", "--json", env=with_plugins)
+    assert r.code == 0, r
+    plugins = _status(r)
+    expect = {
+        "broken_import": "ModuleNotFoundError",
+        "bad_signature": "extra_argument",
+        "unknown_hook": "register_comands",
+        "raising": "this hook raises on purpose",
+        "wrong_type": "expected KernelSpec",
+    }
+    for name, fragment in expect.items():
+        assert plugins[name]["status"] == "failed", (name, plugins[name])
+        assert fragment in plugins[name]["reason"], (name, plugins[name]["reason"])
+    # What a failing plugin registered before it failed is dropped.
+    assert plugins["raising"]["registered"] == {}
+    # Reported once each, as a warning on stderr.
+    for name in expect:
+        assert r.stderr.count(f"plugin={name}") == 1, r.stderr
+    # Every other command keeps working.
+    assert run_cli("hello", "greet", env=with_plugins).code == 0
+    assert run_cli("hw", "list", "--json", env=with_plugins).code == 0
+    assert run_cli("raising", env=with_plugins).code == 2
+
+
+def test_strict_plugins_makes_a_failure_fatal(run_cli, with_plugins):
+    r = run_cli("--strict-plugins", "plugins", "list", env=with_plugins)
+    assert r.code == 2, r
+    assert "broken_import" in r.stderr and r.stderr.count("\nerror:") + r.stderr.startswith("error:") >= 1
+    r = run_cli("plugins", "list", env={**with_plugins, "GPUFORGE_STRICT_PLUGINS": "1"})
+    assert r.code == 2, r
+
+
+def test_disable_and_load_switches(run_cli, with_plugins, tmp_path):
+    env = {**with_plugins, "GPUFORGE_DISABLE_PLUGINS": "hello,broken_import"}
+    plugins = _status(run_cli("plugins", "list", "--all", "--json", env=env))
+    assert plugins["hello"]["status"] == "disabled" and plugins["broken_import"]["status"] == "disabled"
+    r = run_cli("hello", "greet", env=env)
+    assert r.code == 2 and "disabled" in r.stderr, r
+
+    env = {**with_plugins, "GPUFORGE_LOAD_PLUGINS": "hello"}
+    plugins = _status(run_cli("plugins", "list", "--all", "--json", env=env))
+    assert [n for n, p in plugins.items() if p["status"] == "loaded"] == ["hello"]
+
+    cfg = tmp_path / "cfg"
+    (cfg / "gpuforge").mkdir(parents=True)
+    (cfg / "gpuforge" / "config.toml").write_text('[plugins]\ndisabled = ["hello"]\n')
+    plugins = _status(run_cli("plugins", "list", "--all", "--json", env={**with_plugins, "XDG_CONFIG_HOME": str(cfg)}))
+    assert plugins["hello"]["status"] == "disabled"
+    assert "user config" in plugins["hello"]["reason"]
+
+
+def test_malformed_user_config_is_one_clear_line(run_cli, tmp_path):
+    (tmp_path / "gpuforge").mkdir()
+    (tmp_path / "gpuforge" / "config.toml").write_text("[plugins\ndisabled = \n")
+    r = run_cli("plugins", "list", env={"XDG_CONFIG_HOME": str(tmp_path)})
+    assert r.code == 3, r
+    assert "config.toml" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_missing_plugin_names_the_package(run_cli):
+    r = run_cli("plugins", "info", "radiancex")
+    assert r.code == 2, r
+    assert "pip install gpuforge-radiancex" in r.stderr
+    r = run_cli("radiancex", "train")
+    assert r.code == 2 and "pip install gpuforge-radiancex" in r.stderr, r
+
+
+def test_trace_switch_prints_hook_calls(run_cli):
+    r = run_cli("plugins", "list", env={"GPUFORGE_TRACE_PLUGINS": "1"})
+    assert r.code == 0
+    assert "hardware.register_commands()" in r.stderr
+
+
+def test_every_hook_is_documented():
+    """The contract cannot drift: every hook spec has a docstring and a row in docs."""
+    from pathlib import Path
+
+    from gpuforge.core import hookspecs
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "PLUGINS.md").read_text()
+    for name in hookspecs.HOOKS:
+        fn = getattr(hookspecs, name)
+        assert fn.__doc__ and fn.__doc__.strip(), name
+        assert f"`{name}`" in doc, f"docs/PLUGINS.md does not document {name}"
