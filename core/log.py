@@ -9,6 +9,20 @@ import structlog
 _LEVELS = {-1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}
 
 
+class _StderrLogger:
+    """Writes to whatever ``sys.stderr`` is now (test capture and redirection swap it)."""
+
+    def msg(self, message: str) -> None:
+        sys.stderr.write(message + "\n")
+        sys.stderr.flush()
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
+def _stderr_logger_factory(*_args) -> _StderrLogger:
+    return _StderrLogger()
+
+
 def configure_logging(log_format: str = "console", verbosity: int = 0) -> None:
     level = _LEVELS[max(-1, min(1, verbosity))]
     processors: list = [
@@ -29,7 +43,7 @@ def configure_logging(log_format: str = "console", verbosity: int = 0) -> None:
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger_factory,
         cache_logger_on_first_use=False,
     )
 

@@ -231,7 +231,7 @@ def load_registry(*, strict: bool = False) -> Registry:
                 collector.commit()
         except Exception as exc:  # one broken plugin never breaks the CLI
             info.status = "failed"
-            info.reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            info.reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:400]
             info.registered = {}
             _forget(registry, info.name)
             if pm.get_plugin(info.name) is not None:

@@ -18,8 +18,24 @@ def profile_ccs() -> list[tuple[int, int]]:
     return sorted({p.cc for p in load_profiles().values()})
 
 
+def toolkit_ccs() -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Profile compute capabilities this CUDA toolkit's NVRTC can target, and those it
+    cannot (CUDA 13 dropped Volta, cc 7.0: the V100 needs a CUDA 12 toolkit)."""
+    from numba.cuda.cudadrv.nvrtc import get_supported_ccs
+
+    supported = set(get_supported_ccs())
+    ok = [cc for cc in profile_ccs() if cc in supported or cc > max(supported)]
+    return ok, [cc for cc in profile_ccs() if cc not in ok]
+
+
 def test_profiles_span_the_architectures():
     assert {(7, 0), (7, 5), (8, 0), (8, 6), (8, 9), (9, 0)} <= set(profile_ccs())
+
+
+def test_only_volta_is_beyond_this_toolkit():
+    ok, unsupported = toolkit_ccs()
+    assert set(unsupported) <= {(7, 0)}, unsupported
+    assert {(7, 5), (8, 0), (8, 6), (8, 9), (9, 0)} <= set(ok)
 
 
 @pytest.mark.parametrize("spec", kernel_params("numba-cuda"))
@@ -29,7 +45,7 @@ def test_cuda_kernels_compile_to_ptx_for_every_profile(spec):
     assert spec.ptx, f"{spec.name} has a numba-cuda backend but no ptx() list"
     entries = resolve(spec.ptx)()
     assert entries, f"{spec.name}: ptx() is empty"
-    for cc in profile_ccs():
+    for cc in toolkit_ccs()[0]:
         for fn, sig in entries:
             ptx, _ = cuda.compile_ptx(fn, sig, cc=cc)
             assert f".target sm_{cc[0]}{cc[1]}" in ptx, (spec.name, fn.__name__, cc)
