@@ -39,7 +39,7 @@ def run_benchmarks(plugin: str | None, quick: bool, names: list[str] | None = No
         from gpuforge.hardware.cpu import cpu_profile
 
         prof = cpu_profile()
-        ctx.cpu_peak = {"bandwidth_gbs": prof.get("bandwidth_gbs"), "fp32_gflops": prof.get("fp32_gflops")}
+        ctx.cpu_peak = {"bandwidth_gbs": prof.get("memory_bandwidth_gbs"), "fp32_gflops": prof.get("fp32_gflops")}
     except Exception as exc:  # the ratios still stand without the peak shares
         get_logger("gpuforge.bench").warning("no CPU peak figures", reason=str(exc))
     rows: list[dict] = []

@@ -83,8 +83,9 @@ def roofline_cmd(
     gpu: str = typer.Option("all", "--gpu", help="A GPU id, a comma-separated list, or all."),
     json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
-    """Roofline time = max(FLOPs / peak, bytes / bandwidth), the bound and the arithmetic
-    intensity, per GPU. Exit 2 for text that is not a number or an unknown dtype, 3 for a
+    """Roofline time, bound and arithmetic intensity of a workload, per GPU.
+
+    time = max(FLOPs / peak, bytes / bandwidth) at the profile's dense datasheet peak. Exit 2 for text that is not a number or an unknown dtype, 3 for a
     negative value or an unknown GPU id."""
     from gpuforge.hardware.profiles import select
     from gpuforge.hardware.registry import all_profiles
@@ -121,8 +122,9 @@ def llm_cmd(
     gpu: str = typer.Option("all", "--gpu", help="A GPU id, a comma-separated list, or all."),
     json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
-    """KV-cache bytes, prefill time, decode time per token and the most concurrent users,
-    per GPU (Yao Fu's long-context analysis). Exit 3 for a non-positive size or an unknown
+    """KV cache, prefill and decode times, most concurrent users of an LLM, per GPU.
+
+    Yao Fu's long-context analysis, roofline at datasheet peaks. Exit 3 for a non-positive size or an unknown
     GPU id, 2 for bits outside the listed choices."""
     from gpuforge.hardware.llm import LlmShape, analyze, summary
     from gpuforge.hardware.profiles import select
@@ -155,8 +157,9 @@ def plan_serving_cmd(
     slo_ms: float = typer.Option(None, "--slo-ms", help="Mean time-per-output-token SLO in ms (overrides the file's slo_ms)."),
     json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
-    """Mélange: the cheapest mix of GPU types that serves the workload within the SLO
-    (integer program, scipy milp), against the best single GPU type. Exit 3 for a bad
+    """Mélange: the cheapest GPU mix that serves a workload within a latency SLO.
+
+    An integer program (scipy milp), compared with the best single GPU type. Exit 3 for a bad
     workload (missing file, unknown GPU id, negative sizes, shares not summing to 1) or
     an SLO no GPU can meet."""
     from gpuforge.hardware.bench import measured_efficiencies
@@ -196,7 +199,9 @@ def bench_cmd(
     no_fingerprint: bool = typer.Option(False, "--no-fingerprint", help="Skip the numerics fingerprint."),
     json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
-    """Measure this device with our own kernels: memory bandwidth (copy, triad), FP32
+    """Measure this device's bandwidth and FLOP/s with our own kernels.
+
+    Memory bandwidth (copy, triad), FP32
     rate (FMA chains; torch matmul labelled as such), on a GPU also launch latency and
     shared-memory bandwidth; each as a share of the CPU profile (CPU) or the datasheet
     (GPU). The device follows --device (auto: the first GPU, else the CPU). The result is
@@ -223,7 +228,9 @@ def bench_cmd(
 
 @app.command("fingerprint")
 def fingerprint_cmd(json_out: bool = typer.Option(False, "--json", help="Print as JSON (with the per-part hashes).")) -> None:
-    """SHA-256 of the bit patterns of a fixed suite of fp32/fp16/bf16 matrix products and
+    """A numerics fingerprint of this hardware/software stack.
+
+    SHA-256 of the bit patterns of a fixed suite of fp32/fp16/bf16 matrix products and
     reductions through torch on seeded inputs: tells hardware/software stacks apart."""
     from gpuforge.core.errors import UnsupportedError
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gpuforge.core.hookspecs import hookimpl
-from gpuforge.core.specs import CommandSpec, DemoSpec, DoctorCheck, KernelSpec, TuningSpec
+from gpuforge.core.specs import BenchmarkSpec, CommandSpec, DemoSpec, DoctorCheck, KernelSpec, TuningSpec
 
 _MK = "gpuforge.hardware.microkernels"
 
@@ -36,6 +36,12 @@ def register_kernels(register):
 @hookimpl
 def register_hardware(register):
     register(TuningSpec("hardware", str(Path(__file__).with_name("tuning.toml"))))
+
+
+@hookimpl
+def register_benchmarks(register):
+    register(BenchmarkSpec("microkernels", "gpuforge.hardware.bench:run_benchmarks",
+                           "hw bench kernels (copy, triad, fma): numba-cpu against the NumPy reference."))
 
 
 @hookimpl

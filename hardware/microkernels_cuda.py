@@ -1,0 +1,154 @@
+"""numba-cuda backends of :mod:`gpuforge.hardware.microkernels` (grid-stride loops, one
+element per thread per step), plus two GPU-only microbenchmarks of ``hw bench``:
+an empty kernel (launch latency) and a shared-memory read loop (shared-memory bandwidth,
+after the Hopper microbenchmarking study's method: each warp reads 32 consecutive
+words, so no bank conflicts).
+
+Host wrappers take NumPy arrays (results come back as NumPy), Numba device arrays or
+CUDA torch tensors (results stay on the device), like every gpuforge CUDA kernel.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import cuda, float32
+
+from gpuforge.core.tuning import launch_params
+from gpuforge.hardware.microkernels import _same_shape, _scalar
+from gpuforge.kernels.arguments import check_float32, check_int
+from gpuforge.kernels.cuda_arrays import Placement, check_threads
+
+SMEM_WORDS = 4096
+"""float32 words of shared memory the bandwidth kernel reads (16 KiB, a power of two)."""
+MAX_BLOCKS = 65535
+
+
+def copy_kernel(src, dst):
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, src.size, stride):
+        dst[i] = src[i]
+
+
+def triad_kernel(b, c, s, out):
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, out.size, stride):
+        out[i] = b[i] + s * c[i]
+
+
+def fma_kernel(x, out, iters, a, b):
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, x.size, stride):
+        y = x[i]
+        for _ in range(iters):
+            y = y * a + b
+        out[i] = y
+
+
+def empty_kernel():
+    pass
+
+
+def smem_read_kernel(out, reps):
+    sm = cuda.shared.array(SMEM_WORDS, float32)
+    t = cuda.threadIdx.x
+    for k in range(t, SMEM_WORDS, cuda.blockDim.x):
+        sm[k] = float32(k)
+    cuda.syncthreads()
+    acc = float32(0.0)
+    idx = t & (SMEM_WORDS - 1)
+    for _ in range(reps):
+        acc += sm[idx]
+        idx = (idx + 32) & (SMEM_WORDS - 1)
+    i = cuda.grid(1)
+    if i < out.size:
+        out[i] = acc
+
+
+_copy = cuda.jit(copy_kernel)
+_triad = cuda.jit(triad_kernel)
+_fma = cuda.jit(fma_kernel)
+_empty = cuda.jit(empty_kernel)
+_smem = cuda.jit(smem_read_kernel)
+
+
+def _threads(kernel: str, given: int | None) -> int:
+    """An explicit threads_per_block, else tuning.toml's for this GPU, else 256."""
+    if given is None:
+        given = launch_params("hardware", kernel, {"threads_per_block": 256})["threads_per_block"]
+    return check_threads(given)
+
+
+def _blocks(n: int, threads: int) -> int:
+    return min((n + threads - 1) // threads, MAX_BLOCKS)
+
+
+def copy_cuda(x, *, threads_per_block: int | None = None):
+    place = Placement()
+    x = place.put(x, "x")
+    check_float32("x", x.dtype)
+    shape = x.shape
+    src = place.to_device(x).reshape(x.size)
+    out, handed = place.empty(shape, np.float32)
+    t = _threads("hardware.copy", threads_per_block)
+    place.launch(_copy, _blocks(src.size, t), t, src, out.reshape(src.size))
+    return place.result(handed)
+
+
+def triad_cuda(b, c, scalar, *, threads_per_block: int | None = None):
+    place = Placement()
+    b, c = place.put(b, "b"), place.put(c, "c")
+    check_float32("b", b.dtype)
+    check_float32("c", c.dtype)
+    _same_shape(b, c)
+    s = _scalar("scalar", scalar)
+    n = b.size
+    db, dc = place.to_device(b).reshape(n), place.to_device(c).reshape(n)
+    out, handed = place.empty(b.shape, np.float32)
+    t = _threads("hardware.triad", threads_per_block)
+    place.launch(_triad, _blocks(n, t), t, db, dc, s, out.reshape(n))
+    return place.result(handed)
+
+
+def fma_cuda(x, iters, a, b, *, threads_per_block: int | None = None):
+    place = Placement()
+    x = place.put(x, "x")
+    check_float32("x", x.dtype)
+    iters = check_int("iters", iters, 0)
+    a32, b32 = _scalar("a", a), _scalar("b", b)
+    n = x.size
+    src = place.to_device(x).reshape(n)
+    out, handed = place.empty(x.shape, np.float32)
+    t = _threads("hardware.fma", threads_per_block)
+    place.launch(_fma, _blocks(n, t), t, src, out.reshape(n), iters, a32, b32)
+    return place.result(handed)
+
+
+def launch_empty(blocks: int = 1, threads: int = 32) -> None:
+    _empty[blocks, threads]()
+
+
+def smem_read(out, reps: int, blocks: int, threads: int) -> None:
+    """Launch the shared-memory read loop on a device array ``out`` of blocks x threads."""
+    _smem[blocks, threads](out, reps)
+
+
+def ptx_entries():
+    """Every CUDA kernel of ``hw bench`` with the signature it is launched with."""
+    return [
+        (copy_kernel, "void(float32[::1], float32[::1])"),
+        (triad_kernel, "void(float32[::1], float32[::1], float32, float32[::1])"),
+        (fma_kernel, "void(float32[::1], float32[::1], int64, float32, float32)"),
+        (empty_kernel, "void()"),
+        (smem_read_kernel, "void(float32[::1], int64)"),
+    ]
+
+
+def copy_ptx():
+    return [e for e in ptx_entries() if e[0] in (copy_kernel, empty_kernel, smem_read_kernel)]
+
+
+def triad_ptx():
+    return [e for e in ptx_entries() if e[0] is triad_kernel]
+
+
+def fma_ptx():
+    return [e for e in ptx_entries() if e[0] is fma_kernel]
