@@ -38,6 +38,23 @@ def test_only_volta_is_beyond_this_toolkit():
     assert {(7, 5), (8, 0), (8, 6), (8, 9), (9, 0)} <= set(ok)
 
 
+def assemble(ptx: str, cc: tuple[int, int]) -> bytes:
+    """PTX -> cubin with nvJitLink: catches what PTX generation alone lets through
+    (register or shared-memory limits, bad PTX)."""
+    from cuda.bindings import nvjitlink
+
+    handle = nvjitlink.create(1, [f"-arch=sm_{cc[0]}{cc[1]}"])
+    try:
+        data = ptx.encode()
+        nvjitlink.add_data(handle, nvjitlink.InputType.PTX, data, len(data), "kernel")
+        nvjitlink.complete(handle)
+        cubin = bytearray(nvjitlink.get_linked_cubin_size(handle))
+        nvjitlink.get_linked_cubin(handle, cubin)
+        return bytes(cubin)
+    finally:
+        nvjitlink.destroy(handle)
+
+
 @pytest.mark.parametrize("spec", kernel_params("numba-cuda"))
 def test_cuda_kernels_compile_to_ptx_for_every_profile(spec):
     from numba import cuda
@@ -49,3 +66,4 @@ def test_cuda_kernels_compile_to_ptx_for_every_profile(spec):
         for fn, sig in entries:
             ptx, _ = cuda.compile_ptx(fn, sig, cc=cc)
             assert f".target sm_{cc[0]}{cc[1]}" in ptx, (spec.name, fn.__name__, cc)
+            assert assemble(ptx, cc), (spec.name, fn.__name__, cc)

@@ -1,0 +1,110 @@
+"""CUDA backend of :mod:`gpuforge.kernels.blockwise`: one thread block per quantization
+block; its threads stride over the block, then reduce their maxima in shared memory
+(a tree of ``syncthreads`` steps, so ``threads_per_block`` is a power of two).
+The quantizer reuses the reduced absmax in the same launch to write the codes.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import cuda, float32
+
+from gpuforge.kernels.arguments import check_float32, check_int
+from gpuforge.kernels.blockwise import absmax_step, num_blocks, quantize_code
+from gpuforge.kernels.cuda_arrays import Placement, check_threads
+
+MAX_THREADS = 1024
+"""Size of the shared reduction buffer: the largest ``threads_per_block`` accepted."""
+
+# Device functions are inlined at Numba-IR level: a non-inlined device function is
+# compiled for the *current* device, which makes compile_ptx need a GPU driver.
+_absmax_step = cuda.jit(device=True, inline="always")(absmax_step)
+_quantize_code = cuda.jit(device=True, inline="always")(quantize_code)
+
+
+def _block_absmax(flat, block_size, part):
+    """Every thread of the block returns the absmax of quantization block blockIdx.x."""
+    t = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    start = cuda.blockIdx.x * block_size
+    stop = min(start + block_size, flat.size)
+    m = float32(0.0)
+    for i in range(start + t, stop, nt):
+        m = _absmax_step(m, abs(flat[i]))
+    part[t] = m
+    cuda.syncthreads()
+    s = nt // 2
+    while s > 0:
+        if t < s:
+            part[t] = _absmax_step(part[t], part[t + s])
+        cuda.syncthreads()
+        s //= 2
+    return part[0]
+
+
+_block_absmax_dev = cuda.jit(device=True, inline="always")(_block_absmax)
+
+
+def absmax_kernel(flat, block_size, absmax):
+    part = cuda.shared.array(MAX_THREADS, float32)
+    m = _block_absmax_dev(flat, block_size, part)
+    if cuda.threadIdx.x == 0:
+        absmax[cuda.blockIdx.x] = m
+
+
+def quantize_int8_kernel(flat, block_size, codes, absmax):
+    part = cuda.shared.array(MAX_THREADS, float32)
+    m = _block_absmax_dev(flat, block_size, part)
+    if cuda.threadIdx.x == 0:
+        absmax[cuda.blockIdx.x] = m
+    start = cuda.blockIdx.x * block_size
+    stop = min(start + block_size, flat.size)
+    for i in range(start + cuda.threadIdx.x, stop, cuda.blockDim.x):
+        codes[i] = round(_quantize_code(flat[i], m))  # round = rint: half to even
+
+
+_absmax = cuda.jit(absmax_kernel)
+_quantize_int8 = cuda.jit(quantize_int8_kernel)
+
+
+def _threads_for(block_size: int, threads_per_block: int) -> int:
+    """The power of two <= threads_per_block that covers a block, at most."""
+    t = 1
+    while t < block_size and t < threads_per_block:
+        t *= 2
+    return t
+
+
+def _prepare(x, block_size, threads_per_block):
+    place = Placement()
+    x = place.put(x, "x")
+    check_float32("x", x.dtype)
+    block_size = check_int("block_size", block_size, 1)
+    threads = check_threads(threads_per_block, MAX_THREADS, power_of_two=True)
+    flat = place.to_device(x).reshape(x.size)
+    return place, x.shape, flat, block_size, _threads_for(block_size, threads)
+
+
+def blockwise_absmax_cuda(x, block_size: int, *, threads_per_block: int = 256):
+    place, shape, flat, block_size, threads = _prepare(x, block_size, threads_per_block)
+    nblocks = num_blocks(flat.size, block_size)
+    absmax, handed = place.empty((nblocks,), np.float32)
+    place.launch(_absmax, nblocks, threads, flat, block_size, absmax)
+    return place.result(handed)
+
+
+def blockwise_quantize_absmax_int8_cuda(x, block_size: int, *, threads_per_block: int = 256):
+    place, shape, flat, block_size, threads = _prepare(x, block_size, threads_per_block)
+    nblocks = num_blocks(flat.size, block_size)
+    codes, codes_handed = place.empty(shape, np.int8)
+    absmax, absmax_handed = place.empty((nblocks,), np.float32)
+    place.launch(_quantize_int8, nblocks, threads, flat, block_size,
+                 codes.reshape(flat.size), absmax)
+    return place.result(codes_handed), place.result(absmax_handed)
+
+
+def blockwise_absmax_ptx():
+    return [(absmax_kernel, "void(float32[::1], int64, float32[::1])")]
+
+
+def blockwise_quantize_absmax_int8_ptx():
+    return [(quantize_int8_kernel, "void(float32[::1], int64, int8[::1], float32[::1])")]

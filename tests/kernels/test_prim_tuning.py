@@ -1,0 +1,40 @@
+"""kernels/tuning.toml names real kernels and the keyword arguments of their CUDA
+wrappers. (PTX compilation of every kernel is tests/test_kernels_ptx.py.)"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import tomllib
+from pathlib import Path
+
+import pytest
+
+if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+    pytest.skip("compile_ptx does not work under the CUDA simulator", allow_module_level=True)
+
+from gpuforge.kernels.specs import kernel_specs  # noqa: E402
+
+TUNING = Path(importlib.import_module("gpuforge.kernels").__file__).with_name("tuning.toml")
+
+
+def resolve(target: str):
+    module, attr = target.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def test_tuning_toml_names_real_kernels_and_keywords():
+    tuning = tomllib.loads(TUNING.read_text())
+    specs = {spec.name: spec for spec in kernel_specs()}
+    tables = [tuning["default"]]
+    for level in ("arch", "cc", "gpu"):
+        tables += list(tuning.get(level, {}).values())
+    assert set(tuning) <= {"default", "arch", "cc", "gpu"}
+    assert set(tuning["default"]) == set(specs)
+    for table in tables:
+        for name, params in table.items():
+            wrapper = resolve(specs[name].backends["numba-cuda"])
+            keywords = {p.name for p in inspect.signature(wrapper).parameters.values()
+                        if p.kind is p.KEYWORD_ONLY}
+            assert params and set(params) <= keywords, (name, params, keywords)
+            assert all(isinstance(v, int) and v > 0 for v in params.values()), (name, params)
