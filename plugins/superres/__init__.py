@@ -1,0 +1,1 @@
+"""The superres plugin (see README.md)."""

@@ -1,0 +1,266 @@
+"""``gpuforge superres ...``: ESPCN super-resolution for images and video.
+
+Only typer and light gpuforge.core modules are imported here; torch, numpy and numba
+are imported inside the commands.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from gpuforge.core.context import get_context
+from gpuforge.core.errors import UsageError
+from gpuforge.core.output import emit
+
+app = typer.Typer(help="ESPCN super-resolution (Shi et al. 2016) for images and video.", no_args_is_help=True)
+
+_JSON = typer.Option(False, "--json", help="Print the result as JSON.")
+
+
+def _json(flag: bool) -> bool:
+    return flag or get_context().json
+
+
+def _check_scale(scale: int) -> None:
+    if scale < 2 or scale > 8:
+        raise UsageError(f"--scale {scale}: use an integer from 2 to 8 (built-in models: 2, 3, 4)")
+
+
+@app.command()
+def train(
+    data_dir: Path = typer.Argument(..., help="Folder of training photographs (PNG/JPEG...)."),
+    scale: int = typer.Option(..., "--scale", help="Upscaling factor."),
+    out: Path = typer.Option(..., "--out", help="Output model (.safetensors); best validation checkpoint."),
+    epochs: int = typer.Option(20, "--epochs", help="Epochs (validation after each)."),
+    epoch_steps: int = typer.Option(1000, "--epoch-steps", help="Optimizer steps per epoch."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Total steps (overrides --epochs x --epoch-steps)."),
+    patch: int = typer.Option(17, "--patch", help="LR patch size in pixels (HR patch = patch x scale)."),
+    batch: int = typer.Option(64, "--batch", help="Patches per step."),
+    channels: str = typer.Option("y", "--channels", help="y (luma only, as the paper) or rgb."),
+    val: Optional[Path] = typer.Option(None, "--val", help="Folder of validation images (PSNR each epoch)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Resume file (<out>.resume.pt) or a model to start from."),
+    lr: float = typer.Option(1e-3, "--lr", help="Initial Adam learning rate (cosine decay to --lr-min)."),
+    lr_min: float = typer.Option(1e-4, "--lr-min"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
+    force: bool = typer.Option(False, "--force", help="Overwrite --out."),
+    json_out: bool = _JSON,
+) -> None:
+    """Train ESPCN on DATA_DIR: random patches, flips/rotations, validation PSNR each epoch, best kept."""
+    from gpuforge.core.files import Manifest, check_output, require_input
+
+    _check_scale(scale)
+    if channels not in ("y", "rgb"):
+        raise UsageError(f"--channels {channels!r}: use y or rgb")
+    if patch < 4 or batch < 1 or epoch_steps < 1 or (steps is not None and steps < 1) or epochs < 1:
+        raise UsageError("--patch must be >= 4 and --batch, --epochs, --epoch-steps, --steps >= 1")
+    if out.suffix != ".safetensors":
+        raise UsageError(f"--out {out}: the model is written as safetensors; name it *.safetensors")
+    require_input(data_dir, "DATA_DIR")
+    if val is not None:
+        require_input(val, "--val folder")
+    if resume is not None:
+        require_input(resume, "--resume file")
+    check_output(out, force)
+
+    import torch
+
+    from gpuforge.core.progress import progress
+
+    from .images import load_folder
+    from .train import TrainConfig
+    from .train import train as run_train
+
+    if threads:
+        torch.set_num_threads(threads)
+    seed = get_context().seed
+    cfg = TrainConfig(scale=scale, channels=channels, epochs=epochs, epoch_steps=epoch_steps, steps=steps,
+                      patch=patch, batch=batch, lr=lr, lr_min=lr_min, seed=0 if seed is None else seed)
+    train_images = load_folder(data_dir, "DATA_DIR")
+    val_images = load_folder(val, "--val folder") if val is not None else None
+    command = "gpuforge superres " + " ".join(sys.argv[sys.argv.index("train"):] if "train" in sys.argv else [])
+    manifest = Manifest("superres train", {"scale": scale, "channels": channels, "steps": cfg.total_steps,
+                                           "epoch_steps": epoch_steps, "patch": patch, "batch": batch, "lr": lr,
+                                           "lr_min": lr_min, "seed": cfg.seed})
+    manifest.add_input(data_dir)
+    if val is not None:
+        manifest.add_input(val)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with manifest.timed("train"), progress(f"training x{scale}", total=cfg.total_steps) as bar:
+        result = run_train(cfg, train_images, val_images, out, resume, command, bar=bar)
+    manifest.add_output(out)
+    manifest.set("result", result)
+    manifest.write(out.parent, out.name + ".manifest.json")
+    result["out"] = str(out)
+    emit(result, f"x{scale} model -> {out}: best validation PSNR ({channels}) {result['best_val_psnr']:.2f} dB after {result['steps']} steps",
+         as_json=_json(json_out))
+
+
+@app.command()
+def photos(
+    out: Path = typer.Option(..., "--out", help="Folder to write PNGs into."),
+    split: str = typer.Option("train", "--split", help="train, val or heldout (see the plugin README)."),
+    force: bool = typer.Option(False, "--force"),
+    json_out: bool = _JSON,
+) -> None:
+    """Write scikit-image's bundled photographs of one split as PNG (the built-in models' data)."""
+    from gpuforge.core.files import Manifest, atomic_dir
+
+    from .images import SKIMAGE_SPLITS, skimage_photo, write_image
+
+    if split not in SKIMAGE_SPLITS:
+        raise UsageError(f"--split {split!r}: use one of {', '.join(SKIMAGE_SPLITS)}")
+    import importlib.util
+
+    if importlib.util.find_spec("skimage") is None:
+        from gpuforge.core.errors import UnsupportedError
+
+        raise UnsupportedError("scikit-image is not installed; pip install scikit-image (it carries the photos)")
+    names = SKIMAGE_SPLITS[split]
+    with atomic_dir(out, force=force) as tmp:
+        for name in names:
+            write_image(skimage_photo(name), tmp / f"{name}.png")
+        Manifest("superres photos", {"split": split, "images": names}).write(tmp)
+    emit({"out": str(out), "split": split, "images": names}, f"{len(names)} {split} photos -> {out}", as_json=_json(json_out))
+
+
+def _model_option():
+    return typer.Option("builtin", "--model", help="builtin (shipped x2/x3/x4 weights) or an ESPCN .safetensors file.")
+
+
+@app.command()
+def upscale(
+    inputs: List[Path] = typer.Argument(..., help="Image files, folders of images, or videos (mp4/mkv/webm/avi/mov)."),
+    scale: int = typer.Option(..., "--scale", help="2, 3 or 4 (must match the model)."),
+    out: Path = typer.Option(..., "--out", help="Output file (one image/video input) or folder (several, or a folder)."),
+    model: str = _model_option(),
+    tile: Optional[int] = typer.Option(None, "--tile", help="Run the network on LR tiles of N x N pixels (bounded memory)."),
+    tile_pad: int = typer.Option(8, "--tile-pad", help="LR context pixels around each tile (>= 4: seamless)."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 or bf16 for the convolutions."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
+    force: bool = typer.Option(False, "--force", help="Overwrite --out."),
+    json_out: bool = _JSON,
+) -> None:
+    """Upscale images, folders and videos with ESPCN (output mirrors the input)."""
+    from gpuforge.core.files import check_output
+
+    _check_scale(scale)
+    if precision not in ("fp32", "fp16", "bf16"):
+        raise UsageError(f"--precision {precision!r}: use fp32, fp16 or bf16")
+    check_output(out, force)
+
+    import torch
+
+    from .espcn import resolve_model
+    from .pipeline import Upscaler, check_tile_args
+    from .upscale import plan_outputs, run
+
+    check_tile_args(tile, tile_pad)
+    plan_outputs(list(inputs), out)
+    if threads:
+        torch.set_num_threads(threads)
+    from gpuforge.core.device import torch_device
+
+    device = torch_device()
+    net, meta, model_path = resolve_model(model, scale)
+    upscaler = Upscaler(net, tile=tile, tile_pad=tile_pad, precision=precision, device=device)
+    params = {"scale": scale, "model": model_path, "tile": tile, "tile_pad": tile_pad, "precision": precision,
+              "device": str(device)}
+    from gpuforge.core.progress import progress
+
+    with progress(f"upscaling x{scale} (images/frames)") as bar:
+        result = run(list(inputs), out, upscaler, force, params, bar=bar)
+    result.update(scale=scale, model=model_path)
+    emit(result, f"upscaled {len(result['items'])} item(s) x{scale} -> {out} in {result['seconds']:.1f} s",
+         as_json=_json(json_out))
+
+
+@app.command("eval")
+def eval_(
+    data_dir: Path = typer.Argument(..., help="Folder (or one file) of high-resolution photographs."),
+    scale: int = typer.Option(..., "--scale", help="2, 3 or 4."),
+    model: str = _model_option(),
+    ssim: bool = typer.Option(True, "--ssim/--no-ssim", help="Also compute SSIM (slower)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write the result as JSON here (with a manifest)."),
+    force: bool = typer.Option(False, "--force"),
+    json_out: bool = _JSON,
+) -> None:
+    """Y-PSNR and SSIM (scale-pixel border cropped) of ESPCN vs bicubic, per image + mean."""
+    from gpuforge.core.files import check_output, require_input
+
+    _check_scale(scale)
+    require_input(data_dir, "DATA_DIR")
+    if out is not None:
+        check_output(out, force)
+
+    from gpuforge.core.output import print_table
+
+    from .espcn import resolve_model
+    from .evaluate import evaluate
+    from .images import load_folder
+    from .pipeline import Upscaler
+    from .upscale import MIN_SIDE
+
+    net, _meta, model_path = resolve_model(model, scale)
+    images = load_folder(data_dir, "DATA_DIR")
+    small = [n for n, im in images if min(im.shape[:2]) < MIN_SIDE * scale]
+    if small:
+        raise UsageError(f"{data_dir}/{small[0]} is too small for x{scale} evaluation (needs {MIN_SIDE * scale} pixels a side)")
+    from gpuforge.core.device import torch_device
+
+    result = evaluate(images, Upscaler(net, device=torch_device()), with_ssim=ssim)
+    result["model"] = model_path
+    if out is not None:
+        from gpuforge.core.files import Manifest, write_text_atomic
+        from gpuforge.core.output import to_json
+
+        write_text_atomic(out, to_json(result) + "\n", force=True)
+        m = Manifest("superres eval", {"scale": scale, "model": model_path})
+        m.add_input(data_dir)
+        m.add_output(out)
+        m.write(out.parent, out.name + ".manifest.json")
+
+    def human() -> None:
+        rows = result["images"] + [{"image": "mean", **result["mean"]}]
+        cols = ["image", "psnr_bicubic", "psnr_espcn", "gain_db"] + (["ssim_bicubic", "ssim_espcn"] if ssim else [])
+        print_table(rows, cols, title=f"x{scale} Y-PSNR (dB) / SSIM, {scale}-pixel border cropped; model {model_path}")
+
+    emit(result, human, as_json=_json(json_out))
+
+
+@app.command()
+def bench(
+    quick: bool = typer.Option(False, "--quick", help="Fewer repeats."),
+    only: str = typer.Option("all", "--only", help="all, frame, shuffle, resize or tiles."),
+    json_out: bool = _JSON,
+) -> None:
+    """fps of 640x360 -> 1920x1080 x3, ours vs a plain torch module; kernel timings."""
+    from gpuforge.core.bench import BenchContext
+    from gpuforge.core.output import print_table
+
+    from . import bench as b
+
+    parts = {"frame": b.frame_rows, "shuffle": b.shuffle_rows, "resize": b.resize_rows, "tiles": b.tile_rows}
+    if only != "all" and only not in parts:
+        raise UsageError(f"--only {only!r}: use all, {', '.join(parts)}")
+    try:
+        from gpuforge.hardware.cpu import cpu_profile
+
+        prof = cpu_profile()
+        cpu_peak = {"bandwidth_gbs": prof.get("memory_bandwidth_gbs"), "fp32_gflops": prof.get("fp32_gflops")}
+    except Exception:  # the ratios stand without the peak shares
+        cpu_peak = {}
+    ctx = BenchContext(quick=quick, cpu_peak=cpu_peak)
+    rows = []
+    for name, fn in parts.items():
+        if only in ("all", name):
+            rows += fn(ctx)
+
+    def human() -> None:
+        cols = ["name", "impl", "seconds", "fps", "ratio", "gflops", "gbs"]
+        fmt = [{k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
+        print_table(fmt, cols, title="superres benchmarks (ratio = baseline time / this time; > 1 is faster)")
+
+    emit({"rows": rows}, human, as_json=_json(json_out))
