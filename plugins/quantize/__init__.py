@@ -1,0 +1,1 @@
+"""The quantize plugin (see README.md)."""

@@ -1,0 +1,160 @@
+"""``gpuforge quantize ...``: GPTQ, LLM.int8(), NF4/FP4 + double quantization, KV-cache
+analysis, 2:4 sparsity, format advice. Heavy imports happen inside the commands."""
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from gpuforge.core.context import get_context
+from gpuforge.core.output import emit, print_table
+
+app = typer.Typer(help="GPTQ, LLM.int8(), NF4 + double quantization, KV-cache quantization, 2:4 sparsity.",
+                  no_args_is_help=True)
+
+JSON = typer.Option(False, "--json", help="Print the result as JSON.")
+
+
+def _json(flag: bool) -> bool:
+    return flag or get_context().json
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return str(n)
+
+
+@app.command("run")
+def run_cmd(
+    input: str = typer.Argument(..., metavar="INPUT", help="A Hugging Face model folder (config.json + safetensors) or a .safetensors state dict."),
+    method: str = typer.Option(..., "--method", help="rtn | nf4 | fp4 | int8 | gptq"),
+    out: str = typer.Option(..., "--out", help="Output folder."),
+    bits: Optional[int] = typer.Option(None, "--bits", help="2 | 3 | 4 | 8 (rtn/gptq; default 4)."),
+    group_size: int = typer.Option(128, "--group-size", help="rtn/gptq group size along the input dimension (-1: one group per row)."),
+    block_size: int = typer.Option(64, "--block-size", help="nf4/fp4 block size (bitsandbytes default 64)."),
+    double_quant: bool = typer.Option(True, "--double-quant/--no-double-quant", help="nf4/fp4: quantize absmax too (QLoRA)."),
+    act_order: bool = typer.Option(False, "--act-order", help="gptq: quantize columns by decreasing Hessian diagonal."),
+    sym: bool = typer.Option(False, "--sym/--asym", help="rtn/gptq: symmetric or asymmetric grid."),
+    calib: Optional[str] = typer.Option(None, "--calib", help="Calibration text, one sample per line (default: the shipped file)."),
+    nsamples: int = typer.Option(128, "--nsamples", help="gptq: calibration lines used (the shipped file has 140)."),
+    seqlen: int = typer.Option(128, "--seqlen", help="gptq: tokens per calibration sample at most."),
+    targets: Optional[str] = typer.Option(None, "--targets", help="Regex: quantize weights whose name matches (default: all nn.Linear / 2-D weights)."),
+    ignore: Optional[str] = typer.Option(None, "--ignore", help="Regex: leave matching weights in float."),
+    threshold: float = typer.Option(6.0, "--threshold", help="int8: LLM.int8() outlier threshold used at run time."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output folder."),
+    json_out: bool = JSON,
+) -> None:
+    """Quantize a model and write it in the layout bitsandbytes / GPTQ loaders read."""
+    from gpuforge.plugins.quantize.runner import Options, run
+
+    opts = Options(method=method, bits=bits, group_size=group_size, block_size=block_size, double_quant=double_quant,
+                   act_order=act_order, sym=sym, calib=calib, nsamples=nsamples, seqlen=seqlen, targets=targets,
+                   ignore=ignore, threshold=threshold)
+    res = run(input, out, opts, force=force)
+    human = (f"{res['method']} ({res['bits']}-bit): {res['layers']} layers, {res['quantized_params']:,} params at "
+             f"{res['bits_per_param']:.2f} bits/param; {_fmt_bytes(res['input_bytes'])} -> "
+             f"{_fmt_bytes(res['output_bytes'])}; wrote {res['output']}")
+    emit(res, human, as_json=_json(json_out))
+
+
+@app.command("eval")
+def eval_cmd(
+    original: str = typer.Argument(..., metavar="ORIGINAL", help="The float model folder or .safetensors file."),
+    quantized: str = typer.Argument(..., metavar="QUANTIZED", help="The output folder of `quantize run`."),
+    data: Optional[str] = typer.Option(None, "--data", help="Text file, one sample per line (default: the shipped held-out sentences)."),
+    seqlen: int = typer.Option(128, "--seqlen", help="Tokens per sample (perplexity: window length)."),
+    stride: int = typer.Option(64, "--stride", help="Perplexity: window stride."),
+    json_out: bool = JSON,
+) -> None:
+    """Per-layer weight and output error; embedding cosine (encoders) or perplexity (causal LMs)."""
+    from gpuforge.plugins.quantize.evaluate import evaluate
+
+    res = evaluate(original, quantized, data, seqlen=seqlen, stride=stride)
+
+    def human() -> None:
+        print_table([{k: (f"{v:.5f}" if isinstance(v, float) else v) for k, v in r.items()} for r in res["layers"]],
+                    title="per-layer relative error")
+        for k, v in res["summary"].items():
+            typer.echo(f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}")
+
+    emit(res, human, as_json=_json(json_out))
+
+
+@app.command("inspect")
+def inspect_cmd(folder: str = typer.Argument(..., metavar="DIR", help="A quantized output folder (or .safetensors file)."),
+                json_out: bool = JSON) -> None:
+    """Bits per parameter, size on disk, method per layer."""
+    from gpuforge.plugins.quantize.inspect_dir import inspect_path
+
+    res = inspect_path(folder)
+
+    def human() -> None:
+        print_table([{**r, "bits_per_param": f"{r['bits_per_param']:.3f}"} for r in res["layers"]], title=res["path"])
+        typer.echo(f"{res['quantized_layers']} quantized layers, {res['bits_per_param']:.3f} bits/param over them; "
+                   f"{_fmt_bytes(res['bytes_on_disk'])} on disk")
+
+    emit(res, human, as_json=_json(json_out))
+
+
+@app.command("advise")
+def advise_cmd(
+    params: str = typer.Option(..., "--params", help="Parameter count: 7e9, 7B, 70B, 125M ..."),
+    gpu: str = typer.Option(..., "--gpu", help="GPU profile id (see `gpuforge hw list`)."),
+    batch: str = typer.Option("sync", "--batch", help="sync (latency, small batches) | async (throughput, large batches)."),
+    context: int = typer.Option(4096, "--context", help="Tokens of context per sequence (KV cache)."),
+    json_out: bool = JSON,
+) -> None:
+    """Which weight/activation format for this model size on this GPU (BF16, W8A8-FP8, W8A8-INT8, W4A16)."""
+    from gpuforge.plugins.quantize.advise import advise
+
+    res = advise(params, gpu, batch, context)
+
+    def human() -> None:
+        print_table(res["options"], title=f"{res['params_b']:.2f}B params on {res['gpu']} ({batch})")
+        typer.echo(f"advice: {res['advice']} - {res['why']}")
+
+    emit(res, human, as_json=_json(json_out))
+
+
+@app.command("sparsify")
+def sparsify_cmd(
+    input: str = typer.Argument(..., metavar="INPUT", help="A model folder or .safetensors state dict."),
+    pattern: str = typer.Option("2:4", "--pattern", help="N:M structured sparsity pattern (2:4)."),
+    out: str = typer.Option(..., "--out", help="Output folder."),
+    calib: Optional[str] = typer.Option(None, "--calib", help="Calibration text: score weights by |w| * ||x|| (Wanda-style) instead of |w|."),
+    targets: Optional[str] = typer.Option(None, "--targets", help="Regex of weights to sparsify."),
+    ignore: Optional[str] = typer.Option(None, "--ignore", help="Regex of weights to keep dense."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output folder."),
+    json_out: bool = JSON,
+) -> None:
+    """2:4 structured sparsity: keep the 2 largest of every 4 weights along the input dimension."""
+    from gpuforge.plugins.quantize.sparsify import sparsify
+
+    res = sparsify(input, out, pattern, calib, targets, ignore, force)
+    emit(res, f"{res['layers']} layers pruned to {pattern}; compressed {_fmt_bytes(res['compressed_bytes'])} "
+              f"(dense {_fmt_bytes(res['dense_bytes'])}); wrote {res['output']}", as_json=_json(json_out))
+
+
+@app.command("kv")
+def kv_cmd(
+    model: str = typer.Argument(..., metavar="MODEL", help="A Hugging Face model folder."),
+    bits: int = typer.Option(4, "--bits", help="2 | 3 | 4"),
+    calib: Optional[str] = typer.Option(None, "--calib", help="Text whose keys/values are analysed (default: the shipped calibration file)."),
+    gpu: str = typer.Option("a100-80gb", "--gpu", help="GPU profile for the context-length estimate."),
+    outlier_frac: float = typer.Option(0.01, "--outlier-frac", help="Share of values kept in fp16 as sparse outliers (dense-and-sparse)."),
+    json_out: bool = JSON,
+) -> None:
+    """KVQuant analysis on the model's real keys and values."""
+    from gpuforge.plugins.quantize.kv import analyse
+
+    res = analyse(model, bits, calib, gpu, outlier_frac)
+
+    def human() -> None:
+        print_table(res["rows"], title=f"KV cache at {bits} bits ({res['model_type']}; {res['rope_note']})")
+        typer.echo(f"bytes per token: fp16 {res['fp16_bytes_per_token']:.0f} -> {res['quant_bytes_per_token']:.1f}; "
+                   f"context that fits on {res['gpu']}: {res['fp16_context']:,} -> {res['quant_context']:,} tokens")
+
+    emit(res, human, as_json=_json(json_out))

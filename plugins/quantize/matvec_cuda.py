@@ -1,0 +1,138 @@
+"""CUDA backend of :mod:`.matvec`: one thread per output value (row of W for NF4, column
+of the GPTQ (in, out) matrix; consecutive threads read consecutive qweight columns, so
+GPTQ reads coalesce), one thread per element for the dequantization."""
+from __future__ import annotations
+
+import numpy as np
+from numba import cuda, float32, int64
+
+from gpuforge.kernels.arguments import KernelArgumentError, check_float32, check_ndim
+from gpuforge.kernels.cuda_arrays import Placement, zeros_flag
+from gpuforge.kernels.packing import gptq_group
+from gpuforge.plugins.quantize.matvec import check_gptq, check_nf4_matvec
+from gpuforge.plugins.quantize.nf4 import code_table
+from gpuforge.plugins.quantize.nf4_cuda import _blocks, _threads
+
+
+def nf4_matvec_kernel(packed, absmax, x, out_features, bs, code, y):
+    n_in = x.size
+    for o in range(cuda.grid(1), out_features, cuda.gridsize(1)):
+        acc = float32(0.0)
+        base = o * n_in
+        for k in range(n_in):
+            i = base + k
+            byte = int64(packed[i // 2])
+            q = byte >> 4 if i % 2 == 0 else byte & 15
+            acc += code[q] * absmax[i // bs] * x[k]
+        y[o] = acc
+
+
+def value(packed, r, c, bits, group, words):
+    s = bits * (r % group)
+    w = (r // group) * words + s // 32
+    shift = s % 32
+    v = (int64(packed[w, c]) & 0xFFFFFFFF) >> shift
+    if shift + bits > 32:
+        v |= (int64(packed[w + 1, c]) & 0xFFFFFFFF) << (32 - shift)
+    return v & ((1 << bits) - 1)
+
+
+_value = cuda.jit(device=True, inline="always")(value)
+
+
+def gptq_deq_kernel(qweight, qzeros, scales, g_idx, bits, group, words, out, bad):
+    rows, cols = out.shape
+    for t in range(cuda.grid(1), rows * cols, cuda.gridsize(1)):
+        r = t // cols
+        c = t - r * cols
+        g = g_idx[r]
+        if g < 0 or g >= scales.shape[0]:
+            bad[0] = 1
+        else:
+            z = _value(qzeros.T, c, g, bits, group, words) + 1
+            out[r, c] = scales[g, c] * float32(_value(qweight, r, c, bits, group, words) - z)
+
+
+def gptq_mv_kernel(qweight, qzeros, scales, g_idx, bits, group, words, x, y, bad):
+    rows = x.size
+    for c in range(cuda.grid(1), y.size, cuda.gridsize(1)):
+        acc = float32(0.0)
+        for r in range(rows):
+            g = g_idx[r]
+            if g < 0 or g >= scales.shape[0]:
+                bad[0] = 1
+            else:
+                z = _value(qzeros.T, c, g, bits, group, words) + 1
+                acc += x[r] * scales[g, c] * float32(_value(qweight, r, c, bits, group, words) - z)
+        y[c] = acc
+
+
+_nf4_mv = cuda.jit(nf4_matvec_kernel)
+_deq = cuda.jit(gptq_deq_kernel)
+_mv = cuda.jit(gptq_mv_kernel)
+
+
+def nf4_matvec_cuda(packed, absmax, x, out_features: int, blocksize: int = 64, quant_type: str = "nf4"):
+    place = Placement()
+    packed, absmax, x = place.put(packed, "packed"), place.put(absmax, "absmax"), place.put(x, "x")
+    out_features, blocksize = check_nf4_matvec(packed, absmax, x, out_features, blocksize, quant_type)
+    y, handed = place.empty((out_features,), np.float32)
+    if out_features:
+        t = _threads("quantize.nf4_matvec")
+        place.launch(_nf4_mv, _blocks(out_features, t), t, place.to_device(packed), place.to_device(absmax),
+                     place.to_device(x), out_features, blocksize,
+                     cuda.to_device(code_table(quant_type), stream=place.stream), y)
+    return place.result(handed)
+
+
+def gptq_dequantize_cuda(qweight, qzeros, scales, g_idx, bits: int):
+    place = Placement()
+    qweight, qzeros = place.put(qweight, "qweight"), place.put(qzeros, "qzeros")
+    scales, g_idx = place.put(scales, "scales"), place.put(g_idx, "g_idx")
+    bits = check_gptq(qweight, qzeros, scales, g_idx, bits)
+    group, words = gptq_group(bits)
+    out, handed = place.empty((g_idx.shape[0], qweight.shape[1]), np.float32)
+    if out.shape[0] * out.shape[1]:
+        t = _threads("quantize.gptq_dequantize")
+        bad = zeros_flag(place)
+        place.launch(_deq, _blocks(out.shape[0] * out.shape[1], t), t, place.to_device(qweight),
+                     place.to_device(qzeros), place.to_device(scales), place.to_device(g_idx), bits, group, words,
+                     out, bad)
+        if place.read_flag(bad):
+            raise KernelArgumentError(f"g_idx must lie in [0, {scales.shape[0]})")
+    return place.result(handed)
+
+
+def gptq_matvec_cuda(qweight, qzeros, scales, g_idx, bits: int, x):
+    place = Placement()
+    qweight, qzeros = place.put(qweight, "qweight"), place.put(qzeros, "qzeros")
+    scales, g_idx, x = place.put(scales, "scales"), place.put(g_idx, "g_idx"), place.put(x, "x")
+    bits = check_gptq(qweight, qzeros, scales, g_idx, bits)
+    check_float32("x", x.dtype)
+    check_ndim("x", x.shape, 1)
+    if x.shape[0] != g_idx.shape[0]:
+        raise KernelArgumentError(f"x has {x.shape[0]} values; the layer has {g_idx.shape[0]} inputs")
+    group, words = gptq_group(bits)
+    y, handed = place.empty((qweight.shape[1],), np.float32)
+    if qweight.shape[1]:
+        t = _threads("quantize.gptq_matvec")
+        bad = zeros_flag(place)
+        place.launch(_mv, _blocks(qweight.shape[1], t), t, place.to_device(qweight), place.to_device(qzeros),
+                     place.to_device(scales), place.to_device(g_idx), bits, group, words, place.to_device(x), y, bad)
+        if place.read_flag(bad):
+            raise KernelArgumentError(f"g_idx must lie in [0, {scales.shape[0]})")
+    return place.result(handed)
+
+
+def nf4_matvec_ptx():
+    return [(nf4_matvec_kernel, "void(uint8[::1], float32[::1], float32[::1], int64, int64, float32[::1], float32[::1])")]
+
+
+def gptq_dequantize_ptx():
+    return [(gptq_deq_kernel, "void(int32[:, ::1], int32[:, ::1], float32[:, ::1], int32[::1], int64, int64, int64, "
+                              "float32[:, ::1], int32[::1])")]
+
+
+def gptq_matvec_ptx():
+    return [(gptq_mv_kernel, "void(int32[:, ::1], int32[:, ::1], float32[:, ::1], int32[::1], int64, int64, int64, "
+                             "float32[::1], float32[::1], int32[::1])")]

@@ -1,0 +1,94 @@
+"""CUDA backend of :mod:`.sparse24`: one thread per group of 4 values."""
+from __future__ import annotations
+
+import numpy as np
+from numba import cuda
+
+from gpuforge.kernels.arguments import KernelArgumentError
+from gpuforge.kernels.cuda_arrays import Placement, zeros_flag
+from gpuforge.plugins.quantize.nf4_cuda import _blocks, _threads
+from gpuforge.plugins.quantize.sparse24 import _check, _check_mask
+
+
+def mask_kernel(scores, out, bad):
+    r, c = scores.shape
+    ng = c // 4
+    for t in range(cuda.grid(1), r * ng, cuda.gridsize(1)):
+        i = t // ng
+        b = 4 * (t - i * ng)
+        first = -1
+        second = -1
+        for k in range(4):
+            s = scores[i, b + k]
+            if s != s:
+                bad[0] = 1
+            if first < 0 or s > scores[i, b + first]:
+                second = first
+                first = k
+            elif second < 0 or s > scores[i, b + second]:
+                second = k
+        for k in range(4):
+            out[i, b + k] = k == first or k == second
+
+
+def compress_kernel(w, mask, vals, meta, bad):
+    r, c = w.shape
+    ng = c // 4
+    for t in range(cuda.grid(1), r * ng, cuda.gridsize(1)):
+        i = t // ng
+        g = t - i * ng
+        b = 4 * g
+        n = 0
+        code = 0
+        for k in range(4):
+            if mask[i, b + k]:
+                if n < 2:
+                    vals[i, 2 * g + n] = w[i, b + k]
+                    code |= k << (2 * n)
+                n += 1
+        if n != 2:
+            bad[0] = 1
+        meta[i, g] = code
+
+
+_mask = cuda.jit(mask_kernel)
+_compress = cuda.jit(compress_kernel)
+
+
+def mask_2to4_cuda(scores):
+    place = Placement()
+    scores = place.put(scores, "scores")
+    _check(scores)
+    r, c = scores.shape
+    out, handed = place.empty((r, c), np.bool_)
+    if r * c:
+        t = _threads("quantize.mask_2to4")
+        bad = zeros_flag(place)
+        place.launch(_mask, _blocks(r * c // 4, t), t, place.to_device(scores), out, bad)
+        if place.read_flag(bad):
+            raise KernelArgumentError("scores hold NaN")
+    return place.result(handed)
+
+
+def compress_2to4_cuda(w, mask):
+    place = Placement()
+    w, mask = place.put(w, "w"), place.put(mask, "mask")
+    _check_mask(w, mask)
+    r, c = w.shape
+    vals, h_vals = place.empty((r, c // 2), np.float32)
+    meta, h_meta = place.empty((r, c // 4), np.uint8)
+    if r * c:
+        t = _threads("quantize.compress_2to4")
+        bad = zeros_flag(place)
+        place.launch(_compress, _blocks(r * c // 4, t), t, place.to_device(w), place.to_device(mask), vals, meta, bad)
+        if place.read_flag(bad):
+            raise KernelArgumentError("mask must keep exactly 2 of every 4 values")
+    return place.result(h_vals), place.result(h_meta)
+
+
+def mask_2to4_ptx():
+    return [(mask_kernel, "void(float32[:, ::1], boolean[:, ::1], int32[::1])")]
+
+
+def compress_2to4_ptx():
+    return [(compress_kernel, "void(float32[:, ::1], boolean[:, ::1], float32[:, ::1], uint8[:, ::1], int32[::1])")]
