@@ -25,32 +25,6 @@ def cases_of(spec, kind: str):
     return resolve(spec.cases.replace("_cases", f"_{kind}_cases"))()
 
 
-def case_params(invalid: bool = False):
-    for spec in SPECS.values():
-        for case in cases_of(spec, "invalid" if invalid else "valid"):
-            yield pytest.param(spec, case, id=f"{spec.name}[{case.name}]")
-
-
-def assert_same(spec, case, expected, actual):
-    if spec.compare:
-        resolve(spec.compare)(expected, actual, case)
-        return
-    expected = expected if isinstance(expected, tuple) else (expected,)
-    actual = actual if isinstance(actual, tuple) else (actual,)
-    assert len(actual) == len(expected)
-    for e, a in zip(expected, actual):
-        a = np.asarray(a)
-        assert a.dtype == e.dtype and a.shape == e.shape, (a.dtype, a.shape, e.dtype, e.shape)
-        if np.issubdtype(e.dtype, np.floating):
-            np.testing.assert_allclose(a, e, rtol=spec.rtol, atol=spec.atol, equal_nan=True)
-        else:
-            np.testing.assert_array_equal(a, e)
-
-
-def snapshot(args):
-    return [np.array(a, copy=True) if isinstance(a, np.ndarray) else a for a in args]
-
-
 # --- layouts, written independently of the kernels ---------------------------------------
 
 def gptq_unpack_bit_by_bit(packed: np.ndarray, bits: int, rows: int) -> np.ndarray:

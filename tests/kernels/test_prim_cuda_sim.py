@@ -18,6 +18,7 @@ if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
 
 from numba import cuda  # noqa: E402  (after the skip: only under the simulator)
 
+from gpuforge.core.conformance import assert_same as same_as_reference  # noqa: E402
 from gpuforge.kernels.arguments import KernelArgumentError  # noqa: E402
 from gpuforge.kernels.specs import kernel_specs  # noqa: E402
 
@@ -34,27 +35,11 @@ def cases_of(spec, kind: str):
     return resolve(spec.cases.replace("_cases", f"_{kind}_cases"))()
 
 
-def case_params(invalid: bool = False):
-    for spec in SPECS.values():
-        for case in cases_of(spec, "invalid" if invalid else "valid"):
-            if case.simulator:
-                yield pytest.param(spec, case, id=f"{spec.name}[{case.name}]")
-
-
 def assert_same(spec, case, expected, actual):
     if spec.compare:
         resolve(spec.compare)(expected, actual, case)
-        return
-    expected = expected if isinstance(expected, tuple) else (expected,)
-    actual = actual if isinstance(actual, tuple) else (actual,)
-    assert len(actual) == len(expected)
-    for e, a in zip(expected, actual):
-        a = np.asarray(a)
-        assert a.dtype == e.dtype and a.shape == e.shape, (a.dtype, a.shape, e.dtype, e.shape)
-        if np.issubdtype(e.dtype, np.floating):
-            np.testing.assert_allclose(a, e, rtol=spec.rtol, atol=spec.atol, equal_nan=True)
-        else:
-            np.testing.assert_array_equal(a, e)
+    else:
+        same_as_reference(expected, actual, spec.rtol, spec.atol)
 
 
 # The simulator runs kernels on NumPy scalars, so 0 / 0 -> NaN warns (the kernel handles it).
