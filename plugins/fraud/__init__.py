@@ -1,0 +1,1 @@
+"""The fraud plugin (see README.md)."""

@@ -1,0 +1,97 @@
+"""HDBSCAN core against the hdbscan library (exact MST: approx_min_span_tree=False)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpuforge.plugins.fraud.bench import blobs
+from gpuforge.plugins.fraud.hdbscan_core import hdbscan
+
+hdb = pytest.importorskip("hdbscan")
+from sklearn.metrics import adjusted_rand_score  # noqa: E402
+
+
+def _reference(X, mcs, ms, **kw):
+    return hdb.HDBSCAN(min_cluster_size=mcs, min_samples=ms, approx_min_span_tree=False, gen_min_span_tree=True,
+                       **kw).fit(X)
+
+
+def _check(X, mcs, ms, selection="eom", epsilon=0.0):
+    ref = _reference(X, mcs, ms, cluster_selection_method=selection, cluster_selection_epsilon=epsilon)
+    res = hdbscan(X, mcs, ms, selection=selection, epsilon=epsilon, mode="exact")
+    w_ref = ref.minimum_spanning_tree_._mst[:, 2].sum()
+    assert abs(res.mst_weight - w_ref) / w_ref < 1e-6
+    assert adjusted_rand_score(ref.labels_, res.labels) >= 0.99
+    assert np.mean((ref.labels_ == -1) == (res.labels == -1)) >= 0.995
+    return ref, res
+
+
+def test_blobs_with_noise_exact_matches_hdbscan():
+    X, _ = blobs(8000, 8, seed=3)
+    ref, res = _check(X, 50, 10)
+    assert res.n_clusters == ref.labels_.max() + 1
+    # equal-weight MST edges may hang a point on a different branch: allow a few
+    assert np.mean(np.abs(res.probabilities - ref.probabilities_) < 1e-9) >= 0.999
+    assert np.mean(np.abs(res.outlier_scores - ref.outlier_scores_) < 1e-9) >= 0.999
+
+
+def test_digits_exact_matches_hdbscan():
+    from sklearn.datasets import load_digits
+
+    X = load_digits().data.astype(np.float64)
+    _check(X, 10, 10)  # see README: with ms 5 tied merge heights make even hdbscan order-dependent
+
+
+@pytest.mark.parametrize("selection,epsilon", [("leaf", 0.0), ("eom", 3.0), ("leaf", 2.0)])
+def test_selection_and_epsilon_match(selection, epsilon):
+    X, _ = blobs(3000, 4, seed=5)
+    _check(X, 25, 5, selection=selection, epsilon=epsilon)
+
+
+def test_approx_agrees_with_exact():
+    X, _ = blobs(10000, 8, seed=1)
+    ex = hdbscan(X, 50, 10, mode="exact")
+    ap = hdbscan(X, 50, 10, mode="approx")
+    assert adjusted_rand_score(ex.labels, ap.labels) >= 0.98
+    # the approx tree spans every point (components bridged) and is never lighter
+    assert len(ap.mst[0]) == len(X) - 1
+    assert ap.mst_weight >= ex.mst_weight * (1 - 1e-12)
+
+
+def test_approx_bridges_disconnected_knn_graph():
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(0, 0.1, (300, 3)), rng.normal(50, 0.1, (300, 3))])
+    ap = hdbscan(X, 20, 5, mode="approx", knn=5)
+    ex = hdbscan(X, 20, 5, mode="exact")
+    assert len(ap.mst[0]) == len(X) - 1
+    assert ap.mst[2].max() == pytest.approx(ex.mst[2].max(), rel=1e-12)  # the bridge is the exact one
+    assert adjusted_rand_score(ex.labels, ap.labels) == 1.0
+
+
+def test_deterministic_and_duplicates():
+    X, _ = blobs(3000, 3, seed=2)
+    X = np.vstack([X, X[:200]])  # exact duplicates: zero distances, ties everywhere
+    a = hdbscan(X, 20, 5)
+    b = hdbscan(X, 20, 5)
+    assert np.array_equal(a.labels, b.labels)
+    assert np.array_equal(a.probabilities, b.probabilities)
+    ref = _reference(X, 20, 5)
+    w_ref = ref.minimum_spanning_tree_._mst[:, 2].sum()
+    assert abs(a.mst_weight - w_ref) / w_ref < 1e-6
+    assert adjusted_rand_score(ref.labels_, a.labels) >= 0.99
+
+
+def test_min_samples_convention_is_hdbscans():
+    X, _ = blobs(1000, 2, seed=4)
+    res = hdbscan(X, 10, 3)
+    d = np.sqrt(((X[:, None] - X[None]) ** 2).sum(-1))
+    np.fill_diagonal(d, np.inf)
+    np.testing.assert_allclose(res.core_distances, np.sort(d, 1)[:, 2])  # 3rd nearest OTHER point
+
+
+def test_rejects_bad_arguments():
+    X = np.random.default_rng(0).normal(size=(10, 2))
+    with pytest.raises(ValueError):
+        hdbscan(X, 20)
+    with pytest.raises(ValueError):
+        hdbscan(X, 5, mode="fast")
