@@ -8,13 +8,16 @@ from gpuforge.core.bench import BenchContext, best_of, row
 from gpuforge.core.kernels import get_impl
 
 
-def _pair(ctx: BenchContext, label: str, kernel: str, args: tuple, bytes_moved: float, repeat: int) -> list[dict]:
+def _pair(ctx: BenchContext, label: str, kernel: str, args: tuple, bytes_moved: float | None, repeat: int,
+          flops: float | None = None) -> list[dict]:
+    """Memory-bound kernels report bandwidth (bytes read + written), compute-bound ones FLOP/s."""
     ref, cpu = get_impl(kernel, "reference"), get_impl(kernel, "numba-cpu")
     t_ref = best_of(lambda: ref(*args), repeat=max(1, repeat // 2))
     t_cpu = best_of(lambda: cpu(*args), repeat=repeat)
     return [
-        row(label, "reference (numpy)", t_ref, bytes_moved=bytes_moved, ctx=ctx),
-        row(label, "numba-cpu", t_cpu, baseline="reference (numpy)", baseline_seconds=t_ref, bytes_moved=bytes_moved, ctx=ctx),
+        row(label, "reference (numpy)", t_ref, bytes_moved=bytes_moved, flops=flops, ctx=ctx),
+        row(label, "numba-cpu", t_cpu, baseline="reference (numpy)", baseline_seconds=t_ref, bytes_moved=bytes_moved,
+            flops=flops, ctx=ctx),
     ]
 
 
@@ -33,5 +36,7 @@ def run(ctx: BenchContext) -> list[dict]:
     rows += _pair(ctx, f"GPTQ pack_int32 4-bit {side}x{side}", "kernels.pack_int32", (q, 4), q.nbytes + q.size / 2, ctx.repeat)
     m = 2000 if ctx.quick else 20000
     pts = rng.standard_normal((m, 16), dtype=np.float32)
-    rows += _pair(ctx, f"pairwise_topk {m}x16, k=16", "kernels.pairwise_topk", (pts, pts, 16), pts.nbytes * 2, 1 if not ctx.quick else 2)
+    # m*m distances of 16 dims: a subtract, a multiply and an add per dimension.
+    rows += _pair(ctx, f"pairwise_topk {m}x16, k=16", "kernels.pairwise_topk", (pts, pts, 16), None,
+                  1 if not ctx.quick else 2, flops=3.0 * m * m * 16)
     return rows
