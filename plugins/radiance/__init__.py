@@ -1,0 +1,1 @@
+"""The radiance plugin (see README.md)."""

@@ -1,0 +1,288 @@
+"""Multi-resolution hash encoding (Instant-NGP, Mueller et al. 2022, section 3), with
+tiny-cuda-nn's exact indexing:
+
+- level l has scale ``s_l = base * b**l - 1`` and resolution ``ceil(s_l) + 1``;
+- a point x in [0, 1]^3 sits at ``x * s_l + 0.5`` (the +0.5 offset); its 8 corners are
+  ``floor`` of that plus {0, 1}^3, blended trilinearly;
+- a level whose dense grid fits the table (``res**3 <= T``) is indexed densely
+  (``x + y*res + z*res*res``); otherwise by the spatial hash
+  ``(x * 1) ^ (y * 2654435761) ^ (z * 805459861)`` in uint32 arithmetic; both mod T.
+
+Kernels (numpy in, numpy out; the same signature on every backend):
+``hash_encode(x[N,3], table[L,T,F], scales[L], resolutions[L]) -> feats[N, L*F]`` and
+``hash_encode_bwd(x, grad_feats[N, L*F], scales, resolutions, T) -> grad_table[L,T,F]``.
+Points are clamped to [0, 1]. No gradient with respect to x (NeRF does not need it).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+PRIMES = (1, 2654435761, 805459861)
+
+
+def level_params(levels: int, base_resolution: int, per_level_scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """(scales float32 [L], resolutions int32 [L]) as tiny-cuda-nn computes them."""
+    scales = np.array([math.exp2(l * math.log2(per_level_scale)) * base_resolution - 1.0 for l in range(levels)],
+                      np.float32)
+    res = np.array([math.ceil(float(s)) + 1 for s in scales], np.int32)
+    return scales, res
+
+
+def per_level_scale_for(levels: int, base_resolution: int, max_resolution: int) -> float:
+    return math.exp(math.log(max_resolution / base_resolution) / max(levels - 1, 1))
+
+
+def _check(x, table_or_T, scales, resolutions):
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] != 3:
+        raise ValueError(f"x must be [N, 3], got {x.shape}")
+    if len(scales) != len(resolutions):
+        raise ValueError("scales and resolutions must have the same length")
+
+
+# ----------------------------------------------------------------------------- reference (torch)
+def _torch_indices(xl, scale: float, res: int, T: int):
+    """Corner indices [N, 8] and trilinear weights [N, 8] of one level (torch)."""
+    import torch
+
+    pos = xl * torch.tensor(scale, dtype=xl.dtype) + 0.5
+    grid = torch.floor(pos)
+    frac = pos - grid
+    grid = grid.to(torch.int64)
+    idx, w = [], []
+    for c in range(8):
+        bits = torch.tensor([(c >> d) & 1 for d in range(3)], dtype=torch.int64)
+        p = grid + bits
+        wc = torch.prod(torch.where(bits.bool(), frac, 1 - frac), dim=1)
+        if res ** 3 <= T:  # dense: the level fits the table
+            i = p[:, 0] + p[:, 1] * res + p[:, 2] * res * res
+        else:
+            i = p[:, 0] ^ ((p[:, 1] * PRIMES[1]) & 0xFFFFFFFF) ^ ((p[:, 2] * PRIMES[2]) & 0xFFFFFFFF)
+        idx.append(i % T)
+        w.append(wc)
+    return torch.stack(idx, 1), torch.stack(w, 1)
+
+
+def hash_encode_torch(x, table, scales, resolutions):
+    """Differentiable (w.r.t. ``table``) torch version: the specification."""
+    import torch
+
+    L, T, F = table.shape
+    x = x.clamp(0, 1)
+    out = []
+    for l in range(L):
+        idx, w = _torch_indices(x, float(scales[l]), int(resolutions[l]), T)
+        out.append((table[l][idx] * w[..., None]).sum(1))
+    return torch.cat(out, 1) if out else x.new_zeros((x.shape[0], 0))
+
+
+def hash_encode(x, table, scales, resolutions):
+    import torch
+
+    _check(x, table, scales, resolutions)
+    with torch.no_grad():
+        return hash_encode_torch(torch.as_tensor(np.asarray(x)), torch.as_tensor(np.asarray(table)),
+                                 np.asarray(scales), np.asarray(resolutions)).numpy()
+
+
+def hash_encode_bwd(x, grad_feats, scales, resolutions, T):
+    import torch
+
+    _check(x, T, scales, resolutions)
+    grad_feats = torch.as_tensor(np.asarray(grad_feats))
+    L = len(scales)
+    F = grad_feats.shape[1] // max(L, 1)
+    table = torch.zeros((L, int(T), F), dtype=grad_feats.dtype, requires_grad=True)
+    out = hash_encode_torch(torch.as_tensor(np.asarray(x)).to(grad_feats.dtype), table, np.asarray(scales),
+                            np.asarray(resolutions))
+    if out.numel():
+        out.backward(grad_feats)
+        return table.grad.numpy()
+    return np.zeros((L, int(T), F), grad_feats.numpy().dtype)
+
+
+# ----------------------------------------------------------------------------- numba-cpu
+@njit(cache=True, inline="always")
+def corner_index(gx, gy, gz, res, T):
+    """tiny-cuda-nn ``grid_index``: dense when the level fits, else the spatial hash; mod T."""
+    if res * res * res <= T:
+        idx = gx + gy * res + gz * res * res
+    else:
+        idx = (gx ^ ((gy * 2654435761) & 0xFFFFFFFF) ^ ((gz * 805459861) & 0xFFFFFFFF))
+    return idx % T
+
+
+@njit(parallel=True, cache=True)
+def _fwd_cpu(x, table, scales, resolutions, half, out):
+    # Levels outermost: each task streams all points through one level's table (a few MB),
+    # which stays in cache, instead of every point touching all L tables.
+    N = x.shape[0]
+    L, T, F = table.shape
+    for l in prange(L):
+        sc = scales[l]
+        res = np.int64(resolutions[l])
+        for n in range(N):
+            px = x[n, 0] * sc + half[0]
+            py = x[n, 1] * sc + half[0]
+            pz = x[n, 2] * sc + half[0]
+            fx, fy, fz = math.floor(px), math.floor(py), math.floor(pz)
+            tx, ty, tz = px - fx, py - fy, pz - fz
+            gx, gy, gz = np.int64(fx), np.int64(fy), np.int64(fz)
+            for f in range(F):
+                out[n, l * F + f] = 0
+            for c in range(8):
+                bx, by, bz = c & 1, (c >> 1) & 1, (c >> 2) & 1
+                w = (tx if bx else 1 - tx) * (ty if by else 1 - ty) * (tz if bz else 1 - tz)
+                i = corner_index(gx + bx, gy + by, gz + bz, res, np.int64(T))
+                for f in range(F):
+                    out[n, l * F + f] += w * table[l, i, f]
+
+
+@njit(parallel=True, cache=True)
+def _bwd_cpu(x, grad, scales, resolutions, half, gtable):
+    # One level per parallel task: each level owns its slice of the table, so no races.
+    N = x.shape[0]
+    L, T, F = gtable.shape
+    for l in prange(L):
+        sc = scales[l]
+        res = np.int64(resolutions[l])
+        for n in range(N):
+            px = x[n, 0] * sc + half[0]
+            py = x[n, 1] * sc + half[0]
+            pz = x[n, 2] * sc + half[0]
+            fx, fy, fz = math.floor(px), math.floor(py), math.floor(pz)
+            tx, ty, tz = px - fx, py - fy, pz - fz
+            gx, gy, gz = np.int64(fx), np.int64(fy), np.int64(fz)
+            for c in range(8):
+                bx, by, bz = c & 1, (c >> 1) & 1, (c >> 2) & 1
+                w = (tx if bx else 1 - tx) * (ty if by else 1 - ty) * (tz if bz else 1 - tz)
+                i = corner_index(gx + bx, gy + by, gz + bz, res, np.int64(T))
+                for f in range(F):
+                    gtable[l, i, f] += w * grad[n, l * F + f]
+
+
+def _prep(x, scales, resolutions, dtype):
+    """Clamped contiguous points, scales in the table's dtype (so x * s + 0.5 rounds as the
+    float32 reference does), int64 resolutions, and 0.5 in that dtype."""
+    x = np.ascontiguousarray(np.clip(np.asarray(x, dtype=dtype), 0, 1))
+    return (x, np.ascontiguousarray(np.asarray(scales), dtype=dtype), np.ascontiguousarray(resolutions, dtype=np.int64),
+            np.array([0.5], dtype))
+
+
+def hash_encode_cpu(x, table, scales, resolutions):
+    _check(x, table, scales, resolutions)
+    table = np.ascontiguousarray(table)
+    x, sc, res, half = _prep(x, scales, resolutions, table.dtype)
+    L, T, F = table.shape
+    out = np.empty((x.shape[0], L * F), table.dtype)
+    if out.size:
+        _fwd_cpu(x, table, sc, res, half, out)
+    return out
+
+
+def hash_encode_bwd_cpu(x, grad_feats, scales, resolutions, T):
+    _check(x, T, scales, resolutions)
+    grad = np.ascontiguousarray(grad_feats)
+    x, sc, res, half = _prep(x, scales, resolutions, grad.dtype)
+    L = len(sc)
+    F = grad.shape[1] // max(L, 1)
+    out = np.zeros((L, int(T), F), grad.dtype)
+    if x.shape[0] and L:
+        _bwd_cpu(x, grad, sc, res, half, out)
+    return out
+
+
+# ----------------------------------------------------------------------------- autograd
+class HashEncodeFn:
+    """``HashEncodeFn.apply(x, table, scales, resolutions, backend)``: a torch.autograd.Function
+    (built lazily so this module imports without torch) whose backward gives d/d table."""
+
+    _fn = None
+
+    @classmethod
+    def apply(cls, x, table, scales, resolutions, backend: str = "numba-cpu"):
+        if cls._fn is None:
+            cls._fn = _make_fn()
+        return cls._fn.apply(x, table, scales, resolutions, backend)
+
+
+def _impls(backend: str):
+    if backend == "reference":
+        return hash_encode, hash_encode_bwd
+    if backend == "numba-cuda":
+        from gpuforge.plugins.radiance import hashgrid_cuda as hc
+
+        return hc.hash_encode_cuda, hc.hash_encode_bwd_cuda
+    return hash_encode_cpu, hash_encode_bwd_cpu
+
+
+def _make_fn():
+    import torch
+
+    class _Fn(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, table, scales, resolutions, backend):
+            fwd, _ = _impls(backend)
+            ctx.save_for_backward(x)
+            ctx.meta = (scales, resolutions, table.shape[1], backend)
+            if x.is_cuda:
+                return fwd(x.detach(), table.detach(), scales, resolutions)
+            return torch.from_numpy(fwd(x.detach().numpy(), table.detach().numpy(), scales, resolutions))
+
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            scales, resolutions, T, backend = ctx.meta
+            _, bwd = _impls(backend)
+            if grad.is_cuda:
+                g = bwd(x.detach(), grad.contiguous(), scales, resolutions, T)
+            else:
+                g = torch.from_numpy(bwd(x.detach().numpy(), grad.contiguous().numpy(), scales, resolutions, T))
+            return None, g, None, None, None
+
+    return _Fn
+
+
+# ----------------------------------------------------------------------------- cases
+def cases():
+    from gpuforge.core.specs import KernelCase
+
+    rng = np.random.default_rng(0)
+    out = []
+    for name, N, L, T, F, base, b, sim in (("small", 50, 4, 2 ** 10, 2, 4, 2.0, True),
+                                         ("odd", 37, 3, 999, 3, 3, 1.7, True),
+                                         ("dense+hash", 200, 6, 2 ** 12, 2, 8, 1.6, True),
+                                         ("big", 3000, 16, 2 ** 14, 2, 16, 1.38, False)):
+        x = rng.random((N, 3)).astype(np.float32)
+        x[:3] = [[0, 0, 0], [1, 1, 1], [0.5, 1, 0]]  # corners of the unit cube
+        table = (rng.standard_normal((L, T, F)) * 0.1).astype(np.float32)
+        sc, res = level_params(L, base, b)
+        out.append(KernelCase(name, (x, table, sc, res), simulator=sim))
+    x = rng.random((20, 3)).astype(np.float32) * 1.4 - 0.2  # outside the cube: clamped
+    table = rng.standard_normal((2, 64, 2)).astype(np.float32)
+    sc, res = level_params(2, 4, 2.0)
+    out.append(KernelCase("clamped", (x, table, sc, res)))
+    xs = rng.random((40, 6)).astype(np.float32)[:, ::2]  # non-contiguous
+    out.append(KernelCase("noncontiguous", (xs, table, sc, res)))
+    out.append(KernelCase("empty", (np.zeros((0, 3), np.float32), table, sc, res)))
+    out.append(KernelCase("bad-shape", (np.zeros((4, 2), np.float32), table, sc, res)))
+    return out
+
+
+def bwd_cases():
+    from gpuforge.core.specs import KernelCase
+
+    rng = np.random.default_rng(1)
+    out = []
+    for c in cases():
+        if c.name == "bad-shape":
+            out.append(KernelCase(c.name, (c.args[0], np.zeros((4, 4), np.float32), c.args[2], c.args[3], 64)))
+            continue
+        x, table, sc, res = c.args
+        L, T, F = table.shape
+        g = rng.standard_normal((x.shape[0], L * F)).astype(np.float32)
+        out.append(KernelCase(c.name, (x, g, sc, res, T), simulator=c.simulator))
+    return out

@@ -1,0 +1,132 @@
+"""CUDA backend of :mod:`gpuforge.plugins.radiance.hashgrid`: one thread per (point, level);
+the backward scatters with ``cuda.atomic.add`` into the gradient table."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import cuda, float32, int64
+
+from gpuforge.core.tuning import launch_params
+from gpuforge.kernels.cuda_arrays import Placement
+from gpuforge.plugins.radiance.cuda_util import as_host, put_f32, zeros
+from gpuforge.plugins.radiance.hashgrid import _check
+
+
+def _corner_index(gx, gy, gz, res, T):
+    if res * res * res <= T:
+        idx = gx + gy * res + gz * res * res
+    else:
+        idx = gx ^ ((gy * int64(2654435761)) & int64(0xFFFFFFFF)) ^ ((gz * int64(805459861)) & int64(0xFFFFFFFF))
+    return idx % T
+
+
+_corner_index_dev = cuda.jit(device=True, inline="always")(_corner_index)
+
+
+def hash_fwd_kernel(x, table, scales, resolutions, out):
+    k = cuda.grid(1)
+    N = x.shape[0]
+    L = table.shape[0]
+    T = int64(table.shape[1])
+    F = table.shape[2]
+    if k >= N * L:
+        return
+    n = k // L
+    l = k - n * L
+    sc = scales[l]
+    res = int64(resolutions[l])
+    px = min(max(x[n, 0], float32(0)), float32(1)) * sc + float32(0.5)
+    py = min(max(x[n, 1], float32(0)), float32(1)) * sc + float32(0.5)
+    pz = min(max(x[n, 2], float32(0)), float32(1)) * sc + float32(0.5)
+    fx, fy, fz = math.floor(px), math.floor(py), math.floor(pz)
+    tx, ty, tz = px - fx, py - fy, pz - fz
+    gx, gy, gz = int64(fx), int64(fy), int64(fz)
+    for f in range(F):
+        out[n, l * F + f] = 0
+    for c in range(8):
+        bx, by, bz = c & 1, (c >> 1) & 1, (c >> 2) & 1
+        w = (tx if bx else 1 - tx) * (ty if by else 1 - ty) * (tz if bz else 1 - tz)
+        i = _corner_index_dev(gx + bx, gy + by, gz + bz, res, T)
+        for f in range(F):
+            out[n, l * F + f] += w * table[l, i, f]
+
+
+def hash_bwd_kernel(x, grad, scales, resolutions, gtable):
+    k = cuda.grid(1)
+    N = x.shape[0]
+    L = gtable.shape[0]
+    T = int64(gtable.shape[1])
+    F = gtable.shape[2]
+    if k >= N * L:
+        return
+    n = k // L
+    l = k - n * L
+    sc = scales[l]
+    res = int64(resolutions[l])
+    px = min(max(x[n, 0], float32(0)), float32(1)) * sc + float32(0.5)
+    py = min(max(x[n, 1], float32(0)), float32(1)) * sc + float32(0.5)
+    pz = min(max(x[n, 2], float32(0)), float32(1)) * sc + float32(0.5)
+    fx, fy, fz = math.floor(px), math.floor(py), math.floor(pz)
+    tx, ty, tz = px - fx, py - fy, pz - fz
+    gx, gy, gz = int64(fx), int64(fy), int64(fz)
+    for c in range(8):
+        bx, by, bz = c & 1, (c >> 1) & 1, (c >> 2) & 1
+        w = (tx if bx else 1 - tx) * (ty if by else 1 - ty) * (tz if bz else 1 - tz)
+        i = _corner_index_dev(gx + bx, gy + by, gz + bz, res, T)
+        for f in range(F):
+            cuda.atomic.add(gtable, (l, i, f), w * grad[n, l * F + f])
+
+
+_fwd = cuda.jit(hash_fwd_kernel)
+_bwd = cuda.jit(hash_bwd_kernel)
+
+
+def _threads() -> int:
+    return int(launch_params("radiance", "radiance.hash_encode", {"threads_per_block": 256})["threads_per_block"])
+
+
+def _host_common(x, scales, resolutions):
+    _check(np.empty(tuple(np.shape(x)) if not hasattr(x, "shape") else tuple(x.shape), np.float32), None,
+           scales, resolutions)
+    return as_host(scales, np.float32), as_host(resolutions, np.int64)
+
+
+def hash_encode_cuda(x, table, scales, resolutions):
+    place = Placement()
+    sc, res = _host_common(x, scales, resolutions)
+    x_, table_ = put_f32(place, x, "x"), put_f32(place, table, "table")
+    N = x_.shape[0]
+    L, T, F = table_.shape
+    dout, handed = place.empty((N, L * F), np.float32)
+    if N and L:
+        t = _threads()
+        place.launch(_fwd, (N * L + t - 1) // t, t, place.to_device(x_), place.to_device(table_),
+                     place.to_device(sc), place.to_device(res), dout)
+    return place.result(handed)
+
+
+def hash_encode_bwd_cuda(x, grad_feats, scales, resolutions, T):
+    place = Placement()
+    sc, res = _host_common(x, scales, resolutions)
+    x_, g_ = put_f32(place, x, "x"), put_f32(place, grad_feats, "grad_feats")
+    N = x_.shape[0]
+    L = len(sc)
+    F = g_.shape[1] // max(L, 1)
+    dout, handed = zeros(place, (L, int(T), F))
+    if N and L:
+        t = _threads()
+        place.launch(_bwd, (N * L + t - 1) // t, t, place.to_device(x_), place.to_device(g_),
+                     place.to_device(sc), place.to_device(res), dout)
+    return place.result(handed)
+
+
+_A3F = "float32[:, :, ::1]"
+
+
+def hash_encode_ptx():
+    return [(hash_fwd_kernel, f"void(float32[:, ::1], {_A3F}, float32[::1], int64[::1], float32[:, ::1])")]
+
+
+def hash_encode_bwd_ptx():
+    return [(hash_bwd_kernel, f"void(float32[:, ::1], float32[:, ::1], float32[::1], int64[::1], {_A3F})")]

@@ -1,0 +1,218 @@
+"""CUDA backend of :mod:`gpuforge.plugins.radiance.raymarch`: one thread per ray.
+Marching runs twice (count, prefix sum, fill) so samples are packed ray by ray."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import cuda, float64, int64
+
+from gpuforge.core.tuning import launch_params
+from gpuforge.kernels.cuda_arrays import Placement
+from gpuforge.plugins.radiance.cuda_util import as_host, put_f32, put_i32, zeros
+from gpuforge.plugins.radiance.raymarch import EPS_DIR, T_MIN, _check_comp, _check_march
+
+
+def _tpb(kernel: str) -> int:
+    return int(launch_params("radiance", f"radiance.{kernel}", {"threads_per_block": 128})["threads_per_block"])
+
+
+def _march(o, d, aabb, occ, step, max_samples, off, r, ts, start, write):
+    o0, o1, o2 = float64(o[r, 0]), float64(o[r, 1]), float64(o[r, 2])
+    d0, d1, d2 = float64(d[r, 0]), float64(d[r, 1]), float64(d[r, 2])
+    if abs(d0) < EPS_DIR:
+        d0 = -EPS_DIR if d0 < 0 else EPS_DIR
+    if abs(d1) < EPS_DIR:
+        d1 = -EPS_DIR if d1 < 0 else EPS_DIR
+    if abs(d2) < EPS_DIR:
+        d2 = -EPS_DIR if d2 < 0 else EPS_DIR
+    ta, tb = (aabb[0, 0] - o0) / d0, (aabb[1, 0] - o0) / d0
+    tn, tf = max(0.0, min(ta, tb)), max(ta, tb)
+    ta, tb = (aabb[0, 1] - o1) / d1, (aabb[1, 1] - o1) / d1
+    tn, tf = max(tn, min(ta, tb)), min(tf, max(ta, tb))
+    ta, tb = (aabb[0, 2] - o2) / d2, (aabb[1, 2] - o2) / d2
+    tn, tf = max(tn, min(ta, tb)), min(tf, max(ta, tb))
+    tf = min(tf, 1e30)
+    if not tf > tn:
+        return 0
+    G0, G1, G2 = occ.shape[0], occ.shape[1], occ.shape[2]
+    n = 0
+    k = 0
+    while True:
+        t = tn + (off[r] + k) * step
+        if not t < tf or n >= max_samples:
+            break
+        c0 = min(max(int64(math.floor((o0 + t * d0 - aabb[0, 0]) / (aabb[1, 0] - aabb[0, 0]) * G0)), 0), G0 - 1)
+        c1 = min(max(int64(math.floor((o1 + t * d1 - aabb[0, 1]) / (aabb[1, 1] - aabb[0, 1]) * G1)), 0), G1 - 1)
+        c2 = min(max(int64(math.floor((o2 + t * d2 - aabb[0, 2]) / (aabb[1, 2] - aabb[0, 2]) * G2)), 0), G2 - 1)
+        if occ[c0, c1, c2]:
+            if write:
+                ts[start + n] = t
+            n += 1
+        k += 1
+    return n
+
+
+_march_dev = cuda.jit(device=True, inline="always")(_march)
+
+
+def march_count_kernel(o, d, aabb, occ, step, max_samples, off, counts):
+    r = cuda.grid(1)
+    if r < o.shape[0]:
+        counts[r] = _march_dev(o, d, aabb, occ, step, max_samples, off, r, off, 0, False)
+
+
+def march_fill_kernel(o, d, aabb, occ, step, max_samples, off, ranges, ts, deltas):
+    r = cuda.grid(1)
+    if r < o.shape[0]:
+        n = _march_dev(o, d, aabb, occ, step, max_samples, off, r, ts, ranges[r], True)
+        for i in range(ranges[r], ranges[r] + n):
+            deltas[i] = step
+
+
+_mcount = cuda.jit(march_count_kernel)
+_mfill = cuda.jit(march_fill_kernel)
+
+
+def march_rays_cuda(origins, dirs, aabb, occ, step, max_samples, offsets):
+    _check_march(np.empty(tuple(origins.shape)), np.empty(tuple(dirs.shape)), np.empty(tuple(np.shape(aabb))),
+                 np.empty(tuple(occ.shape)), np.empty(len(offsets)))
+    place = Placement()
+    o = place.to_device(put_f32(place, origins, "origins"))
+    d = place.to_device(put_f32(place, dirs, "dirs"))
+    occ_ = place.put(occ, "occ")
+    occ_d = place.to_device(occ_.astype(np.uint8, copy=False) if isinstance(occ_, np.ndarray) else occ_)
+    off = place.to_device(put_f32(place, offsets, "offsets"))
+    box = place.to_device(as_host(aabb, np.float64))
+    R = o.shape[0]
+    counts = cuda.to_device(np.zeros(R, np.int32), stream=place.stream)
+    t = _tpb("march_rays")
+    blocks = (R + t - 1) // t
+    place.launch(_mcount, blocks, t, o, d, box, occ_d, float(step), int(max_samples), off, counts)
+    ranges_h = np.concatenate([[0], np.cumsum(counts.copy_to_host(stream=place.stream))]).astype(np.int32)
+    M = int(ranges_h[-1])
+    rd, rh = place.empty((R + 1,), np.int32)
+    rd.copy_to_device(ranges_h, stream=place.stream)
+    td, th = place.empty((M,), np.float32)
+    dd, dh = place.empty((M,), np.float32)
+    if M:
+        place.launch(_mfill, blocks, t, o, d, box, occ_d, float(step), int(max_samples), off, rd, td, dd)
+    return place.result(rh), place.result(th), place.result(dh)
+
+
+def march_rays_ptx():
+    ins = "float32[:, ::1], float32[:, ::1], float64[:, ::1], uint8[:, :, ::1], float64, int64, float32[::1]"
+    return [(march_count_kernel, f"void({ins}, int32[::1])"),
+            (march_fill_kernel, f"void({ins}, int32[::1], float32[::1], float32[::1])")]
+
+
+def comp_fwd_kernel(sig, rgb, dl, ranges, color, opacity, n_used):
+    r = cuda.grid(1)
+    if r >= ranges.shape[0] - 1:
+        return
+    s = 0.0
+    c0 = 0.0
+    c1 = 0.0
+    c2 = 0.0
+    op = 0.0
+    n = 0
+    for i in range(ranges[r], ranges[r + 1]):
+        T = math.exp(-s)
+        if T < T_MIN:
+            break
+        sd = float64(sig[i]) * dl[i]
+        w = T * (1 - math.exp(-sd))
+        c0 += w * rgb[i, 0]
+        c1 += w * rgb[i, 1]
+        c2 += w * rgb[i, 2]
+        op += w
+        s += sd
+        n += 1
+    color[r, 0] = c0
+    color[r, 1] = c1
+    color[r, 2] = c2
+    opacity[r] = op
+    n_used[r] = n
+
+
+def comp_bwd_kernel(sig, rgb, dl, ranges, color, opacity, n_used, gc, go, gsig, grgb):
+    r = cuda.grid(1)
+    if r >= ranges.shape[0] - 1:
+        return
+    s = 0.0
+    a0 = 0.0
+    a1 = 0.0
+    a2 = 0.0
+    aop = 0.0
+    start = ranges[r]
+    for i in range(start, start + n_used[r]):
+        T = math.exp(-s)
+        sd = float64(sig[i]) * dl[i]
+        w = T * (1 - math.exp(-sd))
+        a0 += w * rgb[i, 0]
+        a1 += w * rgb[i, 1]
+        a2 += w * rgb[i, 2]
+        aop += w
+        s += sd
+        Tn = math.exp(-s)
+        grgb[i, 0] = w * gc[r, 0]
+        grgb[i, 1] = w * gc[r, 1]
+        grgb[i, 2] = w * gc[r, 2]
+        g = gc[r, 0] * (Tn * rgb[i, 0] - (color[r, 0] - a0))
+        g += gc[r, 1] * (Tn * rgb[i, 1] - (color[r, 1] - a1))
+        g += gc[r, 2] * (Tn * rgb[i, 2] - (color[r, 2] - a2))
+        g += go[r] * (Tn - (opacity[r] - aop))
+        gsig[i] = dl[i] * g
+
+
+_cfwd = cuda.jit(comp_fwd_kernel)
+_cbwd = cuda.jit(comp_bwd_kernel)
+
+
+def _comp_in(place, sigmas, rgbs, deltas, ray_ranges):
+    _check_comp(np.empty(len(sigmas)), np.empty(tuple(rgbs.shape)), np.empty(tuple(deltas.shape)),
+                as_host(ray_ranges, np.int64) if not hasattr(ray_ranges, "__cuda_array_interface__")
+                else np.array([len(ray_ranges) and len(sigmas)]))
+    return (place.to_device(put_f32(place, sigmas, "sigmas")), place.to_device(put_f32(place, rgbs, "rgbs")),
+            place.to_device(put_f32(place, deltas, "deltas")), place.to_device(put_i32(place, ray_ranges, "ray_ranges")))
+
+
+def composite_fwd_cuda(sigmas, rgbs, deltas, ray_ranges):
+    place = Placement()
+    s, c, d, r = _comp_in(place, sigmas, rgbs, deltas, ray_ranges)
+    R = r.shape[0] - 1
+    oc, hc = place.empty((R, 3), np.float32)
+    oo, ho = place.empty((R,), np.float32)
+    on, hn = place.empty((R,), np.int32)
+    t = _tpb("composite_fwd")
+    place.launch(_cfwd, (R + t - 1) // t, t, s, c, d, r, oc, oo, on)
+    return place.result(hc), place.result(ho), place.result(hn)
+
+
+def composite_bwd_cuda(sigmas, rgbs, deltas, ray_ranges, color, opacity, n_used, grad_color, grad_opacity):
+    place = Placement()
+    s, c, d, r = _comp_in(place, sigmas, rgbs, deltas, ray_ranges)
+    col = place.to_device(put_f32(place, color, "color"))
+    op = place.to_device(put_f32(place, opacity, "opacity"))
+    nu = place.to_device(put_i32(place, n_used, "n_used"))
+    gcl = place.to_device(put_f32(place, grad_color, "grad_color"))
+    gop = place.to_device(put_f32(place, grad_opacity, "grad_opacity"))
+    M = s.shape[0]
+    R = r.shape[0] - 1
+    (gs, hs), (gr, hr) = zeros(place, (M,)), zeros(place, (M, 3))
+    t = _tpb("composite_bwd")
+    if M:
+        place.launch(_cbwd, (R + t - 1) // t, t, s, c, d, r, col, op, nu, gcl, gop, gs, gr)
+    return place.result(hs), place.result(hr)
+
+
+_CIN = "float32[::1], float32[:, ::1], float32[::1], int32[::1]"
+
+
+def composite_fwd_ptx():
+    return [(comp_fwd_kernel, f"void({_CIN}, float32[:, ::1], float32[::1], int32[::1])")]
+
+
+def composite_bwd_ptx():
+    return [(comp_bwd_kernel, f"void({_CIN}, float32[:, ::1], float32[::1], int32[::1], float32[:, ::1], "
+                              "float32[::1], float32[::1], float32[:, ::1])")]

@@ -1,0 +1,495 @@
+"""3D Gaussian Splatting (Kerbl et al. 2023): model, differentiable rendering through this
+plugin's tile rasterizer, training with the paper's densify / prune / opacity-reset
+schedule, and the Inria PLY layout.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gpuforge.core.errors import BadInputError, UnsupportedError
+from gpuforge.plugins.radiance.rasterize import project_torch
+from gpuforge.plugins.radiance.scene import GL_TO_CV, Cameras
+
+SH_C0 = 0.28209479177387814
+SH_C1 = 0.4886025119029199
+SH_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
+SH_C3 = (-0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154, -0.4570457994644658,
+         1.445305721320277, -0.5900435899266435)
+
+
+def eval_sh(deg: int, sh: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
+    """Colours from SH coefficients sh [N, K, 3] (K = (deg+1)^2) along unit dirs [N, 3] (Inria's ordering)."""
+    out = SH_C0 * sh[:, 0]
+    if deg < 1:
+        return out
+    x, y, z = dirs[:, 0:1], dirs[:, 1:2], dirs[:, 2:3]
+    out = out - SH_C1 * y * sh[:, 1] + SH_C1 * z * sh[:, 2] - SH_C1 * x * sh[:, 3]
+    if deg < 2:
+        return out
+    xx, yy, zz, xy, yz, xz = x * x, y * y, z * z, x * y, y * z, x * z
+    out = (out + SH_C2[0] * xy * sh[:, 4] + SH_C2[1] * yz * sh[:, 5] + SH_C2[2] * (2 * zz - xx - yy) * sh[:, 6]
+           + SH_C2[3] * xz * sh[:, 7] + SH_C2[4] * (xx - yy) * sh[:, 8])
+    if deg < 3:
+        return out
+    return (out + SH_C3[0] * y * (3 * xx - yy) * sh[:, 9] + SH_C3[1] * xy * z * sh[:, 10]
+            + SH_C3[2] * y * (4 * zz - xx - yy) * sh[:, 11] + SH_C3[3] * z * (2 * zz - 3 * xx - 3 * yy) * sh[:, 12]
+            + SH_C3[4] * x * (4 * zz - xx - yy) * sh[:, 13] + SH_C3[5] * z * (xx - yy) * sh[:, 14]
+            + SH_C3[6] * x * (xx - 3 * yy) * sh[:, 15])
+
+
+# ============================================================================ rasterizer as autograd
+def _raster_backend():
+    """``--backend`` when given, else numba-cpu (training runs on the CPU here)."""
+    from gpuforge.core.context import get_context
+
+    return get_context().backend or "numba-cpu"
+
+
+class RasterizeFn(torch.autograd.Function):
+    """image = rasterize(means2d, conics, colors, opacities) for fixed tile lists."""
+
+    @staticmethod
+    def forward(ctx, means2d, conics, colors, opacities, ranges, ids, W, H, bg, backend):
+        from gpuforge.core.kernels import get_impl
+
+        fwd = get_impl("radiance.gs_rasterize_fwd", backend)
+        args = [a.detach().numpy() for a in (means2d, conics, colors, opacities)]
+        image, final_T, n_contrib = fwd(*args, ranges, ids, W, H, bg)
+        ctx.saved = (args, ranges, ids, W, H, bg, final_T, n_contrib, backend)
+        return torch.from_numpy(image), torch.from_numpy(1 - final_T)
+
+    @staticmethod
+    def backward(ctx, grad_image, grad_alpha):
+        from gpuforge.core.kernels import get_impl
+
+        args, ranges, ids, W, H, bg, final_T, n_contrib, backend = ctx.saved
+        bwd = get_impl("radiance.gs_rasterize_bwd", backend)
+        g = bwd(*args, ranges, ids, W, H, bg, final_T, n_contrib, grad_image.contiguous().numpy())
+        return (*(torch.from_numpy(x) for x in g), None, None, None, None, None, None)
+
+
+def viewmat_of(c2w_gl: np.ndarray) -> np.ndarray:
+    return np.linalg.inv(np.asarray(c2w_gl, np.float64) @ GL_TO_CV).astype(np.float32)
+
+
+def render_gaussians_raw(means, scales, quats, colors, opacities, c2w, fx, fy, cx, cy, W, H, bg,
+                         backend: str | None = None):
+    """Render activated Gaussians (scales, opacities in [0,1], RGB colours): (rgb [H,W,3], alpha [H,W])."""
+    from gpuforge.core.kernels import get_impl
+
+    view = torch.from_numpy(viewmat_of(c2w))
+    m2d, conics, depths, radii = project_torch(means, scales, quats, view, float(fx), float(fy), float(cx), float(cy),
+                                               int(W), int(H))
+    backend = backend or _raster_backend()
+    ranges, ids = get_impl("radiance.gs_bin_tiles", backend)(m2d.detach().numpy(), radii.numpy(),
+                                                              depths.detach().numpy(), int(W), int(H))
+    bg = np.asarray(bg, np.float32)
+    img, alpha = RasterizeFn.apply(m2d, conics, colors, opacities, ranges, ids, int(W), int(H), bg, backend)
+    return img, alpha
+
+
+# ============================================================================ model
+@dataclass
+class SplatConfig:
+    steps: int = 3000
+    sh_degree: int = 3
+    init_points: int = 1000
+    lr_means: float = 1.6e-4
+    lr_means_final: float = 1.6e-6
+    lr_dc: float = 2.5e-3
+    lr_rest: float = 2.5e-3 / 20
+    lr_opacity: float = 0.05
+    lr_scales: float = 5e-3
+    lr_quats: float = 1e-3
+    lambda_dssim: float = 0.2
+    densify_from: int = 500
+    densify_until_frac: float = 0.6
+    densify_every: int = 100
+    densify_grad: float = 0.0002
+    percent_dense: float = 0.01
+    opacity_reset_every: int = 3000
+    sh_up_every: int = 1000
+    max_gaussians: int = 200_000
+    seed: int = 0
+
+
+class Gaussians:
+    """Raw (optimized) parameters in the Inria convention: log scales, logit opacity, SH."""
+
+    def __init__(self, means, log_scales, quats, sh_dc, sh_rest, opacity_logit, sh_degree: int):
+        self.means, self.log_scales, self.quats = means, log_scales, quats
+        self.sh_dc, self.sh_rest, self.opacity_logit = sh_dc, sh_rest, opacity_logit
+        self.sh_degree = sh_degree
+
+    PARAMS = ("means", "log_scales", "quats", "sh_dc", "sh_rest", "opacity_logit")
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {k: getattr(self, k) for k in self.PARAMS}
+
+    def __len__(self) -> int:
+        return self.means.shape[0]
+
+    @classmethod
+    def from_dict(cls, d: dict, sh_degree: int) -> "Gaussians":
+        return cls(*(d[k].float().contiguous() for k in cls.PARAMS), sh_degree)
+
+    def colors(self, c2w: np.ndarray, degree: int | None = None) -> torch.Tensor:
+        deg = self.sh_degree if degree is None else min(degree, self.sh_degree)
+        sh = torch.cat([self.sh_dc, self.sh_rest], 1)
+        if deg == 0:
+            return torch.clamp(SH_C0 * sh[:, 0] + 0.5, min=0)
+        campos = torch.as_tensor(np.asarray(c2w)[:3, 3], dtype=torch.float32)
+        dirs = self.means - campos
+        dirs = dirs / dirs.norm(dim=1, keepdim=True).clamp(min=1e-12)
+        return torch.clamp(eval_sh(deg, sh[:, :(deg + 1) ** 2], dirs) + 0.5, min=0)
+
+    def render(self, cams: Cameras, i: int, bg, degree: int | None = None, width: int | None = None,
+               height: int | None = None):
+        W, H = width or cams.width, height or cams.height
+        sx, sy = W / cams.width, H / cams.height
+        return render_gaussians_raw(self.means, torch.exp(self.log_scales), self.quats, self.colors(cams.c2w[i], degree),
+                                    torch.sigmoid(self.opacity_logit), cams.c2w[i], cams.fx[i] * sx, cams.fy[i] * sy,
+                                    cams.cx[i] * sx, cams.cy[i] * sy, W, H, bg)
+
+
+def init_gaussians(n: int, aabb: np.ndarray, sh_degree: int, seed: int) -> Gaussians:
+    """Random points in the scene box (3DGS's initialisation for synthetic scenes), scale =
+    mean distance to the 3 nearest neighbours, opacity 0.1."""
+    rng = np.random.default_rng(seed)
+    lo, hi = np.asarray(aabb, np.float64)
+    pts = rng.uniform(lo, hi, (n, 3))
+    P = torch.from_numpy(pts)
+    k = min(4, n)
+    d = torch.cat([torch.cdist(P[i:i + 1024], P).topk(k, largest=False).values for i in range(0, n, 1024)]).numpy()
+    dist = np.maximum(d[:, 1:].mean(1), 1e-7) if k > 1 else np.full(n, 0.1)
+    K = (sh_degree + 1) ** 2
+    rgb = rng.uniform(0, 1, (n, 3))
+    t = lambda a: torch.tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+    return Gaussians(t(pts), t(np.log(np.repeat(dist[:, None], 3, 1))), t(np.tile([1.0, 0, 0, 0], (n, 1))),
+                     t((rgb - 0.5) / SH_C0)[:, None, :], torch.zeros((n, K - 1, 3)),
+                     t(np.full(n, math.log(0.1 / 0.9))), sh_degree)
+
+
+# ============================================================================ losses and metrics
+def _gauss_window(size=11, sigma=1.5):
+    g = torch.exp(-((torch.arange(size) - size // 2) ** 2).float() / (2 * sigma * sigma))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :])[None, None].repeat(3, 1, 1, 1)
+
+
+_WIN = None
+
+
+def ssim_torch(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """SSIM of [H, W, 3] images (11x11 Gaussian window, as the 3DGS loss)."""
+    global _WIN
+    if _WIN is None:
+        _WIN = _gauss_window()
+    x, y = a.permute(2, 0, 1)[None], b.permute(2, 0, 1)[None]
+    conv = lambda z: torch.nn.functional.conv2d(z, _WIN, padding=5, groups=3)  # noqa: E731
+    mx, my = conv(x), conv(y)
+    sxx, syy, sxy = conv(x * x) - mx * mx, conv(y * y) - my * my, conv(x * y) - mx * my
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    return (((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))).mean()
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((np.clip(a, 0, 1) - b) ** 2))
+    return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """SSIM with the 11x11 Gaussian window (sigma 1.5), as the 3DGS/NeRF evaluation scripts."""
+    with torch.no_grad():
+        return float(ssim_torch(torch.from_numpy(np.clip(a, 0, 1).astype(np.float32)),
+                                torch.from_numpy(np.asarray(b, np.float32))))
+
+
+# ============================================================================ training
+class Trainer:
+    def __init__(self, scene, cfg: SplatConfig, log=None):
+        self.scene, self.cfg, self.log = scene, cfg, log
+        torch.manual_seed(cfg.seed)
+        self.train = scene.split("train")
+        self.test = scene.split("test")
+        self.bg = scene.background
+        self.extent = float(np.linalg.norm(self.train.cameras.c2w[:, :3, 3]
+                                           - self.train.cameras.c2w[:, :3, 3].mean(0), axis=1).max()) * 1.1
+        self.g = init_gaussians(cfg.init_points, scene.aabb, cfg.sh_degree, cfg.seed)
+        self._make_optimizer()
+        self._reset_stats()
+        self.rng = np.random.default_rng(cfg.seed)
+        self.images = torch.from_numpy(self.train.images)
+
+    def _make_optimizer(self, state: dict | None = None):
+        c = self.cfg
+        lrs = {"means": c.lr_means * self.extent, "log_scales": c.lr_scales, "quats": c.lr_quats, "sh_dc": c.lr_dc,
+               "sh_rest": c.lr_rest, "opacity_logit": c.lr_opacity}
+        for k in Gaussians.PARAMS:
+            getattr(self.g, k).requires_grad_(True)
+        self.opt = torch.optim.Adam([{"params": [getattr(self.g, k)], "lr": lrs[k], "name": k}
+                                     for k in Gaussians.PARAMS], eps=1e-15)
+        if state is not None:
+            for grp in self.opt.param_groups:
+                p = grp["params"][0]
+                if grp["name"] in state:
+                    self.opt.state[p] = state[grp["name"]]
+
+    def _reset_stats(self):
+        n = len(self.g)
+        self.grad_accum = torch.zeros(n)
+        self.denom = torch.zeros(n)
+        self.max_radii = torch.zeros(n)
+
+    def lr_means_at(self, step: int) -> float:
+        c = self.cfg
+        t = min(step / max(c.steps, 1), 1.0)
+        return math.exp(math.log(c.lr_means * self.extent) * (1 - t) + math.log(c.lr_means_final * self.extent) * t)
+
+    def step(self, it: int) -> float:
+        c, cams = self.cfg, self.train.cameras
+        i = int(self.rng.integers(len(cams)))
+        deg = min(c.sh_degree, it // c.sh_up_every)
+        W, H = cams.width, cams.height
+        view = torch.from_numpy(viewmat_of(cams.c2w[i]))
+        g = self.g
+        m2d, conics, depths, radii = project_torch(g.means, torch.exp(g.log_scales), g.quats, view, float(cams.fx[i]),
+                                                   float(cams.fy[i]), float(cams.cx[i]), float(cams.cy[i]), W, H)
+        m2d.retain_grad()
+        from gpuforge.core.kernels import get_impl
+
+        backend = _raster_backend()
+        ranges, ids = get_impl("radiance.gs_bin_tiles", backend)(m2d.detach().numpy(), radii.numpy(),
+                                                                  depths.detach().numpy(), W, H)
+        img, _ = RasterizeFn.apply(m2d, conics, g.colors(cams.c2w[i], deg), torch.sigmoid(g.opacity_logit), ranges,
+                                   ids, W, H, np.asarray(self.bg, np.float32), backend)
+        gt = self.images[i]
+        loss = (1 - c.lambda_dssim) * (img - gt).abs().mean() + c.lambda_dssim * (1 - ssim_torch(img, gt))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for grp in self.opt.param_groups:
+            if grp["name"] == "means":
+                grp["lr"] = self.lr_means_at(it)
+        self.opt.step()
+        with torch.no_grad():
+            g.quats /= g.quats.norm(dim=1, keepdim=True).clamp(min=1e-12)
+            until = int(c.densify_until_frac * c.steps)
+            if it < until:
+                vis = radii > 0
+                if m2d.grad is not None:
+                    # 3DGS thresholds the gradient w.r.t. NDC coordinates: d/d ndc = d/d pixel * (W/2, H/2)
+                    gn = (m2d.grad * torch.tensor([0.5 * W, 0.5 * H])).norm(dim=1)
+                    self.grad_accum[vis] += gn[vis]
+                    self.denom[vis] += 1
+                self.max_radii[vis] = torch.maximum(self.max_radii[vis], radii[vis].float())
+                if it >= min(c.densify_from, until // 4) and it % c.densify_every == 0:
+                    self.densify_and_prune(size_limit=it > c.opacity_reset_every)
+                if c.opacity_reset_every and it % c.opacity_reset_every == 0 and 0 < it < until:
+                    self.reset_opacity()
+        return float(loss.detach())
+
+    # -- densification (3DGS section 5.2)
+    def _replace(self, new: dict[str, torch.Tensor], keep: torch.Tensor | None, n_added: int):
+        """Swap in new parameter tensors, carrying Adam moments for kept rows (zeros for new ones)."""
+        state = {}
+        for grp in self.opt.param_groups:
+            p = grp["params"][0]
+            st = self.opt.state.get(p)
+            if st:
+                st2 = {"step": st["step"]}
+                for key in ("exp_avg", "exp_avg_sq"):
+                    v = st[key] if keep is None else st[key][keep]
+                    st2[key] = torch.cat([v, torch.zeros((n_added, *v.shape[1:]))], 0)
+                state[grp["name"]] = st2
+        for k, v in new.items():
+            setattr(self.g, k, v.detach().clone().contiguous())
+        self._make_optimizer(state)
+
+    def densify_and_prune(self, size_limit: bool):
+        c, g = self.cfg, self.g
+        grads = self.grad_accum / self.denom.clamp(min=1)
+        scales = torch.exp(g.log_scales)
+        big = scales.max(1).values > c.percent_dense * self.extent
+        sel = grads >= c.densify_grad
+        room = c.max_gaussians - len(g)
+        clone = sel & ~big
+        split = sel & big
+        if room <= 0:
+            clone[:] = False
+            split[:] = False
+        tens = g.tensors()
+        # clone: copy as is
+        add = {k: v[clone] for k, v in tens.items()}
+        # split: two samples from the Gaussian, scale / 1.6
+        if split.any():
+            s = scales[split].repeat(2, 1)
+            from gpuforge.plugins.radiance.rasterize import quat_to_rotmat_torch
+
+            R = quat_to_rotmat_torch(g.quats[split]).repeat(2, 1, 1)
+            samples = torch.randn_like(s) * s
+            means = (R @ samples[..., None])[..., 0] + g.means[split].repeat(2, 1)
+            sp = {"means": means, "log_scales": torch.log(s / 1.6)}
+            for k in ("quats", "sh_dc", "sh_rest", "opacity_logit"):
+                sp[k] = tens[k][split].repeat(2, *([1] * (tens[k].dim() - 1)))
+            add = {k: torch.cat([add[k], sp[k]], 0) for k in tens}
+        keep = ~split
+        new = {k: torch.cat([tens[k][keep], add[k]], 0) for k in tens}
+        n_add = len(add["means"])
+        self._replace(new, keep, n_add)
+        # prune: transparent, or (after the first opacity reset) too big on screen / in the world
+        g = self.g
+        prune = torch.sigmoid(g.opacity_logit) < 0.005
+        if size_limit:
+            radii = torch.cat([self.max_radii[keep], torch.zeros(n_add)])
+            prune |= radii > 20
+            prune |= torch.exp(g.log_scales).max(1).values > 0.1 * self.extent
+        if prune.any() and (~prune).sum() > 0:
+            keep2 = ~prune
+            self._replace({k: v[keep2] for k, v in g.tensors().items()}, keep2, 0)
+        self._reset_stats()
+
+    def reset_opacity(self):
+        g = self.g
+        target = torch.logit(torch.minimum(torch.sigmoid(g.opacity_logit), torch.tensor(0.01)))
+        tens = g.tensors()
+        tens["opacity_logit"] = target
+        state = {}
+        for grp in self.opt.param_groups:
+            st = self.opt.state.get(grp["params"][0])
+            if st:
+                state[grp["name"]] = ({"step": st["step"], "exp_avg": torch.zeros_like(st["exp_avg"]),
+                                       "exp_avg_sq": torch.zeros_like(st["exp_avg_sq"])}
+                                      if grp["name"] == "opacity_logit" else st)
+        for k, v in tens.items():
+            setattr(g, k, v.detach().clone())
+        self._make_optimizer(state)
+
+
+def evaluate(g: Gaussians, split, bg, with_ssim: bool = True, limit: int | None = None) -> dict:
+    ps, ss = [], []
+    n = len(split.cameras) if limit is None else min(limit, len(split.cameras))
+    with torch.no_grad():
+        for i in range(n):
+            img, _ = g.render(split.cameras, i, bg)
+            a = img.numpy()
+            ps.append(psnr(a, split.images[i]))
+            if with_ssim:
+                ss.append(ssim(a, split.images[i]))
+    out = {"psnr": float(np.mean(ps)), "views": n}
+    if with_ssim:
+        out["ssim"] = float(np.mean(ss))
+    return out
+
+
+def train(scene, cfg: SplatConfig, minutes: float | None = None, eval_every: int = 500, on_step=None, log=None) -> tuple:
+    """Train; returns (gaussians, curve [(train_seconds, step, test_psnr, n_gaussians)], stats)."""
+    tr = Trainer(scene, cfg)
+    curve = []
+    t_train = 0.0
+    it = 0
+    for it in range(1, cfg.steps + 1):
+        t0 = time.perf_counter()
+        loss = tr.step(it)
+        t_train += time.perf_counter() - t0
+        if on_step:
+            on_step(it, loss)
+        last = it == cfg.steps or (minutes is not None and t_train >= minutes * 60)
+        if it % eval_every == 0 or last:
+            e = evaluate(tr.g, tr.test, tr.bg, with_ssim=False)
+            curve.append({"seconds": round(t_train, 2), "step": it, "test_psnr": round(e["psnr"], 3),
+                          "gaussians": len(tr.g)})
+            if log:
+                log.info("eval", **curve[-1], loss=round(loss, 5))
+        if last:
+            break
+    for k in Gaussians.PARAMS:
+        getattr(tr.g, k).requires_grad_(False)
+    return tr.g, curve, {"steps": it, "train_seconds": round(t_train, 2), "gaussians": len(tr.g)}
+
+
+# ============================================================================ files
+def save_run(folder: Path, g: Gaussians, info: dict) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().contiguous() for k, v in g.tensors().items()}, str(folder / "gaussians.safetensors"))
+    (folder / "config.json").write_text(json.dumps({**info, "sh_degree": g.sh_degree, "kind": "splat"}, indent=2))
+
+
+def load_run(folder: Path) -> tuple[Gaussians, dict]:
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    cfg_path = folder / "config.json"
+    if not cfg_path.is_file() or not (folder / "gaussians.safetensors").is_file():
+        raise BadInputError(f"{folder} is not a splat run (needs config.json and gaussians.safetensors); "
+                            "make one with `gpuforge radiance splat train` or `splat import`")
+    info = json.loads(cfg_path.read_text())
+    if info.get("kind") != "splat":
+        raise BadInputError(f"{folder} is a {info.get('kind')!r} run, not a splat run")
+    return Gaussians.from_dict(load_file(str(folder / "gaussians.safetensors")), int(info["sh_degree"])), info
+
+
+def ply_field_names(sh_degree: int) -> list[str]:
+    n_rest = 3 * ((sh_degree + 1) ** 2 - 1)
+    return (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"] + [f"f_rest_{i}" for i in range(n_rest)]
+            + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
+
+
+def export_ply(g: Gaussians, path: Path) -> None:
+    """Inria layout: f_rest is channel-major ([N, 3, K-1] flattened), log scales, logit opacity."""
+    from plyfile import PlyData, PlyElement
+
+    n = len(g)
+    rest = g.sh_rest.detach().transpose(1, 2).reshape(n, -1).numpy()
+    cols = ([g.means.detach().numpy(), np.zeros((n, 3), np.float32), g.sh_dc.detach()[:, 0].numpy(), rest,
+             g.opacity_logit.detach().numpy()[:, None], g.log_scales.detach().numpy(), g.quats.detach().numpy()])
+    data = np.concatenate(cols, 1).astype(np.float32)
+    names = ply_field_names(g.sh_degree)
+    arr = np.empty(n, dtype=[(nm, "f4") for nm in names])
+    for j, nm in enumerate(names):
+        arr[nm] = data[:, j]
+    PlyData([PlyElement.describe(arr, "vertex")]).write(str(path))
+
+
+def import_ply(path: Path) -> Gaussians:
+    from plyfile import PlyData
+
+    try:
+        ply = PlyData.read(str(path))
+        v = ply["vertex"]
+    except FileNotFoundError:
+        raise BadInputError(f"PLY file not found: {path}") from None
+    except Exception as exc:  # plyfile raises several types for malformed files
+        raise BadInputError(f"cannot read PLY {path}: {exc}") from None
+    names = [p.name for p in v.properties]
+    need = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
+            "rot_0", "rot_1", "rot_2", "rot_3"]
+    missing = [n for n in need if n not in names]
+    if missing:
+        raise UnsupportedError(f"{path} is not an Inria 3DGS PLY (missing {', '.join(missing)})")
+    n_rest = sum(1 for nm in names if nm.startswith("f_rest_"))
+    K = n_rest // 3 + 1
+    deg = {1: 0, 4: 1, 9: 2, 16: 3}.get(K)
+    if deg is None or n_rest % 3:
+        raise UnsupportedError(f"{path}: {n_rest} f_rest fields do not match an SH degree 0..3")
+    col = lambda nm: np.asarray(v[nm], np.float32)  # noqa: E731
+    n = len(col("x"))
+    rest = np.stack([col(f"f_rest_{i}") for i in range(n_rest)], 1) if n_rest else np.zeros((n, 0), np.float32)
+    t = torch.from_numpy
+    return Gaussians(t(np.stack([col("x"), col("y"), col("z")], 1)),
+                     t(np.stack([col(f"scale_{i}") for i in range(3)], 1)),
+                     t(np.stack([col(f"rot_{i}") for i in range(4)], 1)),
+                     t(np.stack([col(f"f_dc_{i}") for i in range(3)], 1))[:, None, :],
+                     t(np.ascontiguousarray(rest.reshape(n, 3, K - 1).transpose(0, 2, 1))),
+                     t(col("opacity")), deg)
+
+
+def config_dict(cfg: SplatConfig) -> dict:
+    return asdict(cfg)
