@@ -21,6 +21,17 @@ from typing import Any, Iterator
 from gpuforge.core.errors import BadInputError, OutputExistsError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _public(path: Path, directory: bool = False) -> None:
+    """mkstemp/mkdtemp make owner-only entries; give the output the usual permissions."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 def check_output(path: str | Path, force: bool) -> Path:
     """Refuse to overwrite ``path`` without ``force``; make sure its folder can exist."""
     path = Path(path)
@@ -47,6 +58,7 @@ def atomic_file(path: str | Path, force: bool = False, mode: str = "wb") -> Iter
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        _public(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -63,6 +75,8 @@ def atomic_path(path: str | Path, force: bool = False) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        if Path(tmp).exists():
+            _public(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -78,6 +92,7 @@ def atomic_dir(path: str | Path, force: bool = False) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        _public(tmp, directory=True)
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)

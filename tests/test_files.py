@@ -62,3 +62,22 @@ def test_manifest_records_inputs_params_timings(tmp_path):
     assert data["inputs"][0]["sha256"] == "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
     assert "work" in data["timings_s"] and "total" in data["timings_s"]
     assert "torch" in data["versions"] or "python" in data["versions"]
+
+
+def test_outputs_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    try:
+        with atomic_dir(tmp_path / "d") as tmp:
+            (tmp / "x").write_text("1")
+        with atomic_file(tmp_path / "f.txt", mode="w") as fh:
+            fh.write("1")
+        with atomic_path(tmp_path / "g.bin") as tmp:
+            tmp.write_bytes(b"1")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "g.bin").stat().st_mode) == 0o644
