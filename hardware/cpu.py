@@ -222,4 +222,13 @@ def cpu_profile(refresh: bool = False) -> dict:
         cache[key] = entry
         _write_cache(path, cache)
     _memo[memo_key] = entry
-    return dict(entry)
+    result = dict(entry)
+    # What `gpuforge hw bench` measured with our own kernels, when it has run here: the
+    # profile keeps its own (torch) figures as the reference, and carries these beside them.
+    from gpuforge.hardware.bench import cached_cpu_result
+
+    bench = cached_cpu_result()
+    if bench:
+        result["hw_bench"] = {m["name"]: {"value": m["value"], "unit": m["unit"], "share": m.get("share")}
+                              for m in bench.get("measures", []) if isinstance(m, dict) and "name" in m}
+    return result

@@ -56,3 +56,14 @@ def test_corrupt_cache_is_remeasured(tmp_path, monkeypatch):
     assert cpu.cpu_profile()["fake"] is True
     assert json.loads((tmp_path / "gpuforge" / "cpu-profile.json").read_text())
     cpu._memo.clear()
+
+
+def test_profile_carries_hw_bench_results_when_cached(monkeypatch):
+    from gpuforge.hardware import bench, cpu
+
+    fake = {"measures": [{"name": "triad", "value": 9.5, "unit": "GB/s", "share": 0.8}]}
+    monkeypatch.setattr(bench, "cached_cpu_result", lambda: fake)
+    prof = cpu.cpu_profile()
+    assert prof["hw_bench"] == {"triad": {"value": 9.5, "unit": "GB/s", "share": 0.8}}
+    monkeypatch.setattr(bench, "cached_cpu_result", lambda: None)
+    assert "hw_bench" not in cpu.cpu_profile()
