@@ -1,0 +1,1 @@
+"""The finetune plugin (see README.md)."""
