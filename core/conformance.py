@@ -125,6 +125,10 @@ def cases_for(spec: KernelSpec) -> list[KernelCase]:
 def check_kernel(spec: KernelSpec, backends: Iterable[str] | None = None) -> list[CaseResult]:
     """Run every requested (or available) non-reference backend on every case."""
     wanted = [b for b in (backends or BACKENDS) if b != "reference"]
+    if "numba-cuda" in wanted and simulator_active():
+        from gpuforge.core.cudasim import patch_shared_array_race
+
+        patch_shared_array_race()
     results: list[CaseResult] = []
     cases = cases_for(spec)
     if not cases:

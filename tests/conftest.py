@@ -22,6 +22,9 @@ SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 if SIMULATOR:
     # syncthreads-heavy kernels run 2-3.5x faster in the simulator (FIELD-NOTES.md).
     sys.setswitchinterval(1e-4)
+    from gpuforge.core.cudasim import patch_shared_array_race
+
+    patch_shared_array_race()
 
 
 def pytest_collection_modifyitems(config, items):
