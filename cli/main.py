@@ -94,14 +94,16 @@ class PluginGroup(TyperGroup):
     def _plugin_commands(self, ctx: click.Context | None = None) -> dict[str, Any]:
         from gpuforge.core.plugins import get_registry
 
-        if ctx is not None:
+        if ctx is not None and not getattr(self, "_logging_ready", False):
             # Plugins load while the root's options are parsed but before its callback
-            # runs: log their warnings in the format the user asked for.
+            # runs: log their warnings in the format the user asked for (once; help
+            # listings ask for every command).
             params = ctx.find_root().params
             from gpuforge.core.log import configure_logging
 
             fmt = params.get("log_format") if params.get("log_format") in ("console", "json") else "console"
             configure_logging(fmt, (params.get("verbose") or 0) - (params.get("quiet") or 0))
+            self._logging_ready = True
 
         return get_registry().commands
 
