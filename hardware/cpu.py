@@ -95,7 +95,7 @@ def _best(fn, runs: int) -> float:
     return best
 
 
-def _measure_bandwidth(runs: int = 5) -> dict:
+def measure_bandwidth(runs: int = 5) -> dict:
     """STREAM-style copy and triad, in GB/s (1e9 bytes), counting bytes read + written."""
     n = _array_bytes() // 8
     try:
@@ -168,7 +168,7 @@ def _thread_counts() -> dict:
 def measure_cpu() -> dict:
     """Measure now (a few seconds); :func:`cpu_profile` caches the result."""
     t0 = time.perf_counter()
-    bw = _measure_bandwidth()
+    bw = measure_bandwidth()
     fl = _measure_flops()
     profile = {
         "model": cpu_model(),

@@ -3,6 +3,8 @@ one process: bitsandbytes' CPU quantize_4bit / dequantize_4bit, a float32 torch 
 and the share of this machine's measured memory bandwidth."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from gpuforge.core.bench import BenchContext, best_of, row
@@ -37,6 +39,16 @@ def run(ctx: BenchContext) -> list[dict]:
         base_q, base_d = "reference (numpy)", "reference (numpy)"
     t_q = best_of(lambda: enc(flat, 64), repeat=rep)
     t_d = best_of(lambda: dec(packed, absmax, n, 64), repeat=rep)
+    # Share of bandwidth: the machine's copy/triad bandwidth measured in this run, right
+    # beside the kernels (the shared machine's load changes by the minute), against
+    # decodes into a reused output, as STREAM writes into arrays it already touched.
+    # Decoding into a fresh 64 MiB array also pays its first-touch page faults (the rows
+    # against bitsandbytes above keep that cost, as both sides pay it).
+    from gpuforge.hardware.cpu import measure_bandwidth
+
+    workspace = np.empty(n, np.float32)
+    bw = measure_bandwidth(runs=3)
+    t_d_ws = best_of(lambda: dec(packed, absmax, n, 64, out=workspace), repeat=rep)
     q_bytes = 4 * n + n / 2 + 4 * n / 64           # read fp32, write codes + absmax
     d_bytes = n / 2 + 4 * n / 64 + 4 * n           # read codes + absmax, write fp32
     rows.append(row(f"NF4 quantize {side}x{side} bs64", base_q, t_bnb_q, bytes_moved=q_bytes, ctx=ctx))
@@ -61,8 +73,20 @@ def run(ctx: BenchContext) -> list[dict]:
     deq = get_impl("quantize.gptq_dequantize", "numba-cpu")
     scales = t["scales"].astype(np.float32)
     t_gd = best_of(lambda: deq(t["qweight"], t["qzeros"], scales, t["g_idx"], 4), repeat=rep)
-    rows.append(row(f"GPTQ 4-bit dequantize {side}x{side} g128", "numba-cpu", t_gd,
-                    bytes_moved=n / 2 + 4 * n + 8 * n / 128, ctx=ctx))
+    g_bytes = n / 2 + 4 * n + 8 * n / 128
+    rows.append(row(f"GPTQ 4-bit dequantize {side}x{side} g128", "numba-cpu", t_gd, bytes_moved=g_bytes, ctx=ctx))
+    gws = workspace.reshape(side, side)
+    t_gd_ws = best_of(lambda: deq(t["qweight"], t["qzeros"], scales, t["g_idx"], 4, out=gws), repeat=rep)
+    bw2 = measure_bandwidth(runs=3)
+    peak = max(bw["copy_gbs"], bw["triad_gbs"], bw2["copy_gbs"], bw2["triad_gbs"])
+    in_run = replace(ctx, cpu_peak={**ctx.cpu_peak, "bandwidth_gbs": peak})
+    rows.append(row(f"memory bandwidth in this run (best STREAM copy/triad, {bw['array_mib']} MiB arrays)", bw["bandwidth_method"],
+                    2 * 8 * bw["array_mib"] * 2**20 / (peak * 1e9), bytes_moved=2 * 8 * bw["array_mib"] * 2**20,
+                    ctx=in_run, measured_gbs=peak))
+    rows.append(row(f"NF4 dequantize {side}x{side} bs64, reused output", "numba-cpu", t_d_ws, bytes_moved=d_bytes,
+                    ctx=in_run))
+    rows.append(row(f"GPTQ 4-bit dequantize {side}x{side} g128, reused output", "numba-cpu", t_gd_ws,
+                    bytes_moved=g_bytes, ctx=in_run))
     gmv = get_impl("quantize.gptq_matvec", "numba-cpu")
     t_gmv = best_of(lambda: gmv(t["qweight"], t["qzeros"], scales, t["g_idx"], 4, x), repeat=rep)
     rows.append(row(f"matvec {side}x{side}", "numba-cpu GPTQ W4A16 (fused)", t_gmv, baseline="torch float32 mv",

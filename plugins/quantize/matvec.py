@@ -20,7 +20,7 @@ from numba import njit, prange
 
 from gpuforge.kernels.arguments import KernelArgumentError, check_choice, check_float32, check_int, check_ndim
 from gpuforge.kernels.packing import gptq_group
-from gpuforge.plugins.quantize.nf4 import check_decode, code_table
+from gpuforge.plugins.quantize.nf4 import _workspace, check_decode, code_table
 
 
 def check_nf4_matvec(packed, absmax, x, out_features, blocksize, quant_type):
@@ -123,13 +123,117 @@ def _nf4_matvec_rows(packed, absmax, x, out_features, bs, code, y):
         y[o] = acc
 
 
+# Byte-pair lookup tables (the T-MAC idea without its SIMD shuffles): for input pair p,
+# lut[p, b] = code[b >> 4] * x[2p] + code[b & 15] * x[2p + 1], so one table load replaces
+# two decodes and two multiplies. The tables for all pairs are built once per call
+# (256 * in/2 floats); rows are processed four at a time so each table row loaded for one
+# is reused by the next three, the weights are read as 32-bit words (four pairs each),
+# and the input is walked in chunks of LUT_WORDS words so that the chunk's tables
+# (LUT_WORDS * 4 KiB) stay in L2 while a tile of LUT_ROWS rows streams past them.
+# Measured on the 2-core Zen 4 VM (`gpuforge bench quantize`): 4096x4096 in ~2.6 ms
+# against 60 ms for the per-value decode above; wider chunks, eight rows at a time and
+# 64-bit words were all slower there. The sums stay scalar on purpose: with fastmath
+# LLVM turns the lookups into AVX-512 gathers, which measured 2-3x slower.
+LUT_ROWS = 256
+LUT_WORDS = 64
+
+
+@njit(cache=True)
+def _pair_tables(code, x, lut):
+    # serial on purpose: 0.1-0.2 ms for 4096 inputs, less than a second parallel region
+    # costs on a busy 2-core machine
+    for p in range(lut.shape[0]):
+        x0 = x[2 * p]
+        x1 = x[2 * p + 1]
+        for b in range(256):
+            lut[p, b] = code[b >> 4] * x0 + code[b & 15] * x1
+
+
+@njit(inline="always")
+def _word_sum(lut, p, w):
+    return (lut[p, w & 255] + lut[p + 1, (w >> 8) & 255]) + (lut[p + 2, (w >> 16) & 255] + lut[p + 3, w >> 24])
+
+
+@njit(parallel=True, cache=True)
+def _nf4_matvec_lut(words, absmax, lut, out_features, bs, chunk, tile, y):
+    nw = lut.shape[0] // 4          # 32-bit words per row
+    hw = bs // 8                    # words per quantization block
+    nb = nw // hw                   # blocks per row
+    for t in prange((out_features + tile - 1) // tile):
+        r0 = t * tile
+        r1 = min(r0 + tile, out_features)
+        quad_end = r0 + (r1 - r0) // 4 * 4
+        for r in range(r0, r1):
+            y[r] = 0.0
+        for c0 in range(0, nw, chunk):
+            c1 = min(c0 + chunk, nw)
+            for r in range(r0, quad_end, 4):
+                ra = r * nw
+                rb = ra + nw
+                rc = rb + nw
+                rd = rc + nw
+                a0 = np.float32(0.0)
+                a1 = np.float32(0.0)
+                a2 = np.float32(0.0)
+                a3 = np.float32(0.0)
+                for b0 in range(c0, c1, hw):
+                    s0 = np.float32(0.0)
+                    s1 = np.float32(0.0)
+                    s2 = np.float32(0.0)
+                    s3 = np.float32(0.0)
+                    for q in range(b0, b0 + hw):
+                        p = 4 * q
+                        s0 += _word_sum(lut, p, words[ra + q])
+                        s1 += _word_sum(lut, p, words[rb + q])
+                        s2 += _word_sum(lut, p, words[rc + q])
+                        s3 += _word_sum(lut, p, words[rd + q])
+                    k = b0 // hw
+                    a0 += s0 * absmax[r * nb + k]
+                    a1 += s1 * absmax[(r + 1) * nb + k]
+                    a2 += s2 * absmax[(r + 2) * nb + k]
+                    a3 += s3 * absmax[(r + 3) * nb + k]
+                y[r] += a0
+                y[r + 1] += a1
+                y[r + 2] += a2
+                y[r + 3] += a3
+            for r in range(quad_end, r1):
+                ra = r * nw
+                a0 = np.float32(0.0)
+                for b0 in range(c0, c1, hw):
+                    s0 = np.float32(0.0)
+                    for q in range(b0, b0 + hw):
+                        s0 += _word_sum(lut, 4 * q, words[ra + q])
+                    a0 += s0 * absmax[r * nb + b0 // hw]
+                y[r] += a0
+
+
+def _as_words(packed: np.ndarray) -> np.ndarray:
+    """The packed bytes as native 32-bit words (byte 4k is the low byte of word k on the
+    little-endian CPUs numba-cpu targets); copies only when the buffer is misaligned."""
+    packed = np.ascontiguousarray(packed)
+    if packed.ctypes.data % 4:
+        packed = packed.copy()
+    return packed.view("<u4")
+
+
 def nf4_matvec_cpu(packed, absmax, x, out_features: int, blocksize: int = 64, quant_type: str = "nf4"):
     packed, absmax, x = np.asarray(packed), np.asarray(absmax), np.asarray(x)
     out_features, blocksize = check_nf4_matvec(packed, absmax, x, out_features, blocksize, quant_type)
     y = np.zeros(out_features, np.float32)
-    if out_features and x.size:
-        _nf4_matvec_rows(np.ascontiguousarray(packed), np.ascontiguousarray(absmax), np.ascontiguousarray(x),
-                         out_features, blocksize, code_table(quant_type), y)
+    if not (out_features and x.size):
+        return y
+    code = code_table(quant_type)
+    absmax = np.ascontiguousarray(absmax)
+    x = np.ascontiguousarray(x)
+    if blocksize % 8 == 0 and x.size % blocksize == 0:
+        # whole blocks per row, whole 32-bit words per block: the lookup-table path
+        lut = np.empty((x.size // 2, 256), np.float32)
+        _pair_tables(code, x, lut)
+        hw = blocksize // 8
+        _nf4_matvec_lut(_as_words(packed), absmax, lut, out_features, blocksize,
+                        max(hw, LUT_WORDS // hw * hw), LUT_ROWS, y)
+    else:
+        _nf4_matvec_rows(np.ascontiguousarray(packed), absmax, x, out_features, blocksize, code, y)
     return y
 
 
@@ -206,11 +310,12 @@ def _zeros(qzeros, bits, out):
     return z
 
 
-def gptq_dequantize_cpu(qweight, qzeros, scales, g_idx, bits: int):
+def gptq_dequantize_cpu(qweight, qzeros, scales, g_idx, bits: int, *, out=None):
+    """``out``: an optional float32 (in, out) C-contiguous workspace to write into."""
     qweight, qzeros, scales, g_idx = (np.asarray(a) for a in (qweight, qzeros, scales, g_idx))
     bits = check_gptq(qweight, qzeros, scales, g_idx, bits)
     group, words = gptq_group(bits)
-    out = np.zeros((g_idx.shape[0], qweight.shape[1]), np.float32)
+    out = _workspace(out, (g_idx.shape[0], qweight.shape[1]))
     if out.size and _gptq_deq(np.ascontiguousarray(qweight), _zeros(qzeros, bits, qweight.shape[1]),
                               np.ascontiguousarray(scales), np.ascontiguousarray(g_idx), bits, group, words, out):
         raise KernelArgumentError(f"g_idx must lie in [0, {scales.shape[0]})")
