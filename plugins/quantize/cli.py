@@ -36,11 +36,12 @@ def run_cmd(
     group_size: int = typer.Option(128, "--group-size", help="rtn/gptq group size along the input dimension (-1: one group per row)."),
     block_size: int = typer.Option(64, "--block-size", help="nf4/fp4 block size (bitsandbytes default 64)."),
     double_quant: bool = typer.Option(True, "--double-quant/--no-double-quant", help="nf4/fp4: quantize absmax too (QLoRA)."),
-    act_order: bool = typer.Option(False, "--act-order", help="gptq: quantize columns by decreasing Hessian diagonal."),
+    act_order: bool = typer.Option(False, "--act-order", help="gptq (and nf4/fp4 with --gptq): quantize columns by decreasing Hessian diagonal."),
+    use_gptq: bool = typer.Option(False, "--gptq", help="nf4/fp4: choose the codes with GPTQ's error compensation on the calibration text (needs a model folder); the output is the same bitsandbytes layout."),
     sym: bool = typer.Option(False, "--sym/--asym", help="rtn/gptq: symmetric or asymmetric grid."),
     calib: Optional[str] = typer.Option(None, "--calib", help="Calibration text, one sample per line (default: the shipped file)."),
-    nsamples: int = typer.Option(128, "--nsamples", help="gptq: calibration lines used (the shipped file has 140)."),
-    seqlen: int = typer.Option(128, "--seqlen", help="gptq: tokens per calibration sample at most."),
+    nsamples: int = typer.Option(128, "--nsamples", help="gptq / --gptq: calibration lines used (the shipped file has 140)."),
+    seqlen: int = typer.Option(128, "--seqlen", help="gptq / --gptq: tokens per calibration sample at most."),
     targets: Optional[str] = typer.Option(None, "--targets", help="Regex: quantize weights whose name matches (default: all nn.Linear / 2-D weights)."),
     ignore: Optional[str] = typer.Option(None, "--ignore", help="Regex: leave matching weights in float."),
     threshold: float = typer.Option(6.0, "--threshold", help="int8: LLM.int8() outlier threshold used at run time."),
@@ -52,7 +53,7 @@ def run_cmd(
 
     opts = Options(method=method, bits=bits, group_size=group_size, block_size=block_size, double_quant=double_quant,
                    act_order=act_order, sym=sym, calib=calib, nsamples=nsamples, seqlen=seqlen, targets=targets,
-                   ignore=ignore, threshold=threshold)
+                   ignore=ignore, threshold=threshold, gptq=use_gptq)
     res = run(input, out, opts, force=force)
     human = (f"{res['method']} ({res['bits']}-bit): {res['layers']} layers, {res['quantized_params']:,} params at "
              f"{res['bits_per_param']:.2f} bits/param; {_fmt_bytes(res['input_bytes'])} -> "

@@ -1,5 +1,5 @@
 """``gpuforge demo`` section: MiniLM (all-MiniLM-L6-v2, packaged) quantized with GPTQ and
-NF4 through the same code as ``quantize run``, then evaluated as ``quantize eval`` does:
+NF4 (plain, and with GPTQ-chosen codes) through the same code as ``quantize run``, then evaluated as ``quantize eval`` does:
 size on disk and embedding fidelity on the shipped held-out sentences."""
 from __future__ import annotations
 
@@ -20,12 +20,14 @@ def run(ctx, out_dir: Path) -> str:
     configs = [("GPTQ 4-bit g32 act-order", Options("gptq", bits=4, group_size=32, act_order=True,
                                                     nsamples=24 if quick else 64)),
                ("NF4 bs64 + double quant", Options("nf4")),
+               ("NF4 bs64 + double quant, GPTQ-chosen codes, act-order",
+                Options("nf4", gptq=True, act_order=True, nsamples=24 if quick else 64)),
                ("RTN 4-bit g128", Options("rtn", bits=4, group_size=128))]
     rows = []
     orig_bytes = (src / "model.safetensors").stat().st_size
     for label, opts in configs:
         t0 = time.perf_counter()
-        folder = out_dir / f"minilm-{opts.method}-g{opts.group_size}"
+        folder = out_dir / f"minilm-{opts.method}{'-gptq' if opts.gptq else ''}-g{opts.group_size}"
         quantize(str(src), str(folder), opts, force=True)
         t_q = time.perf_counter() - t0
         ins = inspect_path(folder)

@@ -32,12 +32,56 @@ QUANT_STATE_PREFIX = "weight.quant_state.bitsandbytes__"
 def nf4_layer_tensors(weight: np.ndarray, quant_type: str = "nf4", blocksize: int = 64,
                       double_quant: bool = True, dtype: str = "float32") -> dict[str, np.ndarray]:
     """The state-dict entries (without the ``<name>.`` prefix) of one Linear4bit weight."""
+    w = np.ascontiguousarray(weight, dtype=np.float32)
+    packed, absmax = call("quantize.nf4_encode", w.reshape(-1), blocksize, quant_type)
+    return nf4_layer_from_codes(packed, absmax, w.shape, quant_type, blocksize, double_quant, dtype)
+
+
+def nf4_gptq_layer_tensors(weight: np.ndarray, hessian, quant_type: str = "nf4", blocksize: int = 64,
+                           double_quant: bool = True, act_order: bool = False, percdamp: float = 0.01,
+                           dtype: str = "float32") -> dict[str, np.ndarray]:
+    """Linear4bit entries whose codes GPTQ chose (:func:`gptq.gptq_codebook`) with the
+    block absmax of the original weights as the fixed scales: bitsandbytes reads and
+    dequantizes them like any other NF4/FP4 layer."""
+    import torch
+
+    from gpuforge.plugins.quantize.gptq import gptq_codebook
     from gpuforge.plugins.quantize.nf4 import code_table
 
     w = np.ascontiguousarray(weight, dtype=np.float32)
-    packed, absmax = call("quantize.nf4_encode", w.reshape(-1), blocksize, quant_type)
-    state = {"quant_type": quant_type, "blocksize": int(blocksize), "dtype": dtype, "shape": list(w.shape)}
-    out = {"weight": packed.reshape(-1, 1), "weight.quant_map": code_table(quant_type).copy()}
+    _, absmax = call("quantize.nf4_encode", w.reshape(-1), blocksize, quant_type)
+    used = nf4_stored_absmax(absmax, double_quant)
+    per_weight = np.repeat(used, blocksize)[: w.size].reshape(w.shape)
+    codes = gptq_codebook(torch.from_numpy(w), hessian, torch.from_numpy(per_weight),
+                          torch.from_numpy(code_table(quant_type)), act_order=act_order, percdamp=percdamp)
+    return nf4_layer_from_codes(pack_nibbles(codes.numpy()), absmax, w.shape, quant_type, blocksize, double_quant, dtype)
+
+
+def nf4_stored_absmax(absmax: np.ndarray, double_quant: bool) -> np.ndarray:
+    """The absmax a reader will use: double quantization (blocks of 256) undone."""
+    if not double_quant:
+        return absmax
+    q, nested, offset = call("quantize.absmax_dq_encode", absmax, 256)
+    return call("quantize.absmax_dq_decode", q, nested, offset, 256)
+
+
+def pack_nibbles(codes: np.ndarray) -> np.ndarray:
+    """4-bit codes (any shape, C order) -> bytes, the first value in the high nibble."""
+    c = np.ascontiguousarray(codes, dtype=np.uint8).reshape(-1)
+    if c.size % 2:
+        c = np.concatenate([c, np.zeros(1, np.uint8)])
+    return (c[0::2] << 4) | (c[1::2] & 15)
+
+
+def nf4_layer_from_codes(packed: np.ndarray, absmax: np.ndarray, shape: tuple[int, ...], quant_type: str = "nf4",
+                         blocksize: int = 64, double_quant: bool = True,
+                         dtype: str = "float32") -> dict[str, np.ndarray]:
+    """The Linear4bit entries for codes chosen elsewhere (e.g. GPTQ on the NF4 grid) and the
+    block absmax (float32, before double quantization)."""
+    from gpuforge.plugins.quantize.nf4 import code_table
+
+    state = {"quant_type": quant_type, "blocksize": int(blocksize), "dtype": dtype, "shape": list(shape)}
+    out = {"weight": np.asarray(packed, np.uint8).reshape(-1, 1), "weight.quant_map": code_table(quant_type).copy()}
     if double_quant:
         q, nested, offset = call("quantize.absmax_dq_encode", absmax, 256)
         out["weight.absmax"] = q

@@ -169,3 +169,68 @@ def _gptq(weight, H, bits, group_size, sym, act_order, blocksize, percdamp) -> G
     inv = torch.argsort(perm)
     g_idx = (inv // gs).int()        # column j was quantized at position inv[j]
     return GroupQuant(Q[:, inv].to(torch.uint8), scales.half(), zeros.int(), g_idx, bits, gs)
+
+
+def gptq_codebook(weight: torch.Tensor, H: torch.Tensor, scales: torch.Tensor, code: torch.Tensor,
+                  act_order: bool = False, blocksize: int = 128, percdamp: float = 0.01) -> torch.Tensor:
+    """GPTQ's error compensation on a fixed grid that is not uniform: every weight ``w``
+    becomes ``code[q] * s`` with ``s = scales[row, col]`` given in advance (for NF4/FP4
+    the block absmax of the original weights, double-quantized as it will be stored) and
+    ``q`` the code nearest ``w / s``; each column's rounding error is spread over the
+    columns not yet quantized exactly as in :func:`gptq`. Returns the codes, uint8 (out, in).
+
+    Fixed scales are what lets the result stay in the bitsandbytes layout: blocks are runs
+    of the flattened weight, so with act-order they are not contiguous in quantization
+    order, and double quantization needs every absmax before any is stored (the
+    "static groups" variant of GPTQ)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _gptq_codebook(weight, H, scales, code, act_order, blocksize, percdamp)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _nearest_code(x: torch.Tensor, sorted_code: torch.Tensor, mids: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    return order[torch.bucketize(x, mids)]
+
+
+def _gptq_codebook(weight, H, scales, code, act_order, blocksize, percdamp) -> torch.Tensor:
+    W = weight.detach().float().clone()
+    S = scales.detach().float().clone()
+    rows, cols = W.shape
+    code = code.detach().float()
+    order = torch.argsort(code)
+    sorted_code = code[order]
+    mids = (sorted_code[1:] + sorted_code[:-1]) / 2
+    zero_q = int(torch.argmin(code.abs()))
+    H = H.double().clone()
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    perm = torch.argsort(torch.diag(H), descending=True) if act_order else torch.arange(cols)
+    W, S = W[:, perm], S[:, perm]
+    H = H[perm][:, perm]
+    H += percdamp * torch.mean(torch.diag(H)) * torch.eye(cols, dtype=H.dtype)
+    L = torch.linalg.cholesky(H)
+    Hinv = torch.cholesky_solve(torch.eye(cols, dtype=H.dtype), L)
+    Hinv = torch.linalg.cholesky(Hinv, upper=True).float()
+    Q = torch.empty(rows, cols, dtype=torch.uint8)
+    for i1 in range(0, cols, blocksize):
+        i2 = min(i1 + blocksize, cols)
+        W1 = W[:, i1:i2].clone()
+        Err1 = torch.zeros_like(W1)
+        Hinv1 = Hinv[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            w = W1[:, i]
+            s = S[:, i1 + i]
+            live = s > 0
+            q = _nearest_code(torch.where(live, w / torch.where(live, s, 1.0), 0.0), sorted_code, mids, order)
+            q = torch.where(live, q, zero_q)
+            deq = code[q] * s
+            Q[:, i1 + i] = q.to(torch.uint8)
+            err = (w - deq) / Hinv1[i, i]
+            W1[:, i:] -= err[:, None] @ Hinv1[i, i:][None, :]
+            Err1[:, i] = err
+        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+    return Q[:, torch.argsort(perm)]

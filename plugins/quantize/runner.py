@@ -36,6 +36,11 @@ class Options:
     ignore: str | None = None
     threshold: float = 6.0
     percdamp: float = 0.01
+    gptq: bool = False          # nf4/fp4: codes chosen by GPTQ (formats.nf4_gptq_layer_tensors)
+
+    @property
+    def calibrated(self) -> bool:
+        return self.method == "gptq" or (self.gptq and self.method in ("nf4", "fp4"))
 
     def resolved_bits(self) -> int:
         m = self.method
@@ -44,9 +49,13 @@ class Options:
                 raise UsageError(f"--method {m} is 4-bit; drop --bits {self.bits} or use rtn/gptq")
             return 4
         if m == "int8":
+            if self.gptq:
+                raise UsageError("--gptq applies to nf4/fp4 (for integer GPTQ use --method gptq), not --method int8")
             if self.bits not in (None, 8):
                 raise UsageError(f"--method int8 is 8-bit; drop --bits {self.bits} or use rtn/gptq")
             return 8
+        if self.gptq:
+            raise UsageError(f"--gptq applies to nf4/fp4 (for integer GPTQ use --method gptq), not --method {m}")
         bits = 4 if self.bits is None else self.bits
         if bits not in (2, 3, 4, 8):
             raise UsageError(f"--bits {bits} is not supported for {m}; choose 2, 3, 4 or 8")
@@ -127,7 +136,10 @@ def quantize_tensors(tensors: dict[str, np.ndarray], names: list[str], opts: Opt
         w = np.ascontiguousarray(tensors[key], dtype=np.float32)
         prefix = key[: -len("weight")] if key.endswith("weight") else key + "."
         t0 = time.perf_counter()
-        if opts.method in ("nf4", "fp4"):
+        if opts.method in ("nf4", "fp4") and opts.gptq:
+            layer = formats.nf4_gptq_layer_tensors(w, hessians[key], opts.method, opts.block_size, opts.double_quant,
+                                                   opts.act_order, opts.percdamp)
+        elif opts.method in ("nf4", "fp4"):
             layer = formats.nf4_layer_tensors(w, opts.method, opts.block_size, opts.double_quant)
         elif opts.method == "int8":
             layer = formats.int8_layer_tensors(w)
@@ -155,7 +167,8 @@ def quantization_config(opts: Options, bits: int) -> dict:
         return {"quant_method": "bitsandbytes", "load_in_4bit": True, "load_in_8bit": False,
                 "bnb_4bit_quant_type": opts.method, "bnb_4bit_use_double_quant": opts.double_quant,
                 "bnb_4bit_compute_dtype": "float32", "bnb_4bit_quant_storage": "uint8",
-                "bnb_4bit_blocksize": opts.block_size}
+                "bnb_4bit_blocksize": opts.block_size,
+                **({"gpuforge_codes": "gptq", "gpuforge_act_order": opts.act_order} if opts.gptq else {})}
     if opts.method == "int8":
         return {"quant_method": "bitsandbytes", "load_in_8bit": True, "load_in_4bit": False,
                 "llm_int8_threshold": opts.threshold}
@@ -169,7 +182,7 @@ def run(input_path: str, out: str, opts: Options, force: bool = False) -> dict:
     check_method(opts.method)
     bits = opts.resolved_bits()
     check_output(out, force)
-    if opts.method == "gptq":
+    if opts.calibrated:
         if opts.nsamples < 1 or opts.seqlen < 2:
             raise UsageError("--nsamples must be >= 1 and --seqlen >= 2")
     manifest = Manifest("quantize run", {k: v for k, v in opts.__dict__.items()} | {"bits": bits})
@@ -187,9 +200,10 @@ def run(input_path: str, out: str, opts: Options, force: bool = False) -> dict:
             if key:
                 names_by_module[mod] = key
         linear_keys = set(names_by_module.values())
-    elif opts.method == "gptq":
-        raise UsageError(f"--method gptq needs calibration activations, so a model folder (config.json + "
-                         f"safetensors), not the bare state dict {src}; use --method rtn for a state dict")
+    elif opts.calibrated:
+        what = "--method gptq" if opts.method == "gptq" else "--gptq"
+        raise UsageError(f"{what} needs calibration activations, so a model folder (config.json + "
+                         f"safetensors), not the bare state dict {src}; use --method rtn / nf4 without it")
     names = model_io.select_targets(tensors, linear_keys, opts.targets, opts.ignore)
     if opts.targets is None:   # like GPTQ tools: the output head stays in float unless asked for
         names = [k for k in names if not k.startswith("lm_head.")]
@@ -200,7 +214,7 @@ def run(input_path: str, out: str, opts: Options, force: bool = False) -> dict:
         if not np.isfinite(tensors[key]).all():
             raise BadInputError(f"tensor {key} of {src} holds NaN or inf; fix or --ignore it")
     hessians = None
-    if opts.method == "gptq":
+    if opts.calibrated:
         lines = model_io.read_lines(opts.calib, model_io.CALIB_TEXT)[: opts.nsamples]
         wanted = {m: k for m, k in names_by_module.items() if k in set(names)}
         with manifest.timed("calibrate"):

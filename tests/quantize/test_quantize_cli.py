@@ -92,6 +92,8 @@ def test_bad_inputs(run_cli, state_dict, tmp_path):
     assert "group" in line
     assert "unknown method" in _bad(run_cli, [str(state_dict), "--method", "awq"], 2, tmp_path)
     _bad(run_cli, [str(state_dict), "--method", "gptq"], 2, tmp_path)   # gptq needs a model folder
+    _bad(run_cli, [str(state_dict), "--method", "nf4", "--gptq"], 2, tmp_path)   # so does --gptq
+    _bad(run_cli, [str(state_dict), "--method", "int8", "--gptq"], 2, tmp_path)  # --gptq is for nf4/fp4
     existing = tmp_path / "exists"
     existing.mkdir()
     (existing / "keep.txt").write_text("mine")
@@ -128,6 +130,19 @@ def test_minilm_nf4_folder_has_bitsandbytes_config(run_cli, minilm, tmp_path):
     r = run_cli("quantize", "inspect", str(out), "--json")
     assert r.code == 0
     assert all(abs(layer["bits_per_param"] - 4.127) < 0.01 for layer in r.json()["layers"])
+
+
+def test_minilm_nf4_gptq_codes(run_cli, minilm, tmp_path):
+    out = tmp_path / "nf4g"
+    r = run_cli("quantize", "run", str(minilm), "--method", "nf4", "--gptq", "--act-order", "--out", str(out),
+                "--targets", r"layer\.5\.", "--nsamples", "16", "--json")
+    assert r.code == 0, r
+    qc = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert qc["quant_method"] == "bitsandbytes" and qc["gpuforge_codes"] == "gptq"
+    r = run_cli("quantize", "inspect", str(out), "--json")
+    assert r.code == 0 and all(abs(layer["bits_per_param"] - 4.127) < 0.01 for layer in r.json()["layers"])
+    r = run_cli("quantize", "eval", str(minilm), str(out), "--json")
+    assert r.code == 0 and r.json()["summary"]["embedding_cosine_mean"] > 0.99
 
 
 def test_advise_and_plan(run_cli):
