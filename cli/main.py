@@ -9,6 +9,10 @@ import re
 import sys
 from typing import Any, Optional
 
+from gpuforge.core.threads import prefer_passive_openmp
+
+prefer_passive_openmp()   # before anything loads torch or numba (see core/threads.py)
+
 from gpuforge.cli.clickcompat import click
 import typer
 from typer.core import TyperCommand, TyperGroup

@@ -15,6 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from gpuforge.core.threads import prefer_passive_openmp
+
+prefer_passive_openmp()   # as the CLI does, before torch or numba load
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
