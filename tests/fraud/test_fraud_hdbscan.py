@@ -35,11 +35,31 @@ def test_blobs_with_noise_exact_matches_hdbscan():
     assert np.mean(np.abs(res.outlier_scores - ref.outlier_scores_) < 1e-9) >= 0.999
 
 
-def test_digits_exact_matches_hdbscan():
+@pytest.fixture(scope="module")
+def digits():
     from sklearn.datasets import load_digits
 
-    X = load_digits().data.astype(np.float64)
-    _check(X, 10, 10)  # see README: with ms 5 tied merge heights make even hdbscan order-dependent
+    return load_digits().data.astype(np.float64)
+
+
+def test_digits_prim_mst_is_hdbscans(digits):
+    """64 columns: Prim, like hdbscan's 'best' algorithm; 1197 tied MST weights come out
+    in hdbscan's order, so the sorted edge lists are bit-identical."""
+    ref = _reference(digits, 10, 5)
+    res = hdbscan(digits, 10, 5)
+    assert res.info["mst_algorithm"] == "prim"
+    mst = ref.minimum_spanning_tree_._mst
+    assert np.array_equal(mst[:, 0].astype(np.int64), res.mst[0])
+    assert np.array_equal(mst[:, 1].astype(np.int64), res.mst[1])
+    assert np.array_equal(mst[:, 2], res.mst[2])
+
+
+@pytest.mark.parametrize("mcs,ms,selection", [(5, 5, "eom"), (10, 5, "eom"), (15, 5, "eom"), (20, 5, "eom"),
+                                              (10, 10, "eom"), (20, 10, "eom"), (10, 5, "leaf"),
+                                              (20, 5, "leaf"), (5, 10, "leaf"), (15, 10, "leaf")])
+def test_digits_exact_matches_hdbscan(digits, mcs, ms, selection):
+    ref, res = _check(digits, mcs, ms, selection=selection)
+    assert np.array_equal(ref.probabilities_, res.probabilities)
 
 
 @pytest.mark.parametrize("selection,epsilon", [("leaf", 0.0), ("eom", 3.0), ("leaf", 2.0)])
