@@ -240,6 +240,7 @@ def gptq_dequantize_all() -> list[KernelCase]:
         KernelCase("8bit-32x8-g32", _gptq(54, 32, 8, 8, 32)),
         KernelCase("act-order-4bit", _gptq(55, 128, 32, 4, 32, True)),
         KernelCase("big-1024x512-g128", _gptq(56, 1024, 512, 4, 128), simulator=False),
+        KernelCase("4bit-ragged-60x24-g20", _gptq(61, 60, 24, 4, 20)),
         KernelCase("g_idx-out-of-range", tuple(bad)),
         KernelCase("bits-5", _gptq(57, 64, 32, 4, 32)[:4] + (5,)),
     ]
@@ -247,7 +248,7 @@ def gptq_dequantize_all() -> list[KernelCase]:
 
 def gptq_matvec_all() -> list[KernelCase]:
     return [KernelCase(c.name, c.args + (_normal(60 + i, c.args[3].shape[0]),), simulator=c.simulator)
-            for i, c in enumerate(gptq_dequantize_all()[:6])] + [
+            for i, c in enumerate(gptq_dequantize_all()[:7])] + [
         KernelCase("wrong-x-size", _gptq(58, 64, 32, 4, 32) + (_normal(59, 63),))]
 
 

@@ -248,10 +248,20 @@ def _value(packed, r, c, bits, group, words):
     return v & ((1 << bits) - 1)
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _zeros_plus_one(qzeros, bits, group, words, out):
-    # qzeros (groups, words along out): value c of row g
-    for g in prange(out.shape[0]):
+    # qzeros (groups, words along out): value c of row g. Serial: a few thousand values,
+    # less work than waking a thread pool
+    if 32 % bits == 0:
+        per = 32 // bits
+        mask = (1 << bits) - 1
+        for g in range(out.shape[0]):
+            for w in range(qzeros.shape[1]):
+                v = np.int64(qzeros[g, w]) & 0xFFFFFFFF
+                for j in range(min(per, out.shape[1] - w * per)):
+                    out[g, w * per + j] = ((v >> (bits * j)) & mask) + 1
+        return
+    for g in range(out.shape[0]):
         for c in range(out.shape[1]):
             s = bits * (c % group)
             w = (c // group) * words + s // 32
@@ -302,9 +312,78 @@ def _gptq_mv(qweight, z, scales, g_idx, bits, group, words, x, y):
     return bad
 
 
-def _zeros(qzeros, bits, out):
+WORD_COLS = 512
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def _gptq_mv_words(qweight, zf, scales, g_idx, bits, x, y):
+    # bits dividing 32 (2, 4, 8): word w of column o holds inputs w*per .. w*per+per-1.
+    # Per tile of outputs, inputs are taken in storage order and summed as integers times
+    # x while their group stays the same: t[o] = sum x_r q[r, o], xs = sum x_r; when the
+    # group changes, y[o] += s[g, o] * (t[o] - z[g, o] * xs). The inner loops read
+    # contiguous words and do shift, mask, convert, multiply-add: no lookups, so LLVM
+    # vectorizes them. 4-bit words whose 8 inputs share the running group (all of them
+    # without act-order) are applied in one pass. Any g_idx works (act-order only flushes
+    # more often); the caller has checked its range.
+    rows = x.size
+    cols = y.size
+    per = 32 // bits
+    mask = np.int32((1 << bits) - 1)
+    for t in prange((cols + WORD_COLS - 1) // WORD_COLS):
+        c0 = t * WORD_COLS
+        c1 = min(c0 + WORD_COLS, cols)
+        n = c1 - c0
+        acc = np.zeros(n, np.float32)
+        tq = np.zeros(n, np.float32)
+        gcur = g_idx[0]
+        xs = np.float32(0.0)
+        for w in range(qweight.shape[0]):
+            qr = qweight[w, c0:c1]
+            r0 = w * per
+            whole = bits == 4 and r0 + 8 <= rows
+            if whole:
+                for j in range(8):
+                    if g_idx[r0 + j] != gcur:
+                        whole = False
+            if whole:
+                x0, x1, x2, x3 = x[r0], x[r0 + 1], x[r0 + 2], x[r0 + 3]
+                x4, x5, x6, x7 = x[r0 + 4], x[r0 + 5], x[r0 + 6], x[r0 + 7]
+                xs += ((x0 + x1) + (x2 + x3)) + ((x4 + x5) + (x6 + x7))
+                for k in range(n):
+                    v = qr[k]
+                    tq[k] += ((x0 * np.float32(v & 15) + x1 * np.float32((v >> 4) & 15))
+                              + (x2 * np.float32((v >> 8) & 15) + x3 * np.float32((v >> 12) & 15))) \
+                        + ((x4 * np.float32((v >> 16) & 15) + x5 * np.float32((v >> 20) & 15))
+                           + (x6 * np.float32((v >> 24) & 15) + x7 * np.float32((v >> 28) & 15)))
+                continue
+            for j in range(per):
+                r = r0 + j
+                if r >= rows:
+                    break
+                g = g_idx[r]
+                if g != gcur:
+                    sr = scales[gcur, c0:c1]
+                    zr = zf[gcur, c0:c1]
+                    for k in range(n):
+                        acc[k] += sr[k] * (tq[k] - zr[k] * xs)
+                        tq[k] = 0.0
+                    xs = np.float32(0.0)
+                    gcur = g
+                xr = x[r]
+                xs += xr
+                shift = np.int32(bits * j)
+                for k in range(n):
+                    tq[k] += xr * np.float32((qr[k] >> shift) & mask)
+        sr = scales[gcur, c0:c1]
+        zr = zf[gcur, c0:c1]
+        for k in range(n):
+            acc[k] += sr[k] * (tq[k] - zr[k] * xs)
+        y[c0:c1] = acc
+
+
+def _zeros(qzeros, bits, out, dtype=np.int64):
     group, words = gptq_group(bits)
-    z = np.zeros((qzeros.shape[0], out), np.int64)
+    z = np.zeros((qzeros.shape[0], out), dtype)
     if z.size:
         _zeros_plus_one(np.ascontiguousarray(qzeros), bits, group, words, z)
     return z
@@ -316,8 +395,11 @@ def gptq_dequantize_cpu(qweight, qzeros, scales, g_idx, bits: int, *, out=None):
     bits = check_gptq(qweight, qzeros, scales, g_idx, bits)
     group, words = gptq_group(bits)
     out = _workspace(out, (g_idx.shape[0], qweight.shape[1]))
-    if out.size and _gptq_deq(np.ascontiguousarray(qweight), _zeros(qzeros, bits, qweight.shape[1]),
-                              np.ascontiguousarray(scales), np.ascontiguousarray(g_idx), bits, group, words, out):
+    if not out.size:
+        return out
+    args = (np.ascontiguousarray(qweight), _zeros(qzeros, bits, qweight.shape[1]), np.ascontiguousarray(scales),
+            np.ascontiguousarray(g_idx), bits)
+    if _gptq_deq(*args, group, words, out):
         raise KernelArgumentError(f"g_idx must lie in [0, {scales.shape[0]})")
     return out
 
@@ -331,8 +413,15 @@ def gptq_matvec_cpu(qweight, qzeros, scales, g_idx, bits: int, x):
         raise KernelArgumentError(f"x has {x.shape[0]} values; the layer has {g_idx.shape[0]} inputs")
     group, words = gptq_group(bits)
     y = np.zeros(qweight.shape[1], np.float32)
-    if y.size and x.size and _gptq_mv(np.ascontiguousarray(qweight), _zeros(qzeros, bits, qweight.shape[1]),
-                                      np.ascontiguousarray(scales), np.ascontiguousarray(g_idx), bits, group,
-                                      words, np.ascontiguousarray(x), y):
+    if not (y.size and x.size):
+        return y
+    qweight, scales, g_idx, x = (np.ascontiguousarray(a) for a in (qweight, scales, g_idx, x))
+    if 32 % bits == 0:
+        bad = g_idx.min() < 0 or g_idx.max() >= scales.shape[0]
+        if not bad:
+            _gptq_mv_words(qweight, _zeros(qzeros, bits, qweight.shape[1], np.float32), scales, g_idx, bits, x, y)
+    else:
+        bad = _gptq_mv(qweight, _zeros(qzeros, bits, qweight.shape[1]), scales, g_idx, bits, group, words, x, y)
+    if bad:
         raise KernelArgumentError(f"g_idx must lie in [0, {scales.shape[0]})")
     return y

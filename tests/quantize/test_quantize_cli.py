@@ -183,3 +183,18 @@ def test_sparsify_2to4_state_dict(run_cli, state_dict, tmp_path):
         assert (np.where(kept, g, np.inf).min(-1) >= np.where(kept, -np.inf, g).max(-1)).all()
     r = run_cli("quantize", "sparsify", str(state_dict), "--pattern", "1:4", "--out", str(tmp_path / "sp2"))
     assert r.code == 2 and not (tmp_path / "sp2").exists()
+
+
+def test_bench_quick_reports_ratios_and_in_run_bandwidth(run_cli, tmp_path):
+    """The bench runs end to end (small sizes); numbers are ratios in one run, so only
+    their presence and sanity are checked, never a speed threshold."""
+    out = tmp_path / "bench.json"
+    r = run_cli("bench", "quantize", "--quick", "--out", str(out), timeout=600)
+    assert r.code == 0, r
+    rows = json.loads(out.read_text())
+    assert all(row["seconds"] > 0 for row in rows)
+    bw = [row for row in rows if row["name"].startswith("memory bandwidth")]
+    assert len(bw) == 1 and bw[0]["gbs"] > 0 and bw[0]["share_of_peak_bw"] == pytest.approx(1.0)
+    mv = {row["impl"]: row for row in rows if row["name"].startswith("matvec")}
+    assert {"numba-cpu NF4 W4A16 (fused)", "numba-cpu GPTQ 4-bit g128 W4A16 (fused)"} <= set(mv)
+    assert all(row["ratio"] > 0 for impl, row in mv.items() if impl != "torch float32 mv")
