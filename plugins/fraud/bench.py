@@ -43,7 +43,6 @@ def agreement(a, b):
 
 
 def run(ctx):
-    import numpy as np
 
     from gpuforge.core.bench import row
     from gpuforge.plugins.fraud.hdbscan_core import hdbscan

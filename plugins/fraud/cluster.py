@@ -40,7 +40,6 @@ def numeric_matrix(df, columns: list[str] | None, where: str):
 
 
 def standardize(X):
-    import numpy as np
 
     mu = X.mean(0)
     sd = X.std(0)

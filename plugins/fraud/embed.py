@@ -18,7 +18,6 @@ the page vocabulary and the hyper-parameters; ``fraud embed --model FILE`` reuse
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from gpuforge.core.errors import BadInputError

@@ -172,7 +172,6 @@ def explain(clusters, features, labels=None, *, min_lower_bound=0.5, rule_depth=
     """clusters: DataFrame(session_id, label, probability, outlier_score); features: DataFrame(session_id, ...);
     labels: DataFrame(session_id, is_fraud[, fraud_type]) or None. Returns (report dict, markdown)."""
     import numpy as np
-    import pandas as pd
 
     df = clusters.merge(features, on="session_id", how="inner")
     if len(df) == 0:

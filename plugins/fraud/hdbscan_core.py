@@ -788,7 +788,6 @@ def _label_points(parent, child, n, ncl, selected):
         elif up[c] >= 0:
             sel_of[c] = sel_of[up[c]]
     labels = np.full(n, -1, np.int64)
-    lam_of = np.zeros(n, np.float64)
     from_cl = np.zeros(n, np.int64)
     for i in range(child.shape[0]):
         if child[i] < n:

@@ -59,9 +59,6 @@ def clustering_input(features, Z=None, *, embed_weight=1.0, dims=12):
 def run_pipeline(clicks_path, out, *, dim=32, epochs=3, objective="reconstruct", min_cluster_size=20,
                  min_samples=10, mode="approx", knn=None, dims=12, embed_weight=1.0, embed=True, max_train=20000,
                  force=False, seed=0, progress_cb=None) -> tuple[dict, str]:
-    import json
-
-    import numpy as np
     import pandas as pd
 
     from gpuforge.core.files import Manifest, atomic_dir

@@ -54,7 +54,6 @@ WINDOW_DAYS = 30
 
 
 def _markov(rng, V):
-    import numpy as np
 
     idx = {p: i for i, p in enumerate(PAGES)}
     P = rng.gamma(0.3, size=(V, V))
