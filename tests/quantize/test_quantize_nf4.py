@@ -144,6 +144,29 @@ def test_gptq_chosen_codes_load_through_bitsandbytes_and_lower_output_error(quan
     assert err(ours) < 0.8 * err(rtn)
 
 
+@pytest.mark.parametrize("quant_type", ["nf4", "fp4"])
+@pytest.mark.parametrize("path", ["avx512", "lookup-table", "per-value"])
+def test_matvec_paths_agree_with_reference(monkeypatch, quant_type, path):
+    """numba-cpu nf4_matvec has three paths (AVX-512 vpermps, byte-pair lookup tables,
+    per-value decode); the conformance cases reach the ones this CPU takes, this test
+    forces each on the same layer."""
+    from gpuforge.plugins.quantize import matvec, simd
+
+    if path == "avx512" and not simd.AVAILABLE:
+        pytest.skip("this CPU has no AVX-512")
+    rows, cols, bs = 13, 384, 64
+    p, a = formats.call("quantize.nf4_encode", _normal((rows, cols), 8).reshape(-1), bs, quant_type)
+    x = _normal(cols, 9)
+    monkeypatch.setattr(matvec, "USE_AVX512", path == "avx512")
+    if path == "per-value":
+        y = np.zeros(rows, np.float32)
+        matvec._nf4_matvec_rows(p, a, x, rows, bs, matvec.code_table(quant_type), y)
+    else:
+        y = matvec.nf4_matvec_cpu(p, a, x, rows, bs, quant_type)
+    ref = matvec.nf4_matvec(p, a, x, rows, bs, quant_type)
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize("compress", [True, False])
 def test_bitsandbytes_state_dict_loads_into_ours(compress):
     torch.manual_seed(0)
