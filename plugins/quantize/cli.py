@@ -39,6 +39,7 @@ def run_cmd(
     act_order: bool = typer.Option(False, "--act-order", help="gptq (and nf4/fp4 with --gptq): quantize columns by decreasing Hessian diagonal."),
     use_gptq: bool = typer.Option(False, "--gptq", help="nf4/fp4: choose the codes with GPTQ's error compensation on the calibration text (needs a model folder); the output is the same bitsandbytes layout."),
     sym: bool = typer.Option(False, "--sym/--asym", help="rtn/gptq: symmetric or asymmetric grid."),
+    mse: bool = typer.Option(False, "--mse", help="rtn/gptq: pick each group's range by a clipping search (least |error|^2.4, the GPTQ reference quantizer's mse option) instead of min/max."),
     calib: Optional[str] = typer.Option(None, "--calib", help="Calibration text, one sample per line (default: the shipped file)."),
     nsamples: int = typer.Option(128, "--nsamples", help="gptq / --gptq: calibration lines used (the shipped file has 140)."),
     seqlen: int = typer.Option(128, "--seqlen", help="gptq / --gptq: tokens per calibration sample at most."),
@@ -53,7 +54,7 @@ def run_cmd(
 
     opts = Options(method=method, bits=bits, group_size=group_size, block_size=block_size, double_quant=double_quant,
                    act_order=act_order, sym=sym, calib=calib, nsamples=nsamples, seqlen=seqlen, targets=targets,
-                   ignore=ignore, threshold=threshold, gptq=use_gptq)
+                   ignore=ignore, threshold=threshold, gptq=use_gptq, mse=mse)
     res = run(input, out, opts, force=force)
     human = (f"{res['method']} ({res['bits']}-bit): {res['layers']} layers, {res['quantized_params']:,} params at "
              f"{res['bits_per_param']:.2f} bits/param; {_fmt_bytes(res['input_bytes'])} -> "

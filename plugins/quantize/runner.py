@@ -37,6 +37,7 @@ class Options:
     threshold: float = 6.0
     percdamp: float = 0.01
     gptq: bool = False          # nf4/fp4: codes chosen by GPTQ (formats.nf4_gptq_layer_tensors)
+    mse: bool = False           # rtn/gptq: group ranges by the clipping search (gptq.find_params)
 
     @property
     def calibrated(self) -> bool:
@@ -47,10 +48,12 @@ class Options:
         if m in ("nf4", "fp4"):
             if self.bits not in (None, 4):
                 raise UsageError(f"--method {m} is 4-bit; drop --bits {self.bits} or use rtn/gptq")
+            if self.mse:
+                raise UsageError(f"--mse applies to rtn/gptq grids; --method {m} scales by the block absmax")
             return 4
         if m == "int8":
-            if self.gptq:
-                raise UsageError("--gptq applies to nf4/fp4 (for integer GPTQ use --method gptq), not --method int8")
+            if self.gptq or self.mse:
+                raise UsageError("--gptq / --mse do not apply to --method int8")
             if self.bits not in (None, 8):
                 raise UsageError(f"--method int8 is 8-bit; drop --bits {self.bits} or use rtn/gptq")
             return 8
@@ -147,9 +150,9 @@ def quantize_tensors(tensors: dict[str, np.ndarray], names: list[str], opts: Opt
             wt = torch.from_numpy(w)
             if opts.method == "gptq":
                 gq = gptq.gptq(wt, hessians[key], bits, opts.group_size, opts.sym, opts.act_order,
-                               percdamp=opts.percdamp)
+                               percdamp=opts.percdamp, mse=opts.mse)
             else:
-                gq = gptq.rtn(wt, bits, opts.group_size, opts.sym)
+                gq = gptq.rtn(wt, bits, opts.group_size, opts.sym, mse=opts.mse)
             layer = formats.gptq_layer_tensors(gq)
         # per-parameter storage; the fixed code tables and the JSON state are format constants
         nbytes = sum(v.nbytes for k, v in layer.items() if k not in CONSTANT_KEYS and ".quant_state." not in k)
@@ -175,7 +178,7 @@ def quantization_config(opts: Options, bits: int) -> dict:
     return {"quant_method": "gptq", "bits": bits, "group_size": opts.group_size if opts.group_size > 0 else -1,
             "damp_percent": opts.percdamp, "desc_act": opts.act_order, "static_groups": False,
             "sym": opts.sym, "true_sequential": False, "model_file_base_name": "model",
-            "checkpoint_format": "gptq", "gpuforge_method": opts.method}
+            "checkpoint_format": "gptq", "gpuforge_method": opts.method, "gpuforge_mse_ranges": opts.mse}
 
 
 def run(input_path: str, out: str, opts: Options, force: bool = False) -> dict:

@@ -94,6 +94,7 @@ def test_bad_inputs(run_cli, state_dict, tmp_path):
     _bad(run_cli, [str(state_dict), "--method", "gptq"], 2, tmp_path)   # gptq needs a model folder
     _bad(run_cli, [str(state_dict), "--method", "nf4", "--gptq"], 2, tmp_path)   # so does --gptq
     _bad(run_cli, [str(state_dict), "--method", "int8", "--gptq"], 2, tmp_path)  # --gptq is for nf4/fp4
+    _bad(run_cli, [str(state_dict), "--method", "nf4", "--mse"], 2, tmp_path)    # --mse is for rtn/gptq grids
     existing = tmp_path / "exists"
     existing.mkdir()
     (existing / "keep.txt").write_text("mine")

@@ -93,3 +93,20 @@ def test_pack_4096x4096_well_under_a_second():
     packed = call("kernels.pack_int32", q, 4)
     assert time.perf_counter() - t0 < 1.0
     assert packed.shape == (512, 4096)
+
+
+@pytest.mark.parametrize("sym", [False, True])
+def test_mse_ranges_never_worse_than_min_max(sym):
+    """The clipping search starts from the min/max range and keeps a shrink only when it
+    lowers the row's sum |error|^2.4; heavy-tailed rows get clipped."""
+    w = torch.from_numpy(np.random.default_rng(3).standard_t(3, (64, 128)).astype(np.float32))
+
+    def err(s, z):
+        q = torch.clamp(torch.round(w / s[:, None]) + z[:, None], 0, 15)
+        return ((s[:, None] * (q - z[:, None]) - w).abs() ** 2.4).sum(1)
+
+    e0 = err(*gptq.find_params(w, 4, sym))
+    s1, z1 = gptq.find_params(w, 4, sym, mse=True)
+    e1 = err(s1, z1)
+    assert (e1 <= e0 + 1e-6).all() and (e1 < e0).float().mean() > 0.5
+    assert (s1 <= gptq.find_params(w, 4, sym)[0] + 1e-6).all()
