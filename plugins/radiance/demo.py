@@ -51,8 +51,8 @@ def run(ctx, out_dir: Path) -> str:
     return "\n".join([
         "## Radiance fields: Gaussian splatting and hash-grid NeRF",
         "",
-        f"Analytic 64x64 scene (`gpuforge radiance make-scene`, 40 training views), each method trained for "
-        f"about a minute on this machine's CPU. Columns: ground truth | splatting | NeRF (test views).",
+        "Analytic 64x64 scene (`gpuforge radiance make-scene`, 40 training views), each method trained for "
+        "about a minute on this machine's CPU. Columns: ground truth | splatting | NeRF (test views).",
         "",
         "![side by side](radiance_side_by_side.png)",
         "",

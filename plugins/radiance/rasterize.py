@@ -382,6 +382,43 @@ def gs_rasterize_bwd(means2d, conics, colors, opacities, tile_ranges, ids, width
     return tuple((i.grad if i.grad is not None else torch.zeros_like(i)).numpy() for i in ins)
 
 
+def blend_pixel(means2d, conics, colors, opac, ids, a, b, fx, fy):
+    """3DGS's forward blend for the pixel centre (fx, fy): front to back over the tile's
+    depth-sorted Gaussians ``ids[a:b]``, skipping those whose footprint there is below
+    ALPHA_MIN, stopping before the transmittance would fall under T_MIN. Returns the
+    premultiplied colour (c0, c1, c2), the transmittance left and how many entries were
+    walked up to the last contributor. Plain Python, compiled inline by the Numba CPU
+    kernel below and as a device function by the CUDA kernel (rasterize_cuda.py)."""
+    T = 1.0
+    c0 = 0.0
+    c1 = 0.0
+    c2 = 0.0
+    last = 0
+    for k in range(a, b):
+        g = ids[k]
+        dx = means2d[g, 0] - fx
+        dy = means2d[g, 1] - fy
+        power = -0.5 * (conics[g, 0] * dx * dx + conics[g, 2] * dy * dy) - conics[g, 1] * dx * dy
+        if power > 0:
+            continue
+        alpha = min(ALPHA_MAX, opac[g] * math.exp(power))
+        if alpha < ALPHA_MIN:
+            continue
+        test_T = T * (1 - alpha)
+        if test_T < T_MIN:
+            break
+        w = alpha * T
+        c0 += colors[g, 0] * w
+        c1 += colors[g, 1] * w
+        c2 += colors[g, 2] * w
+        T = test_T
+        last = k - a + 1
+    return c0, c1, c2, T, last
+
+
+_blend_pixel = njit(inline="always")(blend_pixel)
+
+
 @njit(parallel=True, cache=True)
 def _raster_fwd_cpu(means2d, conics, colors, opac, ranges, ids, W, H, bg, image, final_T, n_contrib):
     tw = (W + TILE - 1) // TILE
@@ -391,28 +428,7 @@ def _raster_fwd_cpu(means2d, conics, colors, opac, ranges, ids, W, H, bg, image,
         a, b = ranges[t], ranges[t + 1]
         for py in range(ty * TILE, min(ty * TILE + TILE, H)):
             for px in range(tx * TILE, min(tx * TILE + TILE, W)):
-                fx, fy = px + 0.5, py + 0.5
-                T = 1.0
-                c0 = c1 = c2 = 0.0
-                last = 0
-                for k in range(a, b):
-                    g = ids[k]
-                    dx, dy = means2d[g, 0] - fx, means2d[g, 1] - fy
-                    power = -0.5 * (conics[g, 0] * dx * dx + conics[g, 2] * dy * dy) - conics[g, 1] * dx * dy
-                    if power > 0:
-                        continue
-                    alpha = min(ALPHA_MAX, opac[g] * math.exp(power))
-                    if alpha < ALPHA_MIN:
-                        continue
-                    test_T = T * (1 - alpha)
-                    if test_T < T_MIN:
-                        break
-                    w = alpha * T
-                    c0 += colors[g, 0] * w
-                    c1 += colors[g, 1] * w
-                    c2 += colors[g, 2] * w
-                    T = test_T
-                    last = k - a + 1
+                c0, c1, c2, T, last = _blend_pixel(means2d, conics, colors, opac, ids, a, b, px + 0.5, py + 0.5)
                 image[py, px, 0] = c0 + T * bg[0]
                 image[py, px, 1] = c1 + T * bg[1]
                 image[py, px, 2] = c2 + T * bg[2]

@@ -13,13 +13,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import cuda, float32, float64, int32, int64
+from numba import cuda, float32, float64, int32
 
 from gpuforge.core.tuning import launch_params
 from gpuforge.kernels.cuda_arrays import Placement
 from gpuforge.plugins.radiance.cuda_util import as_host, put_f32, put_i32, zeros
 from gpuforge.plugins.radiance.rasterize import (
-    ALPHA_MAX, ALPHA_MIN, DILATION, NEAR, T_MIN, TILE, _check_bin, _check_project, _check_raster, n_tiles,
+    ALPHA_MAX, ALPHA_MIN, DILATION, NEAR, TILE, _check_bin, _check_project, _check_raster, blend_pixel, n_tiles,
 )
 
 
@@ -213,6 +213,9 @@ def gs_bin_tiles_ptx():
 
 
 # ============================================================================ rasterization
+_blend_pixel_dev = cuda.jit(device=True, inline="always")(blend_pixel)
+
+
 def raster_fwd_kernel(m2d, conics, colors, opac, ranges, ids, W, H, bg, image, final_T, n_contrib):
     tw = (W + TILE - 1) // TILE
     t = cuda.blockIdx.x
@@ -220,33 +223,8 @@ def raster_fwd_kernel(m2d, conics, colors, opac, ranges, ids, W, H, bg, image, f
     py = (t // tw) * TILE + cuda.threadIdx.y
     if px >= W or py >= H:
         return
-    fx = float64(px) + 0.5
-    fy = float64(py) + 0.5
-    a, b = ranges[t], ranges[t + 1]
-    T = 1.0
-    c0 = 0.0
-    c1 = 0.0
-    c2 = 0.0
-    last = 0
-    for k in range(a, b):
-        g = ids[k]
-        dx = m2d[g, 0] - fx
-        dy = m2d[g, 1] - fy
-        power = -0.5 * (conics[g, 0] * dx * dx + conics[g, 2] * dy * dy) - conics[g, 1] * dx * dy
-        if power > 0:
-            continue
-        alpha = min(ALPHA_MAX, opac[g] * math.exp(power))
-        if alpha < ALPHA_MIN:
-            continue
-        test_T = T * (1 - alpha)
-        if test_T < T_MIN:
-            break
-        w = alpha * T
-        c0 += colors[g, 0] * w
-        c1 += colors[g, 1] * w
-        c2 += colors[g, 2] * w
-        T = test_T
-        last = k - a + 1
+    c0, c1, c2, T, last = _blend_pixel_dev(m2d, conics, colors, opac, ids, ranges[t], ranges[t + 1],
+                                           float64(px) + 0.5, float64(py) + 0.5)
     image[py, px, 0] = c0 + T * bg[0]
     image[py, px, 1] = c1 + T * bg[1]
     image[py, px, 2] = c2 + T * bg[2]
