@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import float64, njit, prange
 
 T_MIN = 1e-4
 EPS_DIR = 1e-12
@@ -201,25 +201,69 @@ def composite_bwd(sigmas, rgbs, deltas, ray_ranges, color, opacity, n_used, grad
             (c.grad if c.grad is not None else torch.zeros_like(c)).numpy())
 
 
+# Per-ray compositing, plain Python: compiled inline by the Numba CPU kernels below and
+# as device functions by the CUDA kernels (raymarch_cuda.py). Optical depth in float64.
+
+def composite_ray(sig, rgb, dl, a, b):
+    """Front to back over samples a..b-1 of one ray (NeRF's quadrature): colour, opacity
+    and how many samples were used before the transmittance fell under T_MIN."""
+    s = 0.0
+    c0 = 0.0
+    c1 = 0.0
+    c2 = 0.0
+    op = 0.0
+    n = 0
+    for i in range(a, b):
+        T = math.exp(-s)
+        if T < T_MIN:
+            break
+        sd = float64(sig[i]) * dl[i]
+        w = T * (1 - math.exp(-sd))
+        c0 += w * rgb[i, 0]
+        c1 += w * rgb[i, 1]
+        c2 += w * rgb[i, 2]
+        op += w
+        s += sd
+        n += 1
+    return c0, c1, c2, op, n
+
+
+def composite_ray_bwd(sig, rgb, dl, r, start, count, color, opacity, gc, go, gsig, grgb):
+    """Gradients of ray r's colour and opacity with respect to its first ``count`` samples'
+    densities and colours, written to gsig / grgb (each sample belongs to one ray)."""
+    s = 0.0
+    a0 = 0.0  # colour / opacity accumulated up to and including sample i
+    a1 = 0.0
+    a2 = 0.0
+    aop = 0.0
+    for i in range(start, start + count):
+        T = math.exp(-s)
+        sd = float64(sig[i]) * dl[i]
+        w = T * (1 - math.exp(-sd))
+        a0 += w * rgb[i, 0]
+        a1 += w * rgb[i, 1]
+        a2 += w * rgb[i, 2]
+        aop += w
+        s += sd
+        T_next = math.exp(-s)
+        grgb[i, 0] = w * gc[r, 0]
+        grgb[i, 1] = w * gc[r, 1]
+        grgb[i, 2] = w * gc[r, 2]
+        g = gc[r, 0] * (T_next * rgb[i, 0] - (color[r, 0] - a0))
+        g += gc[r, 1] * (T_next * rgb[i, 1] - (color[r, 1] - a1))
+        g += gc[r, 2] * (T_next * rgb[i, 2] - (color[r, 2] - a2))
+        g += go[r] * (T_next - (opacity[r] - aop))
+        gsig[i] = dl[i] * g
+
+
+_composite_ray = njit(inline="always")(composite_ray)
+_composite_ray_bwd = njit(inline="always")(composite_ray_bwd)
+
+
 @njit(parallel=True, cache=True)
 def _comp_fwd_cpu(sig, rgb, dl, ranges, color, opacity, n_used):
     for r in prange(ranges.shape[0] - 1):
-        s = 0.0
-        c0 = c1 = c2 = 0.0
-        op = 0.0
-        n = 0
-        for i in range(ranges[r], ranges[r + 1]):
-            T = math.exp(-s)
-            if T < T_MIN:
-                break
-            sd = sig[i] * dl[i]
-            w = T * (1 - math.exp(-sd))
-            c0 += w * rgb[i, 0]
-            c1 += w * rgb[i, 1]
-            c2 += w * rgb[i, 2]
-            op += w
-            s += sd
-            n += 1
+        c0, c1, c2, op, n = _composite_ray(sig, rgb, dl, ranges[r], ranges[r + 1])
         color[r, 0], color[r, 1], color[r, 2] = c0, c1, c2
         opacity[r] = op
         n_used[r] = n
@@ -228,28 +272,7 @@ def _comp_fwd_cpu(sig, rgb, dl, ranges, color, opacity, n_used):
 @njit(parallel=True, cache=True)
 def _comp_bwd_cpu(sig, rgb, dl, ranges, color, opacity, n_used, gc, go, gsig, grgb):
     for r in prange(ranges.shape[0] - 1):
-        s = 0.0
-        a0 = a1 = a2 = 0.0  # colour / opacity accumulated up to and including sample i
-        aop = 0.0
-        start = ranges[r]
-        for i in range(start, start + n_used[r]):
-            T = math.exp(-s)
-            sd = sig[i] * dl[i]
-            w = T * (1 - math.exp(-sd))
-            a0 += w * rgb[i, 0]
-            a1 += w * rgb[i, 1]
-            a2 += w * rgb[i, 2]
-            aop += w
-            s += sd
-            T_next = math.exp(-s)
-            grgb[i, 0] = w * gc[r, 0]
-            grgb[i, 1] = w * gc[r, 1]
-            grgb[i, 2] = w * gc[r, 2]
-            g = gc[r, 0] * (T_next * rgb[i, 0] - (color[r, 0] - a0))
-            g += gc[r, 1] * (T_next * rgb[i, 1] - (color[r, 1] - a1))
-            g += gc[r, 2] * (T_next * rgb[i, 2] - (color[r, 2] - a2))
-            g += go[r] * (T_next - (opacity[r] - aop))
-            gsig[i] = dl[i] * g
+        _composite_ray_bwd(sig, rgb, dl, r, ranges[r], n_used[r], color, opacity, gc, go, gsig, grgb)
 
 
 def composite_fwd_cpu(sigmas, rgbs, deltas, ray_ranges):

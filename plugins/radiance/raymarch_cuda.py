@@ -10,7 +10,9 @@ from numba import cuda, float64, int64
 from gpuforge.core.tuning import launch_params
 from gpuforge.kernels.cuda_arrays import Placement
 from gpuforge.plugins.radiance.cuda_util import as_host, put_f32, put_i32, zeros
-from gpuforge.plugins.radiance.raymarch import EPS_DIR, T_MIN, _check_comp, _check_march
+from gpuforge.plugins.radiance.raymarch import (
+    EPS_DIR, _check_comp, _check_march, composite_ray, composite_ray_bwd,
+)
 
 
 def _tpb(kernel: str) -> int:
@@ -106,28 +108,15 @@ def march_rays_ptx():
             (march_fill_kernel, f"void({ins}, int32[::1], float32[::1], float32[::1])")]
 
 
+_composite_ray_dev = cuda.jit(device=True, inline="always")(composite_ray)
+_composite_ray_bwd_dev = cuda.jit(device=True, inline="always")(composite_ray_bwd)
+
+
 def comp_fwd_kernel(sig, rgb, dl, ranges, color, opacity, n_used):
     r = cuda.grid(1)
     if r >= ranges.shape[0] - 1:
         return
-    s = 0.0
-    c0 = 0.0
-    c1 = 0.0
-    c2 = 0.0
-    op = 0.0
-    n = 0
-    for i in range(ranges[r], ranges[r + 1]):
-        T = math.exp(-s)
-        if T < T_MIN:
-            break
-        sd = float64(sig[i]) * dl[i]
-        w = T * (1 - math.exp(-sd))
-        c0 += w * rgb[i, 0]
-        c1 += w * rgb[i, 1]
-        c2 += w * rgb[i, 2]
-        op += w
-        s += sd
-        n += 1
+    c0, c1, c2, op, n = _composite_ray_dev(sig, rgb, dl, ranges[r], ranges[r + 1])
     color[r, 0] = c0
     color[r, 1] = c1
     color[r, 2] = c2
@@ -139,30 +128,7 @@ def comp_bwd_kernel(sig, rgb, dl, ranges, color, opacity, n_used, gc, go, gsig, 
     r = cuda.grid(1)
     if r >= ranges.shape[0] - 1:
         return
-    s = 0.0
-    a0 = 0.0
-    a1 = 0.0
-    a2 = 0.0
-    aop = 0.0
-    start = ranges[r]
-    for i in range(start, start + n_used[r]):
-        T = math.exp(-s)
-        sd = float64(sig[i]) * dl[i]
-        w = T * (1 - math.exp(-sd))
-        a0 += w * rgb[i, 0]
-        a1 += w * rgb[i, 1]
-        a2 += w * rgb[i, 2]
-        aop += w
-        s += sd
-        Tn = math.exp(-s)
-        grgb[i, 0] = w * gc[r, 0]
-        grgb[i, 1] = w * gc[r, 1]
-        grgb[i, 2] = w * gc[r, 2]
-        g = gc[r, 0] * (Tn * rgb[i, 0] - (color[r, 0] - a0))
-        g += gc[r, 1] * (Tn * rgb[i, 1] - (color[r, 1] - a1))
-        g += gc[r, 2] * (Tn * rgb[i, 2] - (color[r, 2] - a2))
-        g += go[r] * (Tn - (opacity[r] - aop))
-        gsig[i] = dl[i] * g
+    _composite_ray_bwd_dev(sig, rgb, dl, r, ranges[r], n_used[r], color, opacity, gc, go, gsig, grgb)
 
 
 _cfwd = cuda.jit(comp_fwd_kernel)
