@@ -13,7 +13,7 @@ from numba import cuda
 from gpuforge.kernels.arguments import out_of_range
 from gpuforge.kernels.cuda_arrays import Placement, check_threads, zeros_flag
 from gpuforge.kernels.packing import (check_pack_bits, check_pack_int32, check_unpack_bits,
-                                      check_unpack_int32, gptq_group)
+                                      check_unpack_int32, gptq_group, word_value)
 
 MAX_BLOCKS = 65535 * 32
 """Grid size cap; the grid-stride loops cover anything larger."""
@@ -74,19 +74,15 @@ def pack_int32_kernel(values, bits, group, words, out, bad):
         out[w, c] = a - (1 << 32) if a >= (1 << 31) else a
 
 
+_word_value = cuda.jit(device=True, inline="always")(word_value)
+
+
 def unpack_int32_kernel(packed, bits, group, words, out):
     rows, cols = out.shape
-    mask = (1 << bits) - 1
     for o in range(cuda.grid(1), rows * cols, cuda.gridsize(1)):
         r = o // cols
         c = o - r * cols
-        s = bits * (r % group)
-        w = (r // group) * words + s // 32
-        shift = s % 32
-        v = (np.int64(packed[w, c]) & 0xFFFFFFFF) >> shift
-        if shift + bits > 32:
-            v |= (np.int64(packed[w + 1, c]) & 0xFFFFFFFF) << (32 - shift)
-        out[r, c] = v & mask
+        out[r, c] = _word_value(packed, r, c, bits, group, words)
 
 
 _pack_bits = cuda.jit(pack_bits_kernel)

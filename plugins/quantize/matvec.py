@@ -19,7 +19,7 @@ import numpy as np
 from numba import njit, prange
 
 from gpuforge.kernels.arguments import KernelArgumentError, check_choice, check_float32, check_int, check_ndim
-from gpuforge.kernels.packing import gptq_group
+from gpuforge.kernels.packing import gptq_group, unpack_int32_cpu, word_value_cpu
 from gpuforge.plugins.quantize import simd
 from gpuforge.plugins.quantize.nf4 import _workspace, check_decode, code_table
 from gpuforge.plugins.quantize.simd import nf4_row_dot
@@ -254,41 +254,6 @@ def nf4_matvec_cpu(packed, absmax, x, out_features: int, blocksize: int = 64, qu
     return y
 
 
-@njit(inline="always")
-def _value(packed, r, c, bits, group, words):
-    s = bits * (r % group)
-    w = (r // group) * words + s // 32
-    shift = s % 32
-    v = (np.int64(packed[w, c]) & 0xFFFFFFFF) >> shift
-    if shift + bits > 32:
-        v |= (np.int64(packed[w + 1, c]) & 0xFFFFFFFF) << (32 - shift)
-    return v & ((1 << bits) - 1)
-
-
-@njit(cache=True)
-def _zeros_plus_one(qzeros, bits, group, words, out):
-    # qzeros (groups, words along out): value c of row g. Serial: a few thousand values,
-    # less work than waking a thread pool
-    if 32 % bits == 0:
-        per = 32 // bits
-        mask = (1 << bits) - 1
-        for g in range(out.shape[0]):
-            for w in range(qzeros.shape[1]):
-                v = np.int64(qzeros[g, w]) & 0xFFFFFFFF
-                for j in range(min(per, out.shape[1] - w * per)):
-                    out[g, w * per + j] = ((v >> (bits * j)) & mask) + 1
-        return
-    for g in range(out.shape[0]):
-        for c in range(out.shape[1]):
-            s = bits * (c % group)
-            w = (c // group) * words + s // 32
-            shift = s % 32
-            v = (np.int64(qzeros[g, w]) & 0xFFFFFFFF) >> shift
-            if shift + bits > 32:
-                v |= (np.int64(qzeros[g, w + 1]) & 0xFFFFFFFF) << (32 - shift)
-            out[g, c] = (v & ((1 << bits) - 1)) + 1
-
-
 @njit(parallel=True, cache=True)
 def _gptq_deq(qweight, z, scales, g_idx, bits, group, words, out):
     rows, cols = out.shape
@@ -299,7 +264,7 @@ def _gptq_deq(qweight, z, scales, g_idx, bits, group, words, out):
             bad += 1
             continue
         for c in range(cols):
-            out[r, c] = scales[g, c] * np.float32(_value(qweight, r, c, bits, group, words) - z[g, c])
+            out[r, c] = scales[g, c] * np.float32(word_value_cpu(qweight, r, c, bits, group, words) - z[g, c])
     return bad
 
 
@@ -323,7 +288,7 @@ def _gptq_mv(qweight, z, scales, g_idx, bits, group, words, x, y):
                 continue
             xr = x[r]
             for c in range(c0, c1):
-                acc[c - c0] += xr * scales[g, c] * np.float32(_value(qweight, r, c, bits, group, words) - z[g, c])
+                acc[c - c0] += xr * scales[g, c] * np.float32(word_value_cpu(qweight, r, c, bits, group, words) - z[g, c])
         for c in range(c0, c1):
             y[c] = acc[c - c0]
     return bad
@@ -399,11 +364,11 @@ def _gptq_mv_words(qweight, zf, scales, g_idx, bits, x, y):
 
 
 def _zeros(qzeros, bits, out, dtype=np.int64):
-    group, words = gptq_group(bits)
-    z = np.zeros((qzeros.shape[0], out), dtype)
-    if z.size:
-        _zeros_plus_one(np.ascontiguousarray(qzeros), bits, group, words, z)
-    return z
+    """The true zero points (groups, out): ``qzeros`` stores ``zero - 1`` packed along the
+    output dimension, i.e. the transpose of a ``pack_int32`` array."""
+    if not qzeros.shape[0]:
+        return np.zeros((0, out), dtype)
+    return (unpack_int32_cpu(np.ascontiguousarray(qzeros.T), bits, out).T + 1).astype(dtype)
 
 
 def gptq_dequantize_cpu(qweight, qzeros, scales, g_idx, bits: int, *, out=None):

@@ -8,7 +8,7 @@ from numba import cuda, float32, int64
 
 from gpuforge.kernels.arguments import KernelArgumentError, check_float32, check_ndim
 from gpuforge.kernels.cuda_arrays import Placement, zeros_flag
-from gpuforge.kernels.packing import gptq_group
+from gpuforge.kernels.packing import gptq_group, word_value
 from gpuforge.plugins.quantize.matvec import check_gptq, check_nf4_matvec
 from gpuforge.plugins.quantize.nf4 import code_table
 from gpuforge.plugins.quantize.nf4_cuda import _blocks, _threads
@@ -27,17 +27,7 @@ def nf4_matvec_kernel(packed, absmax, x, out_features, bs, code, y):
         y[o] = acc
 
 
-def value(packed, r, c, bits, group, words):
-    s = bits * (r % group)
-    w = (r // group) * words + s // 32
-    shift = s % 32
-    v = (int64(packed[w, c]) & 0xFFFFFFFF) >> shift
-    if shift + bits > 32:
-        v |= (int64(packed[w + 1, c]) & 0xFFFFFFFF) << (32 - shift)
-    return v & ((1 << bits) - 1)
-
-
-_value = cuda.jit(device=True, inline="always")(value)
+_value = cuda.jit(device=True, inline="always")(word_value)
 
 
 def gptq_deq_kernel(qweight, qzeros, scales, g_idx, bits, group, words, out, bad):
