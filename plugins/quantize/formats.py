@@ -49,7 +49,7 @@ def nf4_gptq_layer_tensors(weight: np.ndarray, hessian, quant_type: str = "nf4",
     from gpuforge.plugins.quantize.nf4 import code_table
 
     w = np.ascontiguousarray(weight, dtype=np.float32)
-    _, absmax = call("quantize.nf4_encode", w.reshape(-1), blocksize, quant_type)
+    absmax = call("kernels.blockwise_absmax", w.reshape(-1), blocksize)
     used = nf4_stored_absmax(absmax, double_quant)
     per_weight = np.repeat(used, blocksize)[: w.size].reshape(w.shape)
     codes = gptq_codebook(torch.from_numpy(w), hessian, torch.from_numpy(per_weight),

@@ -382,8 +382,10 @@ def _sum64(a):
     return s
 
 
-@njit(inline="always")
-def _nearest_idx(code, s):
+def nearest_idx(code, s):
+    """Index of the value of the sorted table ``code`` nearest ``s``; a tie takes the lower
+    one (bitsandbytes' rule). Plain Python: compiled inline by the CPU kernel below and as
+    a CUDA device function in nf4_cuda."""
     lo = 0
     hi = code.size - 1
     # first index with code[idx] >= s, clamped to [1, size - 1]
@@ -393,14 +395,13 @@ def _nearest_idx(code, s):
             lo = mid + 1
         else:
             hi = mid
-    h = lo
-    if h < 1:
-        h = 1
-    if h > code.size - 1:
-        h = code.size - 1
+    h = max(1, min(lo, code.size - 1))
     if abs(code[h] - s) < abs(s - code[h - 1]):
         return h
     return h - 1
+
+
+_nearest_idx = njit(inline="always")(nearest_idx)
 
 
 @njit(parallel=True, cache=True)

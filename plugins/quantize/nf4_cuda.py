@@ -20,7 +20,7 @@ from gpuforge.kernels.arguments import KernelArgumentError
 from gpuforge.kernels.cuda_arrays import Placement, check_threads, zeros_flag
 from gpuforge.plugins.quantize.nf4 import (DYNAMIC_MAP, LUT_BINS, bounds_and_order, check_decode,
                                            check_dq_decode, check_dq_encode, check_encode,
-                                           code_table, interval_lut, non_finite)
+                                           code_table, interval_lut, nearest_idx, non_finite)
 
 MAX_BLOCKS = 65535 * 32
 
@@ -100,6 +100,9 @@ def mean_kernel(a, total, offset):
         offset[0] = float32(s / a.size) if a.size > 0 else float32(0.0)
 
 
+_nearest_idx = cuda.jit(device=True, inline="always")(nearest_idx)
+
+
 def dq_encode_kernel(absmax, offset, bs, code, q, nested):
     m = absmax.size
     off = offset[0]
@@ -115,16 +118,7 @@ def dq_encode_kernel(absmax, offset, bs, code, q, nested):
         for i in range(start, stop):
             v = absmax[i] - off
             s = v / mx if mx > float32(0.0) else float32(0.0)
-            lo = 0
-            hi = code.size - 1
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if code[mid] < s:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            h = max(1, min(lo, code.size - 1))
-            q[i] = h if abs(code[h] - s) < abs(s - code[h - 1]) else h - 1
+            q[i] = _nearest_idx(code, s)
 
 
 def dq_decode_kernel(q, nested, offset, bs, code, out):
