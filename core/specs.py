@@ -66,6 +66,15 @@ class KernelSpec:
     raises ``AssertionError``; replaces the default element-wise comparison."""
 
 
+def three_backends(module: str, function: str, cuda_module: str | None = None) -> dict[str, str]:
+    """:attr:`KernelSpec.backends` by the naming convention the built-in plugins follow:
+    the reference ``module:function``, numba-cpu ``module:function_cpu``, numba-cuda
+    ``cuda_module:function_cuda`` (``cuda_module`` defaults to ``module + "_cuda"``)."""
+    cuda_module = cuda_module or f"{module}_cuda"
+    return {"reference": f"{module}:{function}", "numba-cpu": f"{module}:{function}_cpu",
+            "numba-cuda": f"{cuda_module}:{function}_cuda"}
+
+
 @dataclass(frozen=True)
 class TuningSpec:
     """Where a plugin's per-GPU launch parameters live."""

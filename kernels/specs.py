@@ -3,7 +3,7 @@ strings only. Importing this module imports nothing heavy (no NumPy, Numba or CU
 """
 from __future__ import annotations
 
-from gpuforge.core.specs import KernelSpec
+from gpuforge.core.specs import KernelSpec, three_backends
 
 _PKG = "gpuforge.kernels"
 
@@ -43,11 +43,7 @@ def kernel_specs() -> list[KernelSpec]:
         specs.append(KernelSpec(
             name=f"kernels.{name}",
             summary=summary,
-            backends={
-                "reference": f"{cpu}:{name}",
-                "numba-cpu": f"{cpu}:{name}_cpu",
-                "numba-cuda": f"{cuda}:{name}_cuda",
-            },
+            backends=three_backends(cpu, name),
             cases=f"{_PKG}.cases:{cases}",
             ptx=f"{cuda}:{name}_ptx",
             **extra,

@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from gpuforge.core.hookspecs import hookimpl
-from gpuforge.core.specs import BenchmarkSpec, CommandSpec, DemoSpec, EstimateSpec, KernelSpec, TuningSpec
+from gpuforge.core.specs import (BenchmarkSpec, CommandSpec, DemoSpec, EstimateSpec, KernelSpec, TuningSpec,
+                                 three_backends)
 
 _PKG = "gpuforge.plugins.finetune"
 
@@ -20,24 +21,19 @@ def register_kernels(register):
     register(KernelSpec(
         name="finetune.adamw_step",
         summary="fused torch.optim.AdamW step on flat fp32 buffers (ZeRO-Offload CPU optimizer)",
-        backends={"reference": f"{_PKG}.adam:adamw_step", "numba-cpu": f"{_PKG}.adam:adamw_step_cpu",
-                  "numba-cuda": f"{_PKG}.adam_cuda:adamw_step_cuda"},
+        backends=three_backends(f"{_PKG}.adam", "adamw_step"),
         cases=f"{_PKG}.adam:adamw_cases", ptx=f"{_PKG}.adam_cuda:adamw_ptx", rtol=2e-5, atol=1e-6,
     ))
     register(KernelSpec(
         name="finetune.quantize_blockwise_8bit",
         summary="bitsandbytes-style blockwise 8-bit (dynamic map) quantization of optimizer state",
-        backends={"reference": f"{_PKG}.adam:quantize_blockwise_8bit",
-                  "numba-cpu": f"{_PKG}.adam:quantize_blockwise_8bit_cpu",
-                  "numba-cuda": f"{_PKG}.adam_cuda:quantize_blockwise_8bit_cuda"},
+        backends=three_backends(f"{_PKG}.adam", "quantize_blockwise_8bit"),
         cases=f"{_PKG}.adam:quantize_8bit_cases", ptx=f"{_PKG}.adam_cuda:quantize8_ptx",
     ))
     register(KernelSpec(
         name="finetune.dequantize_blockwise_8bit",
         summary="inverse of finetune.quantize_blockwise_8bit: code[q] * block absmax",
-        backends={"reference": f"{_PKG}.adam:dequantize_blockwise_8bit",
-                  "numba-cpu": f"{_PKG}.adam:dequantize_blockwise_8bit_cpu",
-                  "numba-cuda": f"{_PKG}.adam_cuda:dequantize_blockwise_8bit_cuda"},
+        backends=three_backends(f"{_PKG}.adam", "dequantize_blockwise_8bit"),
         cases=f"{_PKG}.adam:dequantize_8bit_cases", ptx=f"{_PKG}.adam_cuda:dequantize8_ptx",
     ))
 

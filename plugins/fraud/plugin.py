@@ -5,7 +5,7 @@ from pathlib import Path
 
 from gpuforge.core.hookspecs import hookimpl
 from gpuforge.core.specs import (BenchmarkSpec, CommandSpec, DemoSpec, EstimateSpec, KernelSpec,
-                                 TuningSpec)
+                                 TuningSpec, three_backends)
 
 _PKG = "gpuforge.plugins.fraud"
 
@@ -29,9 +29,7 @@ def register_kernels(register):
     for name, (cases, summary, extra) in _KERNELS.items():
         register(KernelSpec(
             name=f"fraud.{name}", summary=summary,
-            backends={"reference": f"{_PKG}.kernels:{name}",
-                      "numba-cpu": f"{_PKG}.kernels:{name}_cpu",
-                      "numba-cuda": f"{_PKG}.kernels_cuda:{name}_cuda"},
+            backends=three_backends(f"{_PKG}.kernels", name),
             cases=f"{_PKG}.kernels:{cases}",
             ptx=f"{_PKG}.kernels_cuda:{name}_ptx",
             **extra,

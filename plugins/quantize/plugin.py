@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from gpuforge.core.hookspecs import hookimpl
-from gpuforge.core.specs import BenchmarkSpec, CommandSpec, DemoSpec, EstimateSpec, KernelSpec, TuningSpec
+from gpuforge.core.specs import (BenchmarkSpec, CommandSpec, DemoSpec, EstimateSpec, KernelSpec, TuningSpec,
+                                 three_backends)
 
 _PKG = "gpuforge.plugins.quantize"
 
@@ -34,8 +35,7 @@ def kernel_specs() -> list[KernelSpec]:
         cpu, cuda = f"{_PKG}.{module}", f"{_PKG}.{module}_cuda"
         specs.append(KernelSpec(
             name=f"quantize.{name}", summary=summary,
-            backends={"reference": f"{cpu}:{name}", "numba-cpu": f"{cpu}:{name}_cpu",
-                      "numba-cuda": f"{cuda}:{name}_cuda"},
+            backends=three_backends(cpu, name),
             cases=f"{_PKG}.kernel_cases:{name}_all", ptx=f"{cuda}:{name}_ptx", **extra))
     return specs
 

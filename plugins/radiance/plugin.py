@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from gpuforge.core.hookspecs import hookimpl
-from gpuforge.core.specs import BenchmarkSpec, CommandSpec, DemoSpec, EstimateSpec, KernelSpec, TuningSpec
+from gpuforge.core.specs import (BenchmarkSpec, CommandSpec, DemoSpec, EstimateSpec, KernelSpec, TuningSpec,
+                                 three_backends)
 
 _P = "gpuforge.plugins.radiance"
 
@@ -36,8 +37,7 @@ def kernel_specs() -> list[KernelSpec]:
     for name, (mod, cuda_mod, cases, summary, rtol, atol) in _KERNELS.items():
         out.append(KernelSpec(
             name=f"radiance.{name}", summary=summary,
-            backends={"reference": f"{_P}.{mod}:{name}", "numba-cpu": f"{_P}.{mod}:{name}_cpu",
-                      "numba-cuda": f"{_P}.{cuda_mod}:{name}_cuda"},
+            backends=three_backends(f"{_P}.{mod}", name, f"{_P}.{cuda_mod}"),
             cases=f"{_P}.{cases}", ptx=f"{_P}.{cuda_mod}:{name}_ptx", rtol=rtol, atol=atol,
         ))
     return out

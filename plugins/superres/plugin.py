@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from gpuforge.core.hookspecs import hookimpl
-from gpuforge.core.specs import BenchmarkSpec, CommandSpec, DemoSpec, EstimateSpec, KernelSpec, TuningSpec
+from gpuforge.core.specs import (BenchmarkSpec, CommandSpec, DemoSpec, EstimateSpec, KernelSpec, TuningSpec,
+                                 three_backends)
 
 _PKG = "gpuforge.plugins.superres"
 
@@ -33,11 +34,7 @@ def register_kernels(register):
         register(KernelSpec(
             name=f"superres.{name}",
             summary=summary,
-            backends={
-                "reference": f"{_PKG}.kernels:{name}",
-                "numba-cpu": f"{_PKG}.kernels:{name}_cpu",
-                "numba-cuda": f"{_PKG}.kernels_cuda:{name}_cuda",
-            },
+            backends=three_backends(f"{_PKG}.kernels", name),
             cases=f"{_PKG}.kernel_cases:{cases}",
             ptx=f"{_PKG}.kernels_cuda:ptx",
             **extra,
