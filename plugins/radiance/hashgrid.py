@@ -105,14 +105,18 @@ def hash_encode_bwd(x, grad_feats, scales, resolutions, T):
 
 
 # ----------------------------------------------------------------------------- numba-cpu
-@njit(cache=True, inline="always")
-def corner_index(gx, gy, gz, res, T):
-    """tiny-cuda-nn ``grid_index``: dense when the level fits, else the spatial hash; mod T."""
+def grid_index(gx, gy, gz, res, T):
+    """tiny-cuda-nn ``grid_index``: dense when the level fits, else the spatial hash; mod T.
+    Plain Python: compiled inline by the CPU kernels below and as a CUDA device function
+    in hashgrid_cuda."""
     if res * res * res <= T:
         idx = gx + gy * res + gz * res * res
     else:
-        idx = (gx ^ ((gy * 2654435761) & 0xFFFFFFFF) ^ ((gz * 805459861) & 0xFFFFFFFF))
+        idx = gx ^ ((gy * np.int64(2654435761)) & np.int64(0xFFFFFFFF)) ^ ((gz * np.int64(805459861)) & np.int64(0xFFFFFFFF))
     return idx % T
+
+
+corner_index = njit(inline="always")(grid_index)
 
 
 @njit(parallel=True, cache=True)

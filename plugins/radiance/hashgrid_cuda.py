@@ -10,18 +10,10 @@ from numba import cuda, float32, int64
 from gpuforge.core.tuning import launch_params
 from gpuforge.kernels.cuda_arrays import Placement
 from gpuforge.plugins.radiance.cuda_util import as_host, put_f32, zeros
-from gpuforge.plugins.radiance.hashgrid import _check
+from gpuforge.plugins.radiance.hashgrid import _check, grid_index
 
 
-def _corner_index(gx, gy, gz, res, T):
-    if res * res * res <= T:
-        idx = gx + gy * res + gz * res * res
-    else:
-        idx = gx ^ ((gy * int64(2654435761)) & int64(0xFFFFFFFF)) ^ ((gz * int64(805459861)) & int64(0xFFFFFFFF))
-    return idx % T
-
-
-_corner_index_dev = cuda.jit(device=True, inline="always")(_corner_index)
+_corner_index_dev = cuda.jit(device=True, inline="always")(grid_index)
 
 
 def hash_fwd_kernel(x, table, scales, resolutions, out):
