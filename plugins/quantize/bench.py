@@ -59,6 +59,14 @@ def run(ctx: BenchContext) -> list[dict]:
     # W4A16 decode path: y = W x, one token
     t["torch_mv"] = best_of(lambda: torch.mv(wt, xt), repeat=rep)
     t["nf4_mv"] = best_of(lambda: impl["nf4_matvec"](packed, absmax, x, side, 64), repeat=rep)
+    from gpuforge.plugins.quantize import matvec, simd
+
+    if simd.AVAILABLE:   # also the portable kernel that CPUs without AVX-512 run
+        matvec.USE_AVX512 = False
+        try:
+            t["nf4_mv_portable"] = best_of(lambda: impl["nf4_matvec"](packed, absmax, x, side, 64), repeat=rep)
+        finally:
+            matvec.USE_AVX512 = True
     t["gptq_mv"] = best_of(lambda: impl["gptq_matvec"](*gargs, x), repeat=rep)
     pack = get_impl("kernels.pack_int32", "numba-cpu")
     q = gptq.rtn(wt, 4, 128).q.numpy().T.copy()
@@ -91,8 +99,12 @@ def run(ctx: BenchContext) -> list[dict]:
         row(f"GPTQ 4-bit dequantize {side}x{side} g128, reused output", "numba-cpu", t["gd_ws"], bytes_moved=g_bytes,
             ctx=ctx),
         row(f"matvec {side}x{side}", "torch float32 mv", t["torch_mv"], bytes_moved=4 * n, flops=2 * n, ctx=ctx),
-        row(f"matvec {side}x{side}", "numba-cpu NF4 W4A16 (fused)", t["nf4_mv"], baseline="torch float32 mv",
+        row(f"matvec {side}x{side}", "numba-cpu NF4 W4A16 (fused" + (", AVX-512)" if simd.AVAILABLE else ")"),
+            t["nf4_mv"], baseline="torch float32 mv",
             baseline_seconds=t["torch_mv"], bytes_moved=n / 2 + 4 * n / 64, flops=2 * n, ctx=ctx),
+        *([row(f"matvec {side}x{side}", "numba-cpu NF4 W4A16 (fused, portable lookup tables)",
+               t["nf4_mv_portable"], baseline="torch float32 mv", baseline_seconds=t["torch_mv"],
+               bytes_moved=n / 2 + 4 * n / 64, flops=2 * n, ctx=ctx)] if "nf4_mv_portable" in t else []),
         row(f"matvec {side}x{side}", "numba-cpu GPTQ 4-bit g128 W4A16 (fused)", t["gptq_mv"],
             baseline="torch float32 mv", baseline_seconds=t["torch_mv"], bytes_moved=n / 2 + 8 * n / 128,
             flops=2 * n, ctx=ctx),

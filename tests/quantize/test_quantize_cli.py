@@ -197,5 +197,5 @@ def test_bench_quick_reports_ratios_and_in_run_bandwidth(run_cli, tmp_path):
     bw = [row for row in rows if row["name"].startswith("memory bandwidth")]
     assert len(bw) == 1 and bw[0]["gbs"] > 0 and bw[0]["share_of_peak_bw"] == pytest.approx(1.0)
     mv = {row["impl"]: row for row in rows if row["name"].startswith("matvec")}
-    assert {"numba-cpu NF4 W4A16 (fused)", "numba-cpu GPTQ 4-bit g128 W4A16 (fused)"} <= set(mv)
+    assert any(i.startswith("numba-cpu NF4 W4A16 (fused") for i in mv) and "numba-cpu GPTQ 4-bit g128 W4A16 (fused)" in mv
     assert all(row["ratio"] > 0 for impl, row in mv.items() if impl != "torch float32 mv")
