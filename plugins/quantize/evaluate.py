@@ -73,17 +73,9 @@ def capture_inputs(model, tok, names: list[str], lines: list[str], seqlen: int) 
     """{module name: X (tokens, in)} of each Linear in ``names`` on ``lines`` (no padding)."""
     import torch
 
-    mods = dict(model.named_modules())
     got: dict[str, list] = {n: [] for n in names}
-    hooks = [mods[n].register_forward_hook(lambda m, i, o, n=n: got[n].append(i[0].reshape(-1, i[0].shape[-1])))
-             for n in names]
-    try:
-        with torch.no_grad():
-            for line in lines:
-                model(**model_io.tokenize(tok, [line], seqlen))
-    finally:
-        for h in hooks:
-            h.remove()
+    model_io.forward_lines(model, tok, lines, seqlen, names,
+                           lambda n, i, o: got[n].append(i[0].reshape(-1, i[0].shape[-1])))
     return {n: torch.cat(v).numpy() for n, v in got.items()}
 
 

@@ -72,8 +72,6 @@ def attention(q, k, v, heads: int, kv_heads: int) -> np.ndarray:
 
 def capture_qkv(model, tok, lines: list[str], seqlen: int) -> dict[int, list[tuple]]:
     """{layer index: [(Q, K, V) per line]} from the projections' outputs."""
-    import torch
-
     mods = dict(model.named_modules())
     qn = sorted(n for n in mods if _Q.search(n))
     kn = sorted(n for n in mods if _K.search(n))
@@ -82,15 +80,8 @@ def capture_qkv(model, tok, lines: list[str], seqlen: int) -> dict[int, list[tup
         raise UnsupportedKV("no separate query/key/value projections (query|q_proj, key|k_proj, value|v_proj) "
                             "found; fused QKV layouts are not supported yet")
     got: dict[str, list] = {n: [] for n in qn + kn + vn}
-    hooks = [mods[n].register_forward_hook(lambda m, i, o, n=n: got[n].append(o[0].detach().numpy().copy()))
-             for n in got]
-    try:
-        with torch.no_grad():
-            for line in lines:
-                model(**model_io.tokenize(tok, [line], seqlen))
-    finally:
-        for h in hooks:
-            h.remove()
+    model_io.forward_lines(model, tok, lines, seqlen, list(got),
+                           lambda n, i, o: got[n].append(o[0].detach().numpy().copy()))
     return {i: list(zip(got[q], got[k], got[v])) for i, (q, k, v) in enumerate(zip(qn, kn, vn))}
 
 

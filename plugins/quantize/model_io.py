@@ -144,6 +144,24 @@ def linear_modules(model) -> dict[str, object]:
     return {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
 
 
+def forward_lines(model, tok, lines: list[str], seqlen: int, hooked: list[str], on_call) -> None:
+    """Run ``model`` on each line as its own sequence (no padding tokens), calling
+    ``on_call(name, inputs, output)`` whenever a module named in ``hooked`` runs; the
+    hooks are removed afterwards. Calibration (GPTQ Hessians), per-layer evaluation
+    inputs and the KV analysis all collect their activations this way."""
+    import torch
+
+    mods = dict(model.named_modules())
+    hooks = [mods[n].register_forward_hook(lambda m, i, o, n=n: on_call(n, i, o)) for n in hooked]
+    try:
+        with torch.no_grad():
+            for line in lines:
+                model(**tokenize(tok, [line], seqlen))
+    finally:
+        for h in hooks:
+            h.remove()
+
+
 def tokenize(tok, lines: list[str], seqlen: int):
     if tok is None:
         raise BadInputError("the model folder has no tokenizer; calibration and eval need one")

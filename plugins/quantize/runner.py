@@ -108,17 +108,10 @@ def collect_hessians(model, tok, names: dict[str, str], lines: list[str], seqlen
     hs = {key: Hessian(mods[mod].in_features) for mod, key in names.items()}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)   # one short sequence per forward: small ops, the thread pool only adds waiting
-    hooks = [mods[mod].register_forward_hook(lambda m, inp, out, key=key: hs[key].add(inp[0]))
-             for mod, key in names.items()]
     try:
-        with torch.no_grad():
-            for line in lines:
-                enc = model_io.tokenize(tok, [line], seqlen)
-                model(**enc)
+        model_io.forward_lines(model, tok, lines, seqlen, list(names), lambda n, i, o: hs[names[n]].add(i[0]))
     finally:
         torch.set_num_threads(threads)
-        for h in hooks:
-            h.remove()
     return {k: h.H for k, h in hs.items()}
 
 
