@@ -20,6 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from gpuforge.core.specs import KernelCase
+from gpuforge.kernels.blockwise import _absmax_step
 
 
 # ---------------------------------------------------------------- dynamic 8-bit code
@@ -179,9 +180,7 @@ def _quantize_8bit(x, bounds, blocksize, codes, absmax):
         lo, hi = b * blocksize, min(n, (b + 1) * blocksize)
         amax = np.float32(0.0)
         for i in range(lo, hi):
-            a = abs(x[i])
-            if a > amax:
-                amax = a
+            amax = _absmax_step(amax, abs(x[i]))
         absmax[b] = amax
         scale = max(amax, np.float32(1e-38))
         for i in range(lo, hi):

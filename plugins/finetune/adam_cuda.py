@@ -13,10 +13,9 @@ import numpy as np
 from numba import cuda, float32
 
 from gpuforge.core.tuning import launch_params
+from gpuforge.kernels.blockwise_cuda import MAX_THREADS, _block_absmax_dev
 from gpuforge.kernels.cuda_arrays import Placement, check_threads
 from gpuforge.plugins.finetune import adam as _ref
-
-MAX_THREADS = 1024
 
 
 def adamw_kernel(p, g, m, v, decay, omb1, b2, omb2, step_size, bc2_sqrt, eps):
@@ -35,18 +34,7 @@ def quantize8_kernel(x, bounds, blocksize, codes, absmax):
     t, nt = cuda.threadIdx.x, cuda.blockDim.x
     lo = cuda.blockIdx.x * blocksize
     hi = min(lo + blocksize, x.size)
-    mx = float32(0.0)
-    for i in range(lo + t, hi, nt):
-        mx = max(mx, abs(x[i]))
-    part[t] = mx
-    cuda.syncthreads()
-    s = nt // 2
-    while s > 0:
-        if t < s:
-            part[t] = max(part[t], part[t + s])
-        cuda.syncthreads()
-        s //= 2
-    amax = part[0]
+    amax = _block_absmax_dev(x, blocksize, part)   # the shared-memory tree of kernels.blockwise_absmax
     if t == 0:
         absmax[cuda.blockIdx.x] = amax
     scale = max(amax, float32(1e-38))
