@@ -70,26 +70,56 @@ def decompress_2to4(values, meta, cols: int) -> np.ndarray:
 
 # --- numba-cpu ---------------------------------------------------------------------------
 
+# One group of 4, plain Python: compiled inline by the CPU kernels below and as CUDA
+# device functions in sparse24_cuda (one thread per group there).
+
+def mask_group(scores, out, i, b):
+    """Keep the 2 largest of scores[i, b:b+4] (ties: the earlier); returns 1 if a score
+    is NaN."""
+    first = -1
+    second = -1
+    nan = 0
+    for k in range(4):
+        s = scores[i, b + k]
+        if s != s:
+            nan = 1
+        if first < 0 or s > scores[i, b + first]:
+            second = first
+            first = k
+        elif second < 0 or s > scores[i, b + second]:
+            second = k
+    for k in range(4):
+        out[i, b + k] = k == first or k == second
+    return nan
+
+
+def compress_group(w, mask, vals, meta, i, g):
+    """Kept values of group g of row i and their 2-bit positions; returns 1 unless
+    exactly 2 of the 4 are kept."""
+    b = 4 * g
+    n = 0
+    code = 0
+    for k in range(4):
+        if mask[i, b + k]:
+            if n < 2:
+                vals[i, 2 * g + n] = w[i, b + k]
+                code |= k << (2 * n)
+            n += 1
+    meta[i, g] = code
+    return 0 if n == 2 else 1
+
+
+_mask_group = njit(inline="always")(mask_group)
+_compress_group = njit(inline="always")(compress_group)
+
+
 @njit(parallel=True, cache=True)
 def _mask(scores, out):
     r, c = scores.shape
     bad = 0
     for i in prange(r):
         for g in range(c // 4):
-            b = 4 * g
-            first = -1
-            second = -1
-            for k in range(4):
-                s = scores[i, b + k]
-                if s != s:
-                    bad += 1
-                if first < 0 or s > scores[i, b + first]:
-                    second = first
-                    first = k
-                elif second < 0 or s > scores[i, b + second]:
-                    second = k
-            for k in range(4):
-                out[i, b + k] = k == first or k == second
+            bad += _mask_group(scores, out, i, 4 * g)
     return bad
 
 
@@ -99,18 +129,7 @@ def _compress(w, mask, vals, meta):
     bad = 0
     for i in prange(r):
         for g in range(c // 4):
-            b = 4 * g
-            n = 0
-            code = 0
-            for k in range(4):
-                if mask[i, b + k]:
-                    if n < 2:
-                        vals[i, 2 * g + n] = w[i, b + k]
-                        code |= k << (2 * n)
-                    n += 1
-            if n != 2:
-                bad += 1
-            meta[i, g] = code
+            bad += _compress_group(w, mask, vals, meta, i, g)
     return bad
 
 

@@ -7,7 +7,11 @@ from numba import cuda
 from gpuforge.kernels.arguments import KernelArgumentError
 from gpuforge.kernels.cuda_arrays import Placement, zeros_flag
 from gpuforge.plugins.quantize.nf4_cuda import _blocks, _threads
-from gpuforge.plugins.quantize.sparse24 import _check, _check_mask
+from gpuforge.plugins.quantize.sparse24 import _check, _check_mask, compress_group, mask_group
+
+
+_mask_group = cuda.jit(device=True, inline="always")(mask_group)
+_compress_group = cuda.jit(device=True, inline="always")(compress_group)
 
 
 def mask_kernel(scores, out, bad):
@@ -15,20 +19,8 @@ def mask_kernel(scores, out, bad):
     ng = c // 4
     for t in range(cuda.grid(1), r * ng, cuda.gridsize(1)):
         i = t // ng
-        b = 4 * (t - i * ng)
-        first = -1
-        second = -1
-        for k in range(4):
-            s = scores[i, b + k]
-            if s != s:
-                bad[0] = 1
-            if first < 0 or s > scores[i, b + first]:
-                second = first
-                first = k
-            elif second < 0 or s > scores[i, b + second]:
-                second = k
-        for k in range(4):
-            out[i, b + k] = k == first or k == second
+        if _mask_group(scores, out, i, 4 * (t - i * ng)):
+            bad[0] = 1
 
 
 def compress_kernel(w, mask, vals, meta, bad):
@@ -36,19 +28,8 @@ def compress_kernel(w, mask, vals, meta, bad):
     ng = c // 4
     for t in range(cuda.grid(1), r * ng, cuda.gridsize(1)):
         i = t // ng
-        g = t - i * ng
-        b = 4 * g
-        n = 0
-        code = 0
-        for k in range(4):
-            if mask[i, b + k]:
-                if n < 2:
-                    vals[i, 2 * g + n] = w[i, b + k]
-                    code |= k << (2 * n)
-                n += 1
-        if n != 2:
+        if _compress_group(w, mask, vals, meta, i, t - i * ng):
             bad[0] = 1
-        meta[i, g] = code
 
 
 _mask = cuda.jit(mask_kernel)
