@@ -17,6 +17,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from gpuforge.core.safepath import python_argv, safe_env
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -25,7 +27,7 @@ def _run(name: str, cmd: list[str], timeout: float, report: dict, json_stdout: b
     entry: dict = {"cmd": cmd}
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max(5, timeout), cwd=ROOT,
-                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                              env={**safe_env(), "PYTHONUNBUFFERED": "1"})
         entry.update(exit_code=proc.returncode, stderr_tail=proc.stderr[-4000:])
         if json_stdout:
             try:
@@ -50,11 +52,11 @@ def main() -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     deadline = time.perf_counter() + args.budget_s
     left = lambda share: max(10.0, (deadline - time.perf_counter()) * share)  # noqa: E731
-    gf = [sys.executable, "-m", "gpuforge.cli"]
+    gf = [*python_argv(), "-m", "gpuforge.cli"]
     report: dict = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "parts": {}}
     _run("detect", [*gf, "--json", "hw", "detect"], 60, report, json_stdout=True)
     _run("doctor", [*gf, "--json", "doctor"], 60, report, json_stdout=True)
-    _run("pytest_gpu", [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
+    _run("pytest_gpu", [*python_argv(), "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
                         f"--junitxml={out_dir / 'gpu-tests.xml'}"], left(0.3), report)
     _run("kernels_check_cuda", [*gf, "--json", "kernels", "check", "--backend", "numba-cuda"], left(0.3), report, json_stdout=True)
     _run("hw_bench", [*gf, "--json", "hw", "bench"], left(0.25), report, json_stdout=True)

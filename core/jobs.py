@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -106,7 +105,9 @@ def run_job(job_path: str | Path, *, restart: bool = False, extra_args: list[str
     state.update({"job": name, "job_file": str(job_path)})
     for entry in state["steps"].values():
         entry.pop("skipped_on_rerun", None)
-    cmd_prefix = [sys.executable, "-m", "gpuforge.cli", *(extra_args or [])]
+    from gpuforge.core.safepath import python_argv, safe_env
+
+    cmd_prefix = [*python_argv(), "-m", "gpuforge.cli", *(extra_args or [])]
     for step in steps:
         prev = state["steps"].get(step.name, {})
         if prev.get("status") == "done" and prev.get("args_sha") == step.digest:
@@ -118,7 +119,7 @@ def run_job(job_path: str | Path, *, restart: bool = False, extra_args: list[str
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         proc = subprocess.run(
             [*cmd_prefix, *step.args], cwd=job_path.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**safe_env(), "PYTHONUNBUFFERED": "1"},
         )
         sys.stderr.write(proc.stderr)
         entry = {

@@ -53,16 +53,17 @@ def prefer_passive_openmp() -> None:
 def measure(busy: int = 0, timeout: float = 600.0) -> dict[str, float]:
     """Seconds for the mixed torch + numba loop under the default and the passive policy."""
     import subprocess
-    import sys
 
-    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
+    from gpuforge.core.safepath import python_argv, safe_env
+
+    spinners = [subprocess.Popen([*python_argv(), "-c", "while True: pass"]) for _ in range(busy)]
     try:
         out = {}
         for policy in ("default", "PASSIVE"):
-            env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+            env = {k: v for k, v in safe_env().items() if k != "OMP_WAIT_POLICY"}
             if policy != "default":
                 env["OMP_WAIT_POLICY"] = policy
-            r = subprocess.run([sys.executable, "-c", _LOOP], env=env, capture_output=True, text=True,
+            r = subprocess.run([*python_argv(), "-c", _LOOP], env=env, capture_output=True, text=True,
                                timeout=timeout, check=True)
             out[policy] = float(r.stdout.strip().splitlines()[-1])
         return out

@@ -15,9 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from gpuforge.core.safepath import python_argv
 from gpuforge.core.threads import prefer_passive_openmp
 
 prefer_passive_openmp()   # as the CLI does, before torch or numba load
+# Every Python the tests start leaves the current folder off sys.path (core/safepath.py):
+# from the repository root, kernels/ would shadow Hugging Face's `kernels`.
+os.environ["PYTHONSAFEPATH"] = "1"
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -90,7 +94,7 @@ def run_cli(isolated_env):
     def _run(*args: str, env: dict | None = None, cwd: str | Path | None = None, timeout: float = 300) -> CliResult:
         full_env = {**isolated_env, **(env or {})}
         proc = subprocess.run(
-            [sys.executable, "-m", "gpuforge.cli", *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout
+            [*python_argv(), "-m", "gpuforge.cli", *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout
         )
         return CliResult(proc)
 

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
+
+from gpuforge.core.safepath import python_argv
 
 HEAVY = ("torch", "numba", "numpy", "cuda")
 
@@ -16,7 +17,7 @@ def test_light_commands_import_nothing_heavy(args, isolated_env):
         "import sys; from gpuforge.cli.main import main; rc = main(%r); "
         "print('MODULES=' + ','.join(sorted(m for m in sys.modules if m.split('.')[0] in %r)))" % (args, HEAVY)
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=isolated_env)
+    proc = subprocess.run([*python_argv(), "-c", code], capture_output=True, text=True, env=isolated_env)
     assert proc.returncode == 0, proc.stderr
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("MODULES=")][-1]
     assert line == "MODULES=", f"{args} imported {line}"

@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
+from gpuforge.core.safepath import python_argv
 from gpuforge.core.threads import prefer_passive_openmp
 
 
@@ -22,7 +22,7 @@ def test_cli_process_runs_with_the_policy_set_before_torch_loads():
     code = ("import os, sys; from gpuforge.cli import main; "
             "print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules, 'numba' in sys.modules)")
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([*python_argv(), "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["PASSIVE", "False", "False"]
 
 

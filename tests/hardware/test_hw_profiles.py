@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
 
 from gpuforge.core.errors import BadInputError, UnknownGpuError, UnsupportedError
+from gpuforge.core.safepath import python_argv
 from gpuforge.hardware.profiles import (
     DTYPES,
     GpuProfile,
@@ -174,7 +174,7 @@ def test_import_is_light_and_fast():
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numba', 'numpy', 'cuda'));"
         "print(dt, heavy)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([*python_argv(), "-c", code], capture_output=True, text=True, check=True).stdout
     seconds, heavy = out.split(" ", 1)
     assert heavy.strip() == "[]"
     assert float(seconds) < 1.0

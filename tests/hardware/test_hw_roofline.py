@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
 
+from gpuforge.core.safepath import python_argv
 from gpuforge.core.errors import BadInputError, UsageError
 from gpuforge.hardware.profiles import get_profile, load_profiles
 from gpuforge.hardware.roofline import format_seconds, parse_number, peak_rate, roofline
@@ -95,7 +95,7 @@ def test_cli_roofline_bad_inputs(run_cli, args, code, needle):
 def test_planning_commands_import_nothing_heavy(args, isolated_env):
     code = ("import sys; from gpuforge.cli.main import main; rc = main(%r); "
             "print('MODULES=' + ','.join(sorted(m for m in sys.modules if m.split('.')[0] in %r)))" % (args, HEAVY))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=isolated_env)
+    proc = subprocess.run([*python_argv(), "-c", code], capture_output=True, text=True, env=isolated_env)
     assert proc.returncode == 0, proc.stderr
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("MODULES=")][-1]
     assert line == "MODULES=", f"{args} imported {line}"

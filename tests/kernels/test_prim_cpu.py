@@ -5,11 +5,11 @@ from __future__ import annotations
 import importlib
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from gpuforge.core.safepath import python_argv
 from gpuforge.kernels.specs import kernel_specs
 
 SPECS = {spec.name: spec for spec in kernel_specs()}
@@ -133,6 +133,6 @@ def test_specs_metadata_is_complete():
 def test_specs_import_nothing_heavy():
     code = ("import sys, gpuforge.kernels, gpuforge.kernels.specs as s; s.kernel_specs(); "
             "print(','.join(m for m in ('numpy', 'numba', 'torch') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    out = subprocess.run([*python_argv(), "-c", code], capture_output=True, text=True,
                          env=os.environ.copy(), check=True).stdout.strip()
     assert out == ""
