@@ -4,18 +4,27 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
+LOCK    = requirements.lock
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 # Numba's on-disk cache lives beside the venv, not in the source folders.
 export NUMBA_CACHE_DIR ?= $(abspath $(VENV))/numba-cache
+# Safe-path mode for every Python started from here (and their children): the root
+# folders kernels/, core/, cli/, hardware/, plugins/ must not shadow installed packages
+# (transformers imports Hugging Face's `kernels`). Python 3.10 ignores the variable, so
+# Python is started through console scripts (bin/pytest, bin/gpuforge), whose
+# sys.path[0] is the venv's bin/ on every version, or with $(SAFE) (-P on 3.11+).
+export PYTHONSAFEPATH = 1
+SAFE   := $(shell $(PYTHON) -c 'import sys; print("-P" if sys.version_info >= (3, 11) else "")')
 
-.PHONY: setup demo test test-unit test-cudasim gpu-check bench clean
+.PHONY: setup demo test test-unit test-cudasim test-latest lock check-lock gpu-check bench clean
 
-$(STAMP): pyproject.toml
+# Installs exactly the versions in requirements.lock (see `make lock`).
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) $(SAFE) -m pip install -q --upgrade pip
 	# torch first, exactly this version: it is the CPU build; anything else pulls CUDA wheels.
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) $(SAFE) -m pip install -q torch==2.13.0
+	$(PY) $(SAFE) -m pip install -q -c $(LOCK) -e ".[dev]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -24,15 +33,47 @@ demo: setup
 	$(VENV)/bin/gpuforge demo --out gpuforge-demo --force
 
 # Two pytest processes: the simulator must be switched on before numba is imported.
-test: setup
-	$(PY) -m pytest -q -m "not gpu and not cudasim" -p no:cacheprovider
-	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q -m cudasim -p no:cacheprovider
+test: setup test-unit test-cudasim
+
+test-unit: setup
+	$(VENV)/bin/pytest -q -m "not gpu and not cudasim" -p no:cacheprovider
+
+test-cudasim: setup
+	NUMBA_ENABLE_CUDASIM=1 $(VENV)/bin/pytest -q -m cudasim -p no:cacheprovider
+
+# Refresh requirements.lock: the newest versions pyproject.toml's ranges allow, resolved
+# in a throwaway venv (torch stays the CPU build 2.13.0). Run it after changing any
+# dependency range, then `make test`, and commit both files.
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python $(SAFE) -m pip install -q --upgrade pip
+	.venv-lock/bin/python $(SAFE) -m pip install -q torch==2.13.0
+	.venv-lock/bin/python $(SAFE) -m pip install -q -e ".[dev]"
+	.venv-lock/bin/python $(SAFE) -m pip freeze --exclude-editable > .venv-lock/freeze.txt
+	.venv-lock/bin/python $(SAFE) -m gpuforge.core.lockfile write .venv-lock/freeze.txt
+	rm -rf .venv-lock
+
+check-lock: setup
+	$(PY) $(SAFE) -m gpuforge.core.lockfile check
+
+# The main suite against the newest versions the ranges allow (not the lock), in a
+# throwaway venv: drift such as a dependency that starts to import a name our root
+# folders shadow shows up here before it reaches the lock. Not part of CI.
+test-latest:
+	rm -rf .venv-latest
+	$(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/python $(SAFE) -m pip install -q --upgrade pip
+	.venv-latest/bin/python $(SAFE) -m pip install -q torch==2.13.0
+	.venv-latest/bin/python $(SAFE) -m pip install -q --upgrade --upgrade-strategy eager -e ".[dev]"
+	.venv-latest/bin/python $(SAFE) -m pip freeze --exclude-editable > .venv-latest/versions.txt
+	NUMBA_CACHE_DIR=$(abspath .venv-latest)/numba-cache .venv-latest/bin/pytest -q -m "not gpu and not cudasim" -p no:cacheprovider
 
 gpu-check: setup
-	GPU_REPORT_DIR=$${GPU_REPORT_DIR:-.gpu-report} $(PY) -m gpuforge.core.gpucheck
+	GPU_REPORT_DIR=$${GPU_REPORT_DIR:-.gpu-report} $(PY) $(SAFE) -m gpuforge.core.gpucheck
 
 bench: setup
 	$(VENV)/bin/gpuforge bench
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info gpuforge-demo .gpu-report
+	rm -rf $(VENV) .venv-lock .venv-latest build dist *.egg-info gpuforge-demo .gpu-report
