@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -24,22 +23,21 @@ HIGHER_IS_BETTER = {"accuracy": True, "spearman": True, "perplexity": False}
 
 def load_base(path: str | Path, task: str):
     """(model, tokenizer) from a local folder, offline; one clear line if it is not one."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     path = Path(path)
     if not (path / "config.json").is_file():
         raise BadInputError(f"MODEL {path} is not a Hugging Face model folder (no config.json); pass a folder saved "
                             f"with save_pretrained")
-    import transformers
-    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+    from gpuforge.core.hub import offline
 
-    transformers.logging.set_verbosity_error()
-    try:
-        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        cls = AutoModelForCausalLM if task == "causal-lm" else AutoModel
-        model = cls.from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
-    except (OSError, ValueError, KeyError) as exc:
-        raise BadInputError(f"cannot load MODEL {path} for --task {task}: {str(exc).splitlines()[0]}") from None
+    with offline():
+        from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+        try:
+            tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            cls = AutoModelForCausalLM if task == "causal-lm" else AutoModel
+            model = cls.from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
+        except (OSError, ValueError, KeyError) as exc:
+            raise BadInputError(f"cannot load MODEL {path} for --task {task}: {str(exc).splitlines()[0]}") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return model, tok

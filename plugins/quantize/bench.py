@@ -36,7 +36,9 @@ def run(ctx: BenchContext) -> list[dict]:
     bw_before = measure_bandwidth(runs=3)
     t = {}
     try:
-        import bitsandbytes.functional as F
+        from gpuforge.core.hub import import_bitsandbytes
+
+        F = import_bitsandbytes().functional
 
         t["bnb_q"] = best_of(lambda: F.quantize_4bit(wt, blocksize=64, quant_type="nf4"), repeat=max(2, rep // 2))
         qb, st = F.quantize_4bit(wt, blocksize=64, quant_type="nf4")

@@ -110,27 +110,24 @@ def read_lines(path: str | Path | None, default: Path) -> list[str]:
 
 def load_hf(folder: Path, config: dict | None = None):
     """(model, tokenizer) from a model folder, offline; the model in eval mode, float32."""
-    import os
+    from gpuforge.core.hub import offline
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    import transformers
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+    with offline():
+        from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-    transformers.logging.set_verbosity_error()
-    try:
-        cfg = AutoConfig.from_pretrained(str(folder))
-        causal = is_causal(config or cfg.to_dict())
-        cls = AutoModelForCausalLM if causal else AutoModel
-        model = cls.from_pretrained(str(folder), torch_dtype="float32")
-    except Exception as exc:  # transformers raises many types for a folder it cannot read
-        raise BadInputError(f"transformers cannot load {folder}: {str(exc).splitlines()[0][:160]}") from None
-    model.eval()
-    tok = None
-    try:
-        tok = AutoTokenizer.from_pretrained(str(folder))
-    except Exception:
+        try:
+            cfg = AutoConfig.from_pretrained(str(folder))
+            causal = is_causal(config or cfg.to_dict())
+            cls = AutoModelForCausalLM if causal else AutoModel
+            model = cls.from_pretrained(str(folder), dtype="float32")
+        except Exception as exc:  # transformers raises many types for a folder it cannot read
+            raise BadInputError(f"transformers cannot load {folder}: {str(exc).splitlines()[0][:160]}") from None
+        model.eval()
         tok = None
+        try:
+            tok = AutoTokenizer.from_pretrained(str(folder))
+        except Exception:
+            tok = None
     return model, tok
 
 

@@ -178,8 +178,6 @@ def build_module(prefix: str, method: str, tensors: dict, qconfig: dict, linear=
 
 def load_quantized_model(folder: str | Path):
     """(model with quantized modules, tokenizer, config dict) from a `quantize run` folder."""
-    import os
-
     from gpuforge.core.errors import BadInputError
     from gpuforge.plugins.quantize import model_io
 
@@ -188,15 +186,17 @@ def load_quantized_model(folder: str | Path):
     if kind != "folder":
         raise BadInputError(f"{folder} is not a model folder; eval of a state dict compares weights only")
     qconfig = config.get("quantization_config") or {}
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+    from gpuforge.core.hub import offline
 
-    cfg_dict = {k: v for k, v in config.items() if k != "quantization_config"}
-    cfg = AutoConfig.for_model(**cfg_dict) if "model_type" in cfg_dict else AutoConfig.from_pretrained(str(folder))
-    if hasattr(cfg, "quantization_config"):
-        delattr(cfg, "quantization_config")
-    cls = AutoModelForCausalLM if model_io.is_causal(config) else AutoModel
-    model = cls.from_config(cfg)
+    with offline():
+        from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+        cfg_dict = {k: v for k, v in config.items() if k != "quantization_config"}
+        cfg = AutoConfig.for_model(**cfg_dict) if "model_type" in cfg_dict else AutoConfig.from_pretrained(str(folder))
+        if hasattr(cfg, "quantization_config"):
+            delattr(cfg, "quantization_config")
+        cls = AutoModelForCausalLM if model_io.is_causal(config) else AutoModel
+        model = cls.from_config(cfg)
     model.eval()
     groups = layer_groups(tensors)
     for prefix, method in groups.items():
@@ -212,10 +212,11 @@ def load_quantized_model(folder: str | Path):
     if missing:
         raise BadInputError(f"{folder} lacks tensors the model needs, e.g. {missing[0]}")
     tok = None
-    try:
-        tok = AutoTokenizer.from_pretrained(str(folder))
-    except Exception:
-        pass
+    with offline():
+        try:
+            tok = AutoTokenizer.from_pretrained(str(folder))
+        except Exception:
+            pass
     return model, tok, config
 
 
