@@ -8,6 +8,7 @@ import typer
 
 from gpuforge.core.context import get_context
 from gpuforge.core.output import emit, print_table
+from gpuforge.plugins.quantize.methods import method_names
 
 app = typer.Typer(help="GPTQ, LLM.int8(), NF4 + double quantization, KV-cache quantization, 2:4 sparsity.",
                   no_args_is_help=True)
@@ -30,7 +31,7 @@ def _fmt_bytes(n: float) -> str:
 @app.command("run")
 def run_cmd(
     input: str = typer.Argument(..., metavar="INPUT", help="A Hugging Face model folder (config.json + safetensors) or a .safetensors state dict."),
-    method: str = typer.Option(..., "--method", help="rtn | nf4 | fp4 | int8 | gptq"),
+    method: str = typer.Option(..., "--method", help=" | ".join(method_names())),
     out: str = typer.Option(..., "--out", help="Output folder."),
     bits: Optional[int] = typer.Option(None, "--bits", help="2 | 3 | 4 | 8 (rtn/gptq; default 4)."),
     group_size: int = typer.Option(128, "--group-size", help="rtn/gptq group size along the input dimension (-1: one group per row)."),
@@ -116,7 +117,8 @@ def advise_cmd(
 
     def human() -> None:
         print_table(res["options"], title=f"{res['params_b']:.2f}B params on {res['gpu']} ({batch})")
-        typer.echo(f"advice: {res['advice']} - {res['why']}")
+        how = f" (quantize run --method {' | '.join(res['advice_methods'])})" if res["advice_methods"] else ""
+        typer.echo(f"advice: {res['advice']}{how} - {res['why']}")
 
     emit(res, human, as_json=_json(json_out))
 

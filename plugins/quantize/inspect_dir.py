@@ -8,9 +8,7 @@ import numpy as np
 
 from gpuforge.core.errors import BadInputError
 from gpuforge.plugins.quantize import model_io
-from gpuforge.plugins.quantize.modules import layer_groups
-
-CONSTANT_SUFFIXES = ("weight.quant_map", "weight.nested_quant_map", "weight_format", "g_idx")
+from gpuforge.plugins.quantize import methods
 
 
 def inspect_path(path: str | Path) -> dict:
@@ -35,30 +33,16 @@ def inspect_path(path: str | Path) -> dict:
         tensors = model_io.read_safetensors(path)
         disk = path.stat().st_size
         qconfig = None
-    groups = layer_groups(tensors)
+    groups = methods.find_layers(tensors)
     rows = []
     total_bits = total_params = 0
-    for prefix, method in sorted(groups.items()):
-        sub = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
-        data_bytes = sum(v.nbytes for k, v in sub.items()
-                         if k != "bias" and k not in CONSTANT_SUFFIXES and ".quant_state." not in k)
-        if method in ("nf4", "fp4"):
-            key = next(k for k in sub if ".quant_state." in k)
-            state = json.loads(bytes(sub[key]).decode())
-            shape = tuple(state["shape"])
-            detail = f"blocksize {state['blocksize']}" + (" + double quant" if "nested_offset" in state else "")
-        elif method == "int8":
-            shape = tuple(sub["weight"].shape)
-            detail = "row-wise absmax (SCB)"
-        else:
-            n_in, out = sub["g_idx"].shape[0], sub["qweight"].shape[1]
-            shape = (out, n_in)
-            bits = round(sub["qweight"].shape[0] * 32 / n_in)
-            method = f"gptq-{bits}bit"
-            detail = f"{sub['scales'].shape[0]} groups"
-        n = int(np.prod(shape))
-        rows.append({"layer": prefix, "method": method, "shape": list(shape), "bits_per_param": 8 * data_bytes / n,
-                     "detail": detail})
+    for prefix, layout in sorted(groups.items()):
+        sub = methods.layer_tensors(tensors, prefix)
+        data_bytes = methods.data_bytes(layout, sub)
+        info = methods.describe(layout, sub, qconfig or {})
+        n = int(np.prod(info["shape"]))
+        rows.append({"layer": prefix, "method": info["label"], "shape": list(info["shape"]),
+                     "bits_per_param": 8 * data_bytes / n, "detail": info["detail"], "layout": layout.name})
         total_bits += 8 * data_bytes
         total_params += n
     float_params = sum(v.size for k, v in tensors.items()

@@ -34,7 +34,7 @@ from numba import njit, prange
 
 from gpuforge.kernels.arguments import (KernelArgumentError, check_float32, check_int,
                                         check_ndim)
-from gpuforge.plugins.quantize.dynamic_map import DYNAMIC_MAP_HEX
+from gpuforge.kernels.dynamic_map import dynamic_map
 
 # bitsandbytes' NF4 code (QLoRA appendix E), normalized to [-1, 1].
 NF4_CODE = np.array([
@@ -46,7 +46,7 @@ NF4_CODE = np.array([
 FP4_CODE = (np.array([0, 0.0625, 8.0, 12.0, 4.0, 6.0, 2.0, 3.0,
                       -0.0, -0.0625, -8.0, -12.0, -4.0, -6.0, -2.0, -3.0], np.float32)
             / np.float32(12.0)).astype(np.float32)
-DYNAMIC_MAP = np.array([float.fromhex(h) for h in DYNAMIC_MAP_HEX], np.float32)
+DYNAMIC_MAP = dynamic_map(signed=True)
 TINY = np.float32(1e-38)
 """bitsandbytes clamps absmax to this before dividing by it."""
 QUANT_TYPES = ("nf4", "fp4")

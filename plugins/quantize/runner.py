@@ -15,8 +15,6 @@ from gpuforge.core.files import Manifest, atomic_dir, check_output
 from gpuforge.core.log import get_logger
 from gpuforge.plugins.quantize import model_io
 
-METHODS = ("rtn", "nf4", "fp4", "int8", "gptq")
-CONSTANT_KEYS = ("weight.quant_map", "weight.nested_quant_map", "weight_format", "g_idx")
 log = get_logger("gpuforge.quantize")
 
 
@@ -40,53 +38,30 @@ class Options:
     mse: bool = False           # rtn/gptq: group ranges by the clipping search (gptq.find_params)
 
     @property
+    def spec(self):
+        """This run's row of the methods table."""
+        from gpuforge.plugins.quantize.methods import get_method
+
+        return get_method(self.method)
+
+    @property
     def calibrated(self) -> bool:
-        return self.method == "gptq" or (self.gptq and self.method in ("nf4", "fp4"))
+        return self.spec.calibrated(self)
 
     def resolved_bits(self) -> int:
-        m = self.method
-        if m in ("nf4", "fp4"):
-            if self.bits not in (None, 4):
-                raise UsageError(f"--method {m} is 4-bit; drop --bits {self.bits} or use rtn/gptq")
-            if self.mse:
-                raise UsageError(f"--mse applies to rtn/gptq grids; --method {m} scales by the block absmax")
-            return 4
-        if m == "int8":
-            if self.gptq or self.mse:
-                raise UsageError("--gptq / --mse do not apply to --method int8")
-            if self.bits not in (None, 8):
-                raise UsageError(f"--method int8 is 8-bit; drop --bits {self.bits} or use rtn/gptq")
-            return 8
-        if self.gptq:
-            raise UsageError(f"--gptq applies to nf4/fp4 (for integer GPTQ use --method gptq), not --method {m}")
-        bits = 4 if self.bits is None else self.bits
-        if bits not in (2, 3, 4, 8):
-            raise UsageError(f"--bits {bits} is not supported for {m}; choose 2, 3, 4 or 8")
-        return bits
+        return self.spec.resolve_bits(self)
 
 
 def check_method(method: str) -> str:
-    if method not in METHODS:
-        raise UsageError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    return method
+    return Options(method).spec.name
 
 
 def check_shapes(name: str, shape: tuple, opts: Options, bits: int) -> None:
-    out_f, in_f = shape
-    if opts.method in ("nf4", "fp4"):
-        if opts.block_size < 1 or in_f % opts.block_size:
-            raise BadInputError(f"{name} has {in_f} input features, not a multiple of --block-size "
-                                f"{opts.block_size}; pick a block size that divides it or --ignore the layer")
-    elif opts.method in ("rtn", "gptq"):
-        from gpuforge.kernels.packing import gptq_group
+    spec = opts.spec
+    if spec.check_shape:
+        from gpuforge.plugins.quantize.methods import resolve
 
-        g = gptq_group(bits)[0]
-        if opts.group_size > 0 and in_f % opts.group_size:
-            raise BadInputError(f"{name} has {in_f} input features, not a multiple of --group-size "
-                                f"{opts.group_size}; pick a group size that divides it or --ignore the layer")
-        if in_f % g or out_f % g:
-            raise BadInputError(f"{name} has shape {shape}; GPTQ {bits}-bit packing needs both dimensions to be "
-                                f"multiples of {g}; --ignore the layer")
+        resolve(spec.check_shape)(name, tuple(shape), opts, bits)
 
 
 def _find_key(tensors: dict, module_name: str) -> str | None:
@@ -118,9 +93,7 @@ def collect_hessians(model, tok, names: dict[str, str], lines: list[str], seqlen
 def quantize_tensors(tensors: dict[str, np.ndarray], names: list[str], opts: Options, bits: int,
                      hessians: dict | None = None, progress_cb=None) -> tuple[dict[str, np.ndarray], list[dict]]:
     """The output state dict and one info row per quantized layer."""
-    import torch
-
-    from gpuforge.plugins.quantize import formats, gptq
+    from gpuforge.plugins.quantize.methods import LayerJob, data_bytes, resolve
 
     out: dict[str, np.ndarray] = {}
     rows = []
@@ -128,27 +101,14 @@ def quantize_tensors(tensors: dict[str, np.ndarray], names: list[str], opts: Opt
     for key, t in tensors.items():
         if key not in chosen:
             out[key] = t
+    spec = opts.spec
+    encode = resolve(spec.encode)
     for key in names:
         w = np.ascontiguousarray(tensors[key], dtype=np.float32)
         prefix = key[: -len("weight")] if key.endswith("weight") else key + "."
         t0 = time.perf_counter()
-        if opts.method in ("nf4", "fp4") and opts.gptq:
-            layer = formats.nf4_gptq_layer_tensors(w, hessians[key], opts.method, opts.block_size, opts.double_quant,
-                                                   opts.act_order, opts.percdamp)
-        elif opts.method in ("nf4", "fp4"):
-            layer = formats.nf4_layer_tensors(w, opts.method, opts.block_size, opts.double_quant)
-        elif opts.method == "int8":
-            layer = formats.int8_layer_tensors(w)
-        else:
-            wt = torch.from_numpy(w)
-            if opts.method == "gptq":
-                gq = gptq.gptq(wt, hessians[key], bits, opts.group_size, opts.sym, opts.act_order,
-                               percdamp=opts.percdamp, mse=opts.mse)
-            else:
-                gq = gptq.rtn(wt, bits, opts.group_size, opts.sym, mse=opts.mse)
-            layer = formats.gptq_layer_tensors(gq)
-        # per-parameter storage; the fixed code tables and the JSON state are format constants
-        nbytes = sum(v.nbytes for k, v in layer.items() if k not in CONSTANT_KEYS and ".quant_state." not in k)
+        layer = encode(w, LayerJob(key, opts, bits, hessians.get(key) if hessians else None))
+        nbytes = data_bytes(spec.layout, layer)
         for k, v in layer.items():
             out[prefix + k] = np.ascontiguousarray(v)
         rows.append({"name": prefix.rstrip("."), "shape": list(w.shape), "method": opts.method,
@@ -158,20 +118,13 @@ def quantize_tensors(tensors: dict[str, np.ndarray], names: list[str], opts: Opt
     return out, rows
 
 
-def quantization_config(opts: Options, bits: int) -> dict:
-    if opts.method in ("nf4", "fp4"):
-        return {"quant_method": "bitsandbytes", "load_in_4bit": True, "load_in_8bit": False,
-                "bnb_4bit_quant_type": opts.method, "bnb_4bit_use_double_quant": opts.double_quant,
-                "bnb_4bit_compute_dtype": "float32", "bnb_4bit_quant_storage": "uint8",
-                "bnb_4bit_blocksize": opts.block_size,
-                **({"gpuforge_codes": "gptq", "gpuforge_act_order": opts.act_order} if opts.gptq else {})}
-    if opts.method == "int8":
-        return {"quant_method": "bitsandbytes", "load_in_8bit": True, "load_in_4bit": False,
-                "llm_int8_threshold": opts.threshold}
-    return {"quant_method": "gptq", "bits": bits, "group_size": opts.group_size if opts.group_size > 0 else -1,
-            "damp_percent": opts.percdamp, "desc_act": opts.act_order, "static_groups": False,
-            "sym": opts.sym, "true_sequential": False, "model_file_base_name": "model",
-            "checkpoint_format": "gptq", "gpuforge_method": opts.method, "gpuforge_mse_ranges": opts.mse}
+def quantization_config(opts: Options, bits: int) -> dict | None:
+    spec = opts.spec
+    if not spec.config:
+        return None
+    from gpuforge.plugins.quantize.methods import resolve
+
+    return resolve(spec.config)(opts, bits)
 
 
 def run(input_path: str, out: str, opts: Options, force: bool = False) -> dict:
@@ -197,7 +150,7 @@ def run(input_path: str, out: str, opts: Options, force: bool = False) -> dict:
                 names_by_module[mod] = key
         linear_keys = set(names_by_module.values())
     elif opts.calibrated:
-        what = "--method gptq" if opts.method == "gptq" else "--gptq"
+        what = "--gptq" if opts.gptq else f"--method {opts.method}"
         raise UsageError(f"{what} needs calibration activations, so a model folder (config.json + "
                          f"safetensors), not the bare state dict {src}; use --method rtn / nf4 without it")
     names = model_io.select_targets(tensors, linear_keys, opts.targets, opts.ignore)
@@ -236,9 +189,10 @@ def run(input_path: str, out: str, opts: Options, force: bool = False) -> dict:
                         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
                         shutil.copy2(p, tmp / rel)
                 cfg = dict(config)
-                cfg["quantization_config"] = qc
+                if qc is not None:
+                    cfg["quantization_config"] = qc
                 (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-            if qc["quant_method"] == "gptq":
+            if qc is not None and qc.get("quant_method") == "gptq":
                 (tmp / "quantize_config.json").write_text(json.dumps(
                     {k: v for k, v in qc.items() if k != "quant_method"} | {"quant_method": "gptq"}, indent=2) + "\n")
         for p in sorted(tmp.rglob("*")):
