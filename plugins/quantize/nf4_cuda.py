@@ -4,8 +4,9 @@
   one thread per output byte encodes its two values (consecutive threads, consecutive
   bytes);
 - decode: one thread per output value;
-- double quantization: one thread sums absmax in float64 for the mean offset (absmax has
-  n/64 values), one thread per nested block of 256 finds its max and writes its codes.
+- double quantization: the offset is bitsandbytes' (torch's float32 mean on the CPU, of a
+  host copy of absmax: n/64 values), then one thread per nested block of 256 finds its
+  max and writes its codes through bitsandbytes' 65536-bin table.
 Grid-stride loops everywhere; launch sizes from ``tuning.toml``.
 """
 from __future__ import annotations
@@ -13,14 +14,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import cuda, float32, float64, int64
+from numba import cuda, float32, int64
 
 from gpuforge.core.tuning import launch_params
 from gpuforge.kernels.arguments import KernelArgumentError
 from gpuforge.kernels.cuda_arrays import Placement, check_threads, zeros_flag
+from gpuforge.kernels.dynamic_map import lut_index, quantize_lut
 from gpuforge.plugins.quantize.nf4 import (DYNAMIC_MAP, LUT_BINS, bounds_and_order, check_decode,
                                            check_dq_decode, check_dq_encode, check_encode,
-                                           code_table, interval_lut, nearest_idx, non_finite)
+                                           code_table, dq_offset, interval_lut, non_finite)
 
 MAX_BLOCKS = 65535 * 32
 
@@ -91,19 +93,10 @@ def decode_kernel(packed, absmax, bs, code, out):
         out[i] = code[q] * absmax[i // bs]
 
 
-def mean_kernel(a, total, offset):
-    if cuda.grid(1) == 0:
-        s = float64(0.0)
-        for i in range(a.size):
-            s += float64(a[i])
-        total[0] = s
-        offset[0] = float32(s / a.size) if a.size > 0 else float32(0.0)
+_lut_index = cuda.jit(device=True, inline="always")(lut_index)
 
 
-_nearest_idx = cuda.jit(device=True, inline="always")(nearest_idx)
-
-
-def dq_encode_kernel(absmax, offset, bs, code, q, nested):
+def dq_encode_kernel(absmax, offset, bs, lut, q, nested):
     m = absmax.size
     off = offset[0]
     for b in range(cuda.grid(1), nested.size, cuda.gridsize(1)):
@@ -115,10 +108,13 @@ def dq_encode_kernel(absmax, offset, bs, code, q, nested):
             if v > mx:
                 mx = v
         nested[b] = mx
-        for i in range(start, stop):
-            v = absmax[i] - off
-            s = v / mx if mx > float32(0.0) else float32(0.0)
-            q[i] = _nearest_idx(code, s)
+        if mx == float32(0.0):
+            for i in range(start, stop):
+                q[i] = 0
+        else:
+            inv = float32(1.0) / mx
+            for i in range(start, stop):
+                q[i] = lut[_lut_index((absmax[i] - off) * inv)]
 
 
 def dq_decode_kernel(q, nested, offset, bs, code, out):
@@ -130,7 +126,6 @@ def dq_decode_kernel(q, nested, offset, bs, code, out):
 _absmax = cuda.jit(absmax_kernel)
 _encode = cuda.jit(encode_kernel)
 _decode = cuda.jit(decode_kernel)
-_mean = cuda.jit(mean_kernel)
 _dq_encode = cuda.jit(dq_encode_kernel)
 _dq_decode = cuda.jit(dq_decode_kernel)
 
@@ -183,15 +178,15 @@ def absmax_dq_encode_cuda(absmax, blocksize: int = 256):
     q, h_q = place.empty((m,), np.uint8)
     nested, h_nested = place.empty((-(-m // blocksize),), np.float32)
     offset, h_offset = place.empty((1,), np.float32)
-    total = cuda.device_array(1, np.float64, stream=place.stream)
-    a = place.to_device(absmax)
-    place.launch(_mean, 1, 1, a, total, offset)
+    host = absmax if isinstance(absmax, np.ndarray) else absmax.copy_to_host(stream=place.stream)
+    off = dq_offset(host)
+    if not math.isfinite(float(off)):
+        raise KernelArgumentError("absmax holds NaN or inf")
+    offset.copy_to_device(np.array([off], np.float32), stream=place.stream)
     if m:
-        if not math.isfinite(float(total.copy_to_host(stream=place.stream)[0])):
-            raise KernelArgumentError("absmax holds NaN or inf")
         threads = _threads("quantize.absmax_dq_encode")
-        place.launch(_dq_encode, _blocks(nested.shape[0], threads), threads, a, offset, blocksize,
-                     cuda.to_device(DYNAMIC_MAP, stream=place.stream), q, nested)
+        place.launch(_dq_encode, _blocks(nested.shape[0], threads), threads, place.to_device(absmax), offset,
+                     blocksize, cuda.to_device(quantize_lut(True), stream=place.stream), q, nested)
     return place.result(h_q), place.result(h_nested), place.result(h_offset)
 
 
@@ -220,8 +215,7 @@ def nf4_decode_ptx():
 
 
 def absmax_dq_encode_ptx():
-    return [(mean_kernel, "void(float32[::1], float64[::1], float32[::1])"),
-            (dq_encode_kernel, "void(float32[::1], float32[::1], int64, float32[::1], uint8[::1], float32[::1])")]
+    return [(dq_encode_kernel, "void(float32[::1], float32[::1], int64, uint8[::1], uint8[::1], float32[::1])")]
 
 
 def absmax_dq_decode_ptx():
