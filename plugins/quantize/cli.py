@@ -57,9 +57,18 @@ def run_cmd(
                    act_order=act_order, sym=sym, calib=calib, nsamples=nsamples, seqlen=seqlen, targets=targets,
                    ignore=ignore, threshold=threshold, gptq=use_gptq, mse=mse)
     res = run(input, out, opts, force=force)
-    human = (f"{res['method']} ({res['bits']}-bit): {res['layers']} layers, {res['quantized_params']:,} params at "
-             f"{res['bits_per_param']:.2f} bits/param; {_fmt_bytes(res['input_bytes'])} -> "
-             f"{_fmt_bytes(res['output_bytes'])}; wrote {res['output']}")
+    def human() -> None:
+        typer.echo(f"{res['method']} ({res['bits']}-bit): {res['layers']} layers, {res['quantized_params']:,} params at "
+                   f"{res['bits_per_param']:.2f} bits/param; {_fmt_bytes(res['input_bytes'])} -> "
+                   f"{_fmt_bytes(res['output_bytes'])}; wrote {res['output']}")
+        if res.get("kept_in_float"):
+            typer.echo(f"kept in float (outside the transformer blocks its loaders quantize): "
+                       f"{', '.join(res['kept_in_float'])}; --targets quantizes them anyway")
+        for note in res.get("notes", []):
+            typer.echo(f"note: {note}")
+        if res.get("loaders"):
+            typer.echo(f"loads in: {res['loaders']}")
+
     emit(res, human, as_json=_json(json_out))
 
 

@@ -162,7 +162,7 @@ def nf4_describe(sub: dict, qconfig: dict) -> dict:
             "detail": f"blocksize {state['blocksize']}" + (" + double quant" if "nested_offset" in state else "")}
 
 
-def bnb4_config(opts, bits: int) -> dict:
+def bnb4_config(opts, bits: int, structure: dict | None = None) -> dict:
     return {"quant_method": "bitsandbytes", "load_in_4bit": True, "load_in_8bit": False,
             "bnb_4bit_quant_type": opts.method, "bnb_4bit_use_double_quant": opts.double_quant,
             "bnb_4bit_compute_dtype": "float32", "bnb_4bit_quant_storage": "uint8",
@@ -200,7 +200,7 @@ def int8_describe(sub: dict, qconfig: dict) -> dict:
     return {"shape": tuple(np.asarray(sub["weight"]).shape), "label": "int8", "detail": "row-wise absmax (SCB)"}
 
 
-def int8_config(opts, bits: int) -> dict:
+def int8_config(opts, bits: int, structure: dict | None = None) -> dict:
     return {"quant_method": "bitsandbytes", "load_in_8bit": True, "load_in_4bit": False,
             "llm_int8_threshold": opts.threshold}
 
@@ -267,11 +267,21 @@ def encode_rtn(w: np.ndarray, job) -> dict[str, np.ndarray]:
     return gptq_layer_tensors(gptq.rtn(torch.from_numpy(w), job.bits, o.group_size, o.sym, mse=o.mse))
 
 
-def gptq_config(opts, bits: int) -> dict:
-    return {"quant_method": "gptq", "bits": bits, "group_size": opts.group_size if opts.group_size > 0 else -1,
-            "damp_percent": opts.percdamp, "desc_act": opts.act_order, "static_groups": False,
-            "sym": opts.sym, "true_sequential": False, "model_file_base_name": "model",
-            "checkpoint_format": "gptq", "gpuforge_method": opts.method, "gpuforge_mse_ranges": opts.mse}
+def gptq_config(opts, bits: int, structure: dict | None = None) -> dict:
+    """What transformers' GPTQConfig and optimum's GPTQQuantizer read (optimum finds the
+    layers to convert under ``block_name_to_quantize``, keeping those whose name ends with
+    one of ``modules_in_block_to_quantize``; without a block name it guesses from a few
+    decoder patterns and fails on encoders), plus AutoGPTQ's keys."""
+    structure = structure or {}
+    qc = {"quant_method": "gptq", "bits": bits, "group_size": opts.group_size if opts.group_size > 0 else -1,
+          "damp_percent": opts.percdamp, "desc_act": opts.act_order, "static_groups": False,
+          "sym": opts.sym, "true_sequential": False, "model_file_base_name": "model",
+          "format": "gptq", "checkpoint_format": "gptq"}
+    if structure.get("block_name_to_quantize"):
+        qc["block_name_to_quantize"] = structure["block_name_to_quantize"]
+    if structure.get("modules_in_block_to_quantize"):
+        qc["modules_in_block_to_quantize"] = structure["modules_in_block_to_quantize"]
+    return qc | {"gpuforge_method": opts.method, "gpuforge_mse_ranges": opts.mse}
 
 
 def gptq_check_shape(name: str, shape: tuple, opts, bits: int) -> None:

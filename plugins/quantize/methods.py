@@ -49,6 +49,10 @@ class Layout:
     """Keys that are format constants (code tables, format flags, group maps)."""
     loader: str = ""
     """Who reads this layout besides gpuforge (README, inspect)."""
+    scope: str = "all"
+    """``all``: its loaders quantize any linear layer; ``blocks``: only linear layers inside
+    the transformer blocks, the same ones in every block (GPTQ loaders): by default the
+    other layers stay in float."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,9 @@ class Method:
     calibration: str = "never"
     """``never``, ``always`` (GPTQ) or ``gptq`` (only with ``--gptq``)."""
     config: str | None = None
-    """``"module:attr"`` of ``quantization_config(opts, bits) -> dict`` for config.json."""
+    """``"module:attr"`` of ``quantization_config(opts, bits, structure) -> dict`` for
+    config.json; ``structure`` holds ``block_name_to_quantize`` and
+    ``modules_in_block_to_quantize`` (checkpoint key names; None when unknown or all)."""
     check_shape: str | None = None
     """``"module:attr"`` of ``check(name, (out, in), opts, bits)``: raises BadInputError."""
     serving: str = "W{bits}A16"
@@ -145,7 +151,7 @@ GPTQ_V1 = Layout(
     name="gptq", marker="qweight", keys=("qweight", "qzeros", "scales", "g_idx"),
     decode=f"{_PKG}.formats:gptq_decode_layer", describe=f"{_PKG}.formats:gptq_describe",
     module=f"{_PKG}.modules:gptq_module", constants=("g_idx",),
-    loader="transformers + optimum + gptqmodel (GPTQConfig)")
+    loader="transformers + optimum + gptqmodel (GPTQConfig)", scope="blocks")
 
 BUILTIN: tuple[Method, ...] = (
     Method("rtn", "round to nearest on GPTQ's grid (per group of input columns), GPTQ v1 layout", GPTQ_V1,

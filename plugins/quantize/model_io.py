@@ -141,6 +141,24 @@ def linear_modules(model) -> dict[str, object]:
     return {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
 
 
+def find_blocks(model) -> str | None:
+    """Module name of the transformer blocks (``encoder.layer``, ``model.layers``...): the
+    ``nn.ModuleList`` of same-class modules holding linear layers with the most parameters."""
+    import torch
+
+    best, best_n = None, 0
+    for name, mod in model.named_modules():
+        if not isinstance(mod, torch.nn.ModuleList) or len(mod) == 0:
+            continue
+        kinds = {type(child) for child in mod}
+        if len(kinds) != 1 or not any(isinstance(m, torch.nn.Linear) for m in mod[0].modules()):
+            continue
+        n = sum(p.numel() for p in mod.parameters())
+        if n > best_n:
+            best, best_n = name, n
+    return best
+
+
 def forward_lines(model, tok, lines: list[str], seqlen: int, hooked: list[str], on_call) -> None:
     """Run ``model`` on each line as its own sequence (no padding tokens), calling
     ``on_call(name, inputs, output)`` whenever a module named in ``hooked`` runs; the

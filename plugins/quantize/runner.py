@@ -118,13 +118,55 @@ def quantize_tensors(tensors: dict[str, np.ndarray], names: list[str], opts: Opt
     return out, rows
 
 
-def quantization_config(opts: Options, bits: int) -> dict | None:
+def quantization_config(opts: Options, bits: int, structure: dict | None = None) -> dict | None:
     spec = opts.spec
     if not spec.config:
         return None
     from gpuforge.plugins.quantize.methods import resolve
 
-    return resolve(spec.config)(opts, bits)
+    return resolve(spec.config)(opts, bits, structure or {})
+
+
+def block_scope(names: list[str], linear_keys: dict[str, str], block_key: str | None, n_blocks: int,
+                targets: str | None, scope: str) -> tuple[list[str], list[str], dict, list[str]]:
+    """For a layout whose loaders quantize only the same linear layers in every transformer
+    block (``scope == "blocks"``): (weights to quantize, weights kept in float, the
+    ``block_name_to_quantize`` / ``modules_in_block_to_quantize`` structure, notes).
+    ``linear_keys``: module name -> weight key of every linear layer; names are checkpoint
+    keys, so the block name is the one a loader of the checkpoint's class sees."""
+    if scope != "blocks":
+        return names, [], {}, []
+    if block_key is None:
+        return names, [], {}, ["no transformer blocks found: GPTQ loaders (optimum / gptqmodel) need "
+                               "block_name_to_quantize; this output loads in gpuforge only"]
+    inside = [k for k in names if k.startswith(block_key + ".")]
+    kept: list[str] = []
+    if targets is None:
+        kept = [k for k in names if k not in set(inside)]
+        names = inside
+    def rel(k: str) -> tuple[str, str]:
+        idx, _, rest = k[len(block_key) + 1:].partition(".")
+        return idx, rest[: -len(".weight")] if rest.endswith(".weight") else rest
+    all_rel = list(dict.fromkeys(rel(k)[1] for k in linear_keys.values() if k.startswith(block_key + ".")))
+    per_block: dict[str, set] = {}
+    for k in names:
+        if k.startswith(block_key + "."):
+            i, r = rel(k)
+            per_block.setdefault(i, set()).add(r)
+    notes = []
+    outside = [k for k in names if not k.startswith(block_key + ".")]
+    sets = list(per_block.values())
+    uniform = len(per_block) == n_blocks and all(x == sets[0] for x in sets)
+    if outside or not uniform:
+        notes.append("GPTQ loaders (transformers + optimum / gptqmodel) quantize the same linear layers in every "
+                     f"block of {block_key} and nothing outside it; "
+                     + (f"{len(outside)} selected layer(s) lie outside the blocks (e.g. {outside[0]})" if outside
+                        else "the selection differs between blocks")
+                     + ": this output loads in gpuforge (quantize eval, load_quantized_model) only")
+    structure: dict = {"block_name_to_quantize": block_key}
+    if uniform and sets and set(all_rel) != sets[0]:
+        structure["modules_in_block_to_quantize"] = [[r for r in all_rel if r in sets[0]]]
+    return names, kept, structure, notes
 
 
 def run(input_path: str, out: str, opts: Options, force: bool = False) -> dict:
@@ -141,6 +183,7 @@ def run(input_path: str, out: str, opts: Options, force: bool = False) -> dict:
     model = tok = None
     linear_keys = None
     names_by_module: dict[str, str] = {}
+    block_key, n_blocks = None, 0
     if kind == "folder":
         with manifest.timed("load_model"):
             model, tok = model_io.load_hf(src, config)
@@ -149,6 +192,12 @@ def run(input_path: str, out: str, opts: Options, force: bool = False) -> dict:
             if key:
                 names_by_module[mod] = key
         linear_keys = set(names_by_module.values())
+        block_mod = model_io.find_blocks(model)
+        if block_mod is not None:
+            n_blocks = len(model.get_submodule(block_mod))
+            first = next((m for m in names_by_module if m.startswith(block_mod + ".")), None)
+            if first is not None:   # the block list as the checkpoint names it
+                block_key = names_by_module[first][: -len(first + ".weight")] + block_mod
     elif opts.calibrated:
         what = "--gptq" if opts.gptq else f"--method {opts.method}"
         raise UsageError(f"{what} needs calibration activations, so a model folder (config.json + "
@@ -156,6 +205,12 @@ def run(input_path: str, out: str, opts: Options, force: bool = False) -> dict:
     names = model_io.select_targets(tensors, linear_keys, opts.targets, opts.ignore)
     if opts.targets is None:   # like GPTQ tools: the output head stays in float unless asked for
         names = [k for k in names if not k.startswith("lm_head.")]
+    kept_float, structure, notes = [], {}, []
+    if kind == "folder":
+        names, kept_float, structure, notes = block_scope(names, names_by_module, block_key, n_blocks, opts.targets,
+                                                          opts.spec.layout.scope)
+        for note in notes:
+            log.warning(note)
     if not names:
         raise BadInputError(f"no 2-D floating weights of {src} match --targets/--ignore; nothing to quantize")
     for key in names:
@@ -180,7 +235,7 @@ def run(input_path: str, out: str, opts: Options, force: bool = False) -> dict:
     with atomic_dir(out, force=force) as tmp:
         with manifest.timed("write"):
             save_file(qtensors, str(tmp / model_io.WEIGHTS_NAME), metadata={"format": "pt"})
-            qc = quantization_config(opts, bits)
+            qc = quantization_config(opts, bits, structure)
             if kind == "folder":
                 for p in src.rglob("*"):
                     rel = p.relative_to(src)
@@ -206,6 +261,8 @@ def run(input_path: str, out: str, opts: Options, force: bool = False) -> dict:
             "input_bytes": int(sum(v.nbytes for v in tensors.values())),
             "output_bytes": int((tmp / model_io.WEIGHTS_NAME).stat().st_size),
             "per_layer": rows,
+            "kept_in_float": [k[: -len(".weight")] if k.endswith(".weight") else k for k in kept_float],
+            "loaders": opts.spec.layout.loader, "notes": notes,
         }
         manifest.set("result", {k: v for k, v in result.items() if k != "per_layer"})
         manifest.write(tmp)
