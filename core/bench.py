@@ -17,6 +17,20 @@ class BenchContext:
     device: str = "auto"
     cpu_peak: dict[str, float] = field(default_factory=dict)
     """Measured peaks of this machine: ``bandwidth_gbs``, ``fp32_gflops`` (when known)."""
+    cache_dir: str | None = None
+    """Scale benchmarks: where generated inputs go (default ``~/.cache/gpuforge-bench``)."""
+    keep_inputs: bool = False
+    """Scale benchmarks: keep generated inputs (they are deleted after each row otherwise)."""
+    sizes: tuple[str, ...] = ()
+    """Scale benchmarks: only these size labels (e.g. ``1.1B``), when given."""
+
+    def cache(self, name: str):
+        from pathlib import Path
+
+        root = Path(self.cache_dir).expanduser() if self.cache_dir else Path.home() / ".cache" / "gpuforge-bench"
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
 
     @property
     def repeat(self) -> int:
@@ -60,3 +74,50 @@ def row(name: str, impl: str, seconds: float, *, baseline: str | None = None, ba
             out["share_of_peak_flops"] = out["gflops"] / peak
     out.update(extra)
     return out
+
+
+def measure_command(argv: list[str], env: dict | None = None, timeout: float | None = None,
+                    cwd: str | None = None) -> dict:
+    """Run ``argv`` in a child process: its peak resident set (``ru_maxrss`` of that child
+    alone, from ``wait4``; what ``/usr/bin/time -v`` reports as "Maximum resident set size"),
+    wall time, exit status and the end of its stderr."""
+    import os
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            if timeout is None:
+                _, status, usage = os.wait4(proc.pid, 0)
+            else:
+                deadline = t0 + timeout
+                while True:
+                    pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                    if pid:
+                        break
+                    if time.perf_counter() > deadline:
+                        proc.kill()
+                        _, status, usage = os.wait4(proc.pid, 0)
+                        break
+                    time.sleep(0.2)
+        finally:
+            proc.returncode = os.waitstatus_to_exitcode(status) if "status" in locals() else proc.poll()
+        seconds = time.perf_counter() - t0
+        err.seek(0)
+        tail = err.read()[-2000:].decode(errors="replace")
+    return {"peak_rss_bytes": usage.ru_maxrss * 1024, "seconds": seconds, "returncode": proc.returncode,
+            "stderr_tail": tail}
+
+
+def growth_exponent(sizes: list[float], values: list[float]) -> float | None:
+    """Least-squares slope of log(value) against log(size): 1 is linear growth, 0 none."""
+    import math
+
+    pts = [(math.log(s), math.log(v)) for s, v in zip(sizes, values) if s > 0 and v > 0]
+    if len({x for x, _ in pts}) < 2:
+        return None
+    n = len(pts)
+    mx, my = sum(x for x, _ in pts) / n, sum(y for _, y in pts) / n
+    return sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)

@@ -27,11 +27,7 @@ def load_with_adapter(model_path: str, adapter: str | None, task: str | None):
     if adapter:
         _, meta, _, _ = L.read_adapter(adapter)
     task = task or meta.get("task")
-    backbone, tok = load_base(model_path, task or "classification")
-    if meta.get("qlora"):
-        from gpuforge.plugins.finetune.qlora import quantize_model
-
-        quantize_model(backbone)
+    backbone, tok = load_base(model_path, task or "classification", qlora=bool(meta.get("qlora")))
     head = None
     if adapter:
         _, meta, head = L.apply_adapter(backbone, adapter, dropout=0.0)
@@ -90,11 +86,7 @@ def merge_to_folder(base: str, adapter: str, out: str, force: bool) -> dict[str,
     manifest = Manifest("finetune merge", {"base": base, "adapter": adapter})
     cfg, meta, _, head = L.read_adapter(adapter)
     task = meta.get("task") or ("causal-lm" if cfg.get("task_type") == "CAUSAL_LM" else "embedding")
-    backbone, tok = load_base(base, task)
-    if meta.get("qlora"):
-        from gpuforge.plugins.finetune.qlora import quantize_model
-
-        quantize_model(backbone)
+    backbone, tok = load_base(base, task, qlora=bool(meta.get("qlora")))
     L.apply_adapter(backbone, adapter, dropout=0.0)
     n = len(L.lora_layers(backbone))
     L.merge(backbone)

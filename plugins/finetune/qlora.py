@@ -15,11 +15,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gpuforge.plugins.quantize.api import NF4Embedding, NF4Linear, require
+from gpuforge.plugins.quantize.api import NF4Embedding, NF4Linear, load_streamed, require
 
 NF4_BLOCK = 64
 
-__all__ = ["NF4Embedding", "NF4Linear", "dequantize_model", "quantize_model", "require_kernels", "storage_report"]
+__all__ = ["NF4Embedding", "NF4Linear", "dequantize_model", "load_nf4_base", "quantize_model", "require_kernels",
+           "storage_report"]
 
 
 def require_kernels() -> None:
@@ -31,6 +32,33 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
 
 
+def _eligible(mod: nn.Module) -> bool:
+    if isinstance(mod, nn.Linear):
+        return mod.weight.numel() % NF4_BLOCK == 0 and mod.in_features % 2 == 0
+    return isinstance(mod, nn.Embedding) and mod.embedding_dim % NF4_BLOCK == 0 and mod.num_embeddings > 2
+
+
+def load_nf4_base(path, causal: bool) -> nn.Module:
+    """The frozen NF4 base quantized while it loads: each linear / embedding weight is read
+    on its own from the safetensors and stored in NF4 at once, every other parameter read
+    as its module fills, so the full-precision model never exists in memory."""
+    require_kernels()
+
+    def convert(name, mod, sk):
+        if not _eligible(mod):
+            return None
+        w = sk.read_param(f"{name}.weight")
+        if isinstance(mod, nn.Linear):
+            bias = sk.read_param(f"{name}.bias") if mod.bias is not None else None
+            return NF4Linear.from_weight(w, bias, NF4_BLOCK)
+        return NF4Embedding.from_weight(w, mod.padding_idx, NF4_BLOCK)
+
+    model = load_streamed(path, convert, causal=causal)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
 def quantize_model(model: nn.Module) -> dict:
     """Replace linear layers and embeddings (rows a multiple of 64 wide) by NF4 versions;
     return the storage report (bits per parameter of the whole frozen base)."""
@@ -39,10 +67,10 @@ def quantize_model(model: nn.Module) -> dict:
         p.requires_grad_(False)
     n_quant = 0
     for name, mod in list(model.named_modules()):
-        if isinstance(mod, nn.Linear) and mod.weight.numel() % NF4_BLOCK == 0 and mod.in_features % 2 == 0:
+        if isinstance(mod, nn.Linear) and _eligible(mod):
             _replace(model, name, NF4Linear.from_linear(mod, NF4_BLOCK))
             n_quant += mod.weight.numel()
-        elif isinstance(mod, nn.Embedding) and mod.embedding_dim % NF4_BLOCK == 0 and mod.num_embeddings > 2:
+        elif isinstance(mod, nn.Embedding) and _eligible(mod):
             _replace(model, name, NF4Embedding.from_embedding(mod, NF4_BLOCK))
             n_quant += mod.weight.numel()
     return storage_report(model)

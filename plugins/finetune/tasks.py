@@ -21,8 +21,9 @@ from gpuforge.core.errors import BadInputError
 HIGHER_IS_BETTER = {"accuracy": True, "spearman": True, "perplexity": False}
 
 
-def load_base(path: str | Path, task: str):
-    """(model, tokenizer) from a local folder, offline; one clear line if it is not one."""
+def load_base(path: str | Path, task: str, qlora: bool = False):
+    """(model, tokenizer) from a local folder, offline; one clear line if it is not one.
+    ``qlora``: the frozen NF4 base, quantized while it loads (:func:`.qlora.load_nf4_base`)."""
     path = Path(path)
     if not (path / "config.json").is_file():
         raise BadInputError(f"MODEL {path} is not a Hugging Face model folder (no config.json); pass a folder saved "
@@ -35,7 +36,12 @@ def load_base(path: str | Path, task: str):
         try:
             tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
             cls = AutoModelForCausalLM if task == "causal-lm" else AutoModel
-            model = cls.from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
+            if qlora:
+                from gpuforge.plugins.finetune.qlora import load_nf4_base
+
+                model = load_nf4_base(path, task == "causal-lm")
+            else:
+                model = cls.from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
         except (OSError, ValueError, KeyError) as exc:
             raise BadInputError(f"cannot load MODEL {path} for --task {task}: {str(exc).splitlines()[0]}") from None
     if tok.pad_token is None:

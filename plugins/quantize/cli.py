@@ -47,16 +47,19 @@ def run_cmd(
     targets: Optional[str] = typer.Option(None, "--targets", help="Regex: quantize weights whose name matches (default: all nn.Linear / 2-D weights)."),
     ignore: Optional[str] = typer.Option(None, "--ignore", help="Regex: leave matching weights in float."),
     threshold: float = typer.Option(6.0, "--threshold", help="int8: LLM.int8() outlier threshold used at run time."),
+    shard_size: str = typer.Option("2GB", "--shard-size", help="Largest output shard (model-0000N-of-0000M.safetensors + index); e.g. 2GB, 500MB. Memory does not depend on it."),
+    calib_memory: str = typer.Option("1GB", "--calib-memory", help="gptq / --gptq: calibration activations kept in memory; the rest goes to scratch files."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output folder."),
     json_out: bool = JSON,
 ) -> None:
-    """Quantize a model and write it in the layout bitsandbytes / GPTQ loaders read."""
+    """Quantize a model and write it in the layout bitsandbytes / GPTQ loaders read, streamed:
+    one tensor (gptq: one transformer block) in memory at a time."""
     from gpuforge.plugins.quantize.runner import Options, run
 
     opts = Options(method=method, bits=bits, group_size=group_size, block_size=block_size, double_quant=double_quant,
                    act_order=act_order, sym=sym, calib=calib, nsamples=nsamples, seqlen=seqlen, targets=targets,
                    ignore=ignore, threshold=threshold, gptq=use_gptq, mse=mse)
-    res = run(input, out, opts, force=force)
+    res = run(input, out, opts, force=force, shard_size=shard_size, calib_memory=calib_memory)
     def human() -> None:
         typer.echo(f"{res['method']} ({res['bits']}-bit): {res['layers']} layers, {res['quantized_params']:,} params at "
                    f"{res['bits_per_param']:.2f} bits/param; {_fmt_bytes(res['input_bytes'])} -> "

@@ -38,8 +38,8 @@ def weight_errors(orig: dict[str, np.ndarray], quantized: dict[str, np.ndarray])
         if key not in orig:
             raise BadInputError(f"the original has no tensor {key} for quantized layer {prefix}")
         sub = methods.layer_tensors(quantized, prefix)
-        wq = methods.resolve(layout.decode)(sub, {})
-        w = orig[key].astype(np.float32)
+        wq = methods.decode(layout, sub, {})
+        w = np.asarray(orig[key], np.float32)
         rows.append({"layer": prefix, "method": methods.describe(layout, sub, {})["label"],
                      "weight_rel_err": _rel(np.asarray(wq), w)})
     return rows
@@ -101,10 +101,10 @@ def evaluate(original: str, quantized: str, data: str | None, seqlen: int = 128,
     from gpuforge.plugins.quantize.modules import load_quantized_model
 
     orig_p, quant_p = Path(original), Path(quantized)
-    if quant_p.is_dir() and not model_io.is_model_folder(quant_p) and (quant_p / model_io.WEIGHTS_NAME).is_file():
-        quant_p = quant_p / model_io.WEIGHTS_NAME     # the output folder of a state-dict run
-    okind, otensors, oconfig = model_io.load_input(orig_p)
-    qkind, qtensors, _ = model_io.load_input(quant_p)
+    osrc = model_io.TensorSource(orig_p)
+    qsrc = model_io.TensorSource(quant_p, require_config=False)
+    okind, oconfig, qkind = osrc.kind, osrc.config, qsrc.kind
+    otensors, qtensors = osrc.lazy(), qsrc.lazy()     # read a layer at a time
     groups = find_layers(qtensors)
     if not groups:
         raise BadInputError(f"{quant_p} holds no quantized layers (no qweight / quant_state / SCB tensors)")

@@ -197,7 +197,7 @@ def int8_decode_layer(sub: dict, qconfig: dict) -> np.ndarray:
 
 
 def int8_describe(sub: dict, qconfig: dict) -> dict:
-    return {"shape": tuple(np.asarray(sub["weight"]).shape), "label": "int8", "detail": "row-wise absmax (SCB)"}
+    return {"shape": tuple(np.shape(sub["weight"])), "label": "int8", "detail": "row-wise absmax (SCB)"}
 
 
 def int8_config(opts, bits: int, structure: dict | None = None) -> dict:
@@ -233,18 +233,17 @@ def gptq_dequantize(t: dict[str, np.ndarray], bits: int, in_features: int, out_f
 
 def gptq_bits(sub: dict) -> int:
     """Bits per value from the packed shapes: qweight rows * 32 / in_features."""
-    return int(round(np.asarray(sub["qweight"]).shape[0] * 32 / np.asarray(sub["g_idx"]).shape[0]))
+    return int(round(np.shape(sub["qweight"])[0] * 32 / np.shape(sub["g_idx"])[0]))
 
 
 def gptq_decode_layer(sub: dict, qconfig: dict) -> np.ndarray:
-    n_in, out = np.asarray(sub["g_idx"]).shape[0], np.asarray(sub["qweight"]).shape[1]
+    n_in, out = np.shape(sub["g_idx"])[0], np.shape(sub["qweight"])[1]
     return gptq_dequantize(sub, gptq_bits(sub), n_in, out)
 
 
 def gptq_describe(sub: dict, qconfig: dict) -> dict:
-    n_in, out = np.asarray(sub["g_idx"]).shape[0], np.asarray(sub["qweight"]).shape[1]
-    return {"shape": (out, n_in), "label": f"gptq-{gptq_bits(sub)}bit",
-            "detail": f"{np.asarray(sub['scales']).shape[0]} groups"}
+    n_in, out = np.shape(sub["g_idx"])[0], np.shape(sub["qweight"])[1]
+    return {"shape": (out, n_in), "label": f"gptq-{gptq_bits(sub)}bit", "detail": f"{np.shape(sub['scales'])[0]} groups"}
 
 
 def encode_gptq(w: np.ndarray, job) -> dict[str, np.ndarray]:

@@ -7,32 +7,30 @@ from pathlib import Path
 import numpy as np
 
 from gpuforge.core.errors import BadInputError
-from gpuforge.plugins.quantize import model_io
-from gpuforge.plugins.quantize import methods
+from gpuforge.plugins.quantize import methods, model_io
 
 
 def inspect_path(path: str | Path) -> dict:
+    """Read lazily: shapes and sizes from the safetensors headers, a layer's small tensors
+    (its JSON state) only when its description needs them; shards and index welcome."""
     path = Path(path)
     if not path.exists():
         raise BadInputError(f"not found: {path}")
     if path.is_dir():
-        files = model_io.safetensors_files(path)
-        if not files:
+        if not model_io.safetensors_files(path):
             raise BadInputError(f"no .safetensors file in {path}; pass the output folder of `quantize run`")
-        tensors: dict = {}
-        for f in files:
-            tensors.update(model_io.read_safetensors(f))
+        src = model_io.TensorSource(path, require_config=False)
         disk = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-        cfg_path = path / "config.json"
-        qconfig = json.loads(cfg_path.read_text()).get("quantization_config") if cfg_path.is_file() else None
+        qconfig = (src.config or {}).get("quantization_config")
         if qconfig is None and (path / "quantize_config.json").is_file():
             qconfig = json.loads((path / "quantize_config.json").read_text())
     else:
         if path.suffix != ".safetensors":
             raise BadInputError(f"{path} is not a .safetensors file or a folder")
-        tensors = model_io.read_safetensors(path)
+        src = model_io.TensorSource(path)
         disk = path.stat().st_size
         qconfig = None
+    tensors = src.lazy()
     groups = methods.find_layers(tensors)
     rows = []
     total_bits = total_params = 0
@@ -45,8 +43,8 @@ def inspect_path(path: str | Path) -> dict:
                      "bits_per_param": 8 * data_bytes / n, "detail": info["detail"], "layout": layout.name})
         total_bits += 8 * data_bytes
         total_params += n
-    float_params = sum(v.size for k, v in tensors.items()
-                       if np.issubdtype(v.dtype, np.floating) and not any(k.startswith(p + ".") for p in groups))
-    return {"path": str(path), "bytes_on_disk": disk, "quantized_layers": len(rows),
+    float_params = sum(src.info(k).size for k in tensors
+                       if src.info(k).is_float and not any(k.startswith(p + ".") for p in groups))
+    return {"path": str(path), "bytes_on_disk": disk, "shards": len(src.files), "quantized_layers": len(rows),
             "quantized_params": total_params, "bits_per_param": total_bits / max(total_params, 1),
             "float_params": int(float_params), "quantization_config": qconfig, "layers": rows}

@@ -41,7 +41,9 @@ class Layout:
     layer's tensors without the prefix, ``qconfig`` the ``quantization_config`` (or {})."""
     describe: str | None = None
     """``"module:attr"`` of ``describe(sub, qconfig) -> {"shape": (out, in), "label": str,
-    "detail": str}``; default: decode for the shape, the layout's name as label."""
+    "detail": str}``; default: decode for the shape, the layout's name as label. Here the
+    values of ``sub`` may be lazy (``.shape``, ``.dtype``, ``.nbytes`` known, ``np.asarray``
+    reads them): inspect reads only what a description needs."""
     module: str | None = None
     """``"module:attr"`` of ``build(sub, qconfig, bias) -> torch.nn.Module`` running the
     layer from its stored form; default: a float ``nn.Linear`` holding the decoded weight."""
@@ -273,7 +275,19 @@ def describe(layout: Layout, sub: dict, qconfig: dict) -> dict:
     """``{"shape", "label", "detail"}`` of one stored layer."""
     if layout.describe:
         return resolve(layout.describe)(sub, qconfig)
-    return {"shape": tuple(resolve(layout.decode)(sub, qconfig).shape), "label": layout.name, "detail": ""}
+    return {"shape": tuple(decode(layout, sub, qconfig).shape), "label": layout.name, "detail": ""}
+
+
+def loaded(sub: dict) -> dict:
+    """A layer's tensors as NumPy arrays (lazy references read now)."""
+    import numpy as np
+
+    return {k: v if isinstance(v, np.ndarray) else np.asarray(v) for k, v in sub.items()}
+
+
+def decode(layout: Layout, sub: dict, qconfig: dict):
+    """float32 (out, in): the weight a stored layer stands for."""
+    return resolve(layout.decode)(loaded(sub), qconfig)
 
 
 def data_bytes(layout: Layout, sub: dict) -> int:

@@ -130,15 +130,20 @@ class NF4Linear(_NF4Stored, _Quantized):
                    nested_blocksize=st.get("nested_blocksize", 256))
 
     @classmethod
-    def from_linear(cls, linear: torch.nn.Linear, blocksize: int = 64, quant_type: str = "nf4",
+    def from_weight(cls, weight, bias=None, blocksize: int = 64, quant_type: str = "nf4",
                     double_quant: bool = True) -> "NF4Linear":
-        """Quantize an ``nn.Linear`` (QLoRA's frozen base: blocks of 64, double quantization)."""
+        """Quantize a weight (out, in) (QLoRA's frozen base: blocks of 64, double quantization)."""
         self = cls.__new__(cls)
         torch.nn.Module.__init__(self)
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        self._encode(linear.weight, blocksize, quant_type, double_quant)
-        self._bias(linear.bias)
+        self.out_features, self.in_features = (int(d) for d in weight.shape)
+        self._encode(weight, blocksize, quant_type, double_quant)
+        self._bias(bias)
         return self
+
+    @classmethod
+    def from_linear(cls, linear: torch.nn.Linear, blocksize: int = 64, quant_type: str = "nf4",
+                    double_quant: bool = True) -> "NF4Linear":
+        return cls.from_weight(linear.weight, linear.bias, blocksize, quant_type, double_quant)
 
     def _weight(self):
         return self._decode_flat().reshape(self.out_features, self.in_features)
@@ -171,13 +176,19 @@ class NF4Embedding(_NF4Stored):
         self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, padding_idx
 
     @classmethod
+    def from_weight(cls, weight, padding_idx=None, blocksize: int = 64, quant_type: str = "nf4",
+                    double_quant: bool = True) -> "NF4Embedding":
+        num, dim = (int(d) for d in weight.shape)
+        if dim % blocksize:
+            raise ValueError(f"embedding width {dim} is not a multiple of the block size {blocksize}")
+        self = cls(num, dim, padding_idx)
+        self._encode(weight, blocksize, quant_type, double_quant)
+        return self
+
+    @classmethod
     def from_embedding(cls, emb: torch.nn.Embedding, blocksize: int = 64, quant_type: str = "nf4",
                        double_quant: bool = True) -> "NF4Embedding":
-        if emb.embedding_dim % blocksize:
-            raise ValueError(f"embedding width {emb.embedding_dim} is not a multiple of the block size {blocksize}")
-        self = cls(emb.num_embeddings, emb.embedding_dim, emb.padding_idx)
-        self._encode(emb.weight, blocksize, quant_type, double_quant)
-        return self
+        return cls.from_weight(emb.weight, emb.padding_idx, blocksize, quant_type, double_quant)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         d = self.embedding_dim
@@ -254,12 +265,6 @@ class GPTQLinear(_Quantized):
         return self._finish(y, shape, x.dtype)
 
 
-def _set_module(model, name: str, new) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
-
-
 class DequantizedLinear(torch.nn.Linear):
     """A layout without a module of its own runs as a float linear layer holding the
     decoded weight."""
@@ -282,19 +287,20 @@ def nf4_module(sub: dict, qconfig: dict, bias=None) -> NF4Linear:
 
 
 def int8_module(sub: dict, qconfig: dict, bias=None) -> "Int8Linear":
-    return Int8Linear(sub["weight"], sub["SCB"], bias, qconfig.get("llm_int8_threshold", 6.0))
+    return Int8Linear(np.asarray(sub["weight"]), np.asarray(sub["SCB"]), bias, qconfig.get("llm_int8_threshold", 6.0))
 
 
 def gptq_module(sub: dict, qconfig: dict, bias=None) -> "GPTQLinear":
     from gpuforge.plugins.quantize.formats import gptq_bits
 
-    return GPTQLinear(sub, gptq_bits(sub), sub["g_idx"].shape[0], sub["qweight"].shape[1], bias)
+    return GPTQLinear(sub, gptq_bits(sub), np.shape(sub["g_idx"])[0], np.shape(sub["qweight"])[1], bias)
 
 
 def build_module(layout, sub: dict, qconfig: dict) -> torch.nn.Module:
     """The module running one stored layer (``sub``: its tensors without the prefix)."""
-    from gpuforge.plugins.quantize.methods import resolve
+    from gpuforge.plugins.quantize.methods import loaded, resolve
 
+    sub = loaded(sub)
     bias = sub.get("bias")
     if layout.module:
         return resolve(layout.module)(sub, qconfig, bias)
@@ -302,49 +308,37 @@ def build_module(layout, sub: dict, qconfig: dict) -> torch.nn.Module:
 
 
 def load_quantized_model(folder: str | Path):
-    """(model with quantized modules, tokenizer, config dict) from a `quantize run` folder."""
+    """(model with quantized modules, tokenizer, config dict) from a `quantize run` folder,
+    built module by module: a quantized layer is built from its own tensors, every other
+    parameter read when its module is filled (sharded outputs welcome)."""
     from gpuforge.core.errors import BadInputError
     from gpuforge.plugins.quantize import model_io
+    from gpuforge.plugins.quantize.methods import find_layers, layer_tensors
+    from gpuforge.plugins.quantize.skeleton import load_model
 
     folder = Path(folder)
-    kind, tensors, config = model_io.load_input(folder)
-    if kind != "folder":
+    src = model_io.TensorSource(folder, require_config=False)
+    if src.kind != "folder":
         raise BadInputError(f"{folder} is not a model folder; eval of a state dict compares weights only")
+    config = src.config
     qconfig = config.get("quantization_config") or {}
-    from gpuforge.core.hub import offline
+    lazy = src.lazy()
+    groups = find_layers(lazy)
+    built: set[str] = set()
 
-    with offline():
-        from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+    def convert(name, module, sk):
+        key = sk.checkpoint_name(name, groups)
+        if key is None:
+            return None
+        built.add(key)
+        return build_module(groups[key], layer_tensors(lazy, key), qconfig)
 
-        cfg_dict = {k: v for k, v in config.items() if k != "quantization_config"}
-        cfg = AutoConfig.for_model(**cfg_dict) if "model_type" in cfg_dict else AutoConfig.from_pretrained(str(folder))
-        if hasattr(cfg, "quantization_config"):
-            delattr(cfg, "quantization_config")
-        cls = AutoModelForCausalLM if model_io.is_causal(config) else AutoModel
-        model = cls.from_config(cfg)
+    model = load_model(src, convert)
     model.eval()
-    from gpuforge.plugins.quantize.methods import find_layers, layer_tensors
-
-    groups = find_layers(tensors)
-    for prefix, layout in groups.items():
-        try:
-            model.get_submodule(prefix)
-        except AttributeError:
-            raise BadInputError(f"quantized layer {prefix} of {folder} is not a module of the model") from None
-        _set_module(model, prefix, build_module(layout, layer_tensors(tensors, prefix), qconfig))
-    rest = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()
-            if not any(k.startswith(p + ".") for p in groups)}
-    missing, _unexpected = model.load_state_dict(rest, strict=False)
-    missing = [m for m in missing if not any(m.startswith(p + ".") for p in groups)]
+    missing = sorted(set(groups) - built)
     if missing:
-        raise BadInputError(f"{folder} lacks tensors the model needs, e.g. {missing[0]}")
-    tok = None
-    with offline():
-        try:
-            tok = AutoTokenizer.from_pretrained(str(folder))
-        except Exception:
-            pass
-    return model, tok, config
+        raise BadInputError(f"quantized layer {missing[0]} of {folder} is not a module of the model")
+    return model, model_io.load_tokenizer(folder), config
 
 
 def quant_config_of(folder: Path) -> dict:

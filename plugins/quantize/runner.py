@@ -14,6 +14,11 @@ from gpuforge.core.errors import BadInputError, UsageError
 from gpuforge.core.files import Manifest, atomic_dir, check_output
 from gpuforge.core.log import get_logger
 from gpuforge.plugins.quantize import model_io
+from gpuforge.plugins.quantize.shards import DEFAULT_SHARD_BYTES, INDEX_NAME, ShardWriter, parse_size
+
+DEFAULT_CALIB_MEMORY = 1024**3
+"""Calibration activations kept in memory (inputs and outputs of the current block); the
+rest goes to files in a scratch folder."""
 
 log = get_logger("gpuforge.quantize")
 
@@ -90,34 +95,6 @@ def collect_hessians(model, tok, names: dict[str, str], lines: list[str], seqlen
     return {k: h.H for k, h in hs.items()}
 
 
-def quantize_tensors(tensors: dict[str, np.ndarray], names: list[str], opts: Options, bits: int,
-                     hessians: dict | None = None, progress_cb=None) -> tuple[dict[str, np.ndarray], list[dict]]:
-    """The output state dict and one info row per quantized layer."""
-    from gpuforge.plugins.quantize.methods import LayerJob, data_bytes, resolve
-
-    out: dict[str, np.ndarray] = {}
-    rows = []
-    chosen = set(names)
-    for key, t in tensors.items():
-        if key not in chosen:
-            out[key] = t
-    spec = opts.spec
-    encode = resolve(spec.encode)
-    for key in names:
-        w = np.ascontiguousarray(tensors[key], dtype=np.float32)
-        prefix = key[: -len("weight")] if key.endswith("weight") else key + "."
-        t0 = time.perf_counter()
-        layer = encode(w, LayerJob(key, opts, bits, hessians.get(key) if hessians else None))
-        nbytes = data_bytes(spec.layout, layer)
-        for k, v in layer.items():
-            out[prefix + k] = np.ascontiguousarray(v)
-        rows.append({"name": prefix.rstrip("."), "shape": list(w.shape), "method": opts.method,
-                     "bits_per_param": 8 * nbytes / w.size, "seconds": round(time.perf_counter() - t0, 3)})
-        if progress_cb:
-            progress_cb()
-    return out, rows
-
-
 def quantization_config(opts: Options, bits: int, structure: dict | None = None) -> dict | None:
     spec = opts.spec
     if not spec.config:
@@ -169,81 +146,207 @@ def block_scope(names: list[str], linear_keys: dict[str, str], block_key: str | 
     return names, kept, structure, notes
 
 
-def run(input_path: str, out: str, opts: Options, force: bool = False) -> dict:
+def _prefix(key: str) -> str:
+    return key[: -len("weight")] if key.endswith("weight") else key + "."
+
+
+class _Quantizer:
+    """Encodes one weight, writes its layer tensors, keeps the report row."""
+
+    def __init__(self, opts: Options, bits: int, writer: ShardWriter, src: model_io.TensorSource, bar=None):
+        from gpuforge.plugins.quantize.methods import resolve
+
+        self.opts, self.bits, self.writer, self.src, self.bar = opts, bits, writer, src, bar
+        self.spec = opts.spec
+        self.encode = resolve(self.spec.encode)
+        self.decode = resolve(self.spec.layout.decode)
+        self.rows: list[dict] = []
+
+    def __call__(self, key: str, w: np.ndarray, hessian=None) -> dict[str, np.ndarray]:
+        from gpuforge.plugins.quantize.methods import LayerJob, data_bytes
+
+        if not np.isfinite(w).all():
+            raise BadInputError(f"tensor {key} of {self.src.path} holds NaN or inf; fix or --ignore it")
+        t0 = time.perf_counter()
+        dtype = model_io.DTYPE_NAMES.get(self.src.info(key).dtype, "float32")
+        layer = self.encode(np.ascontiguousarray(w, np.float32), LayerJob(key, self.opts, self.bits, hessian, dtype))
+        prefix = _prefix(key)
+        for k, v in layer.items():
+            self.writer.add(prefix + k, np.ascontiguousarray(v))
+        self.rows.append({"name": prefix.rstrip("."), "shape": list(w.shape), "method": self.opts.method,
+                          "bits_per_param": 8 * data_bytes(self.spec.layout, layer) / w.size,
+                          "seconds": round(time.perf_counter() - t0, 3)})
+        if self.bar is not None:
+            self.bar.advance(1)
+        return layer
+
+    def dequantized(self, layer: dict) -> np.ndarray:
+        return np.asarray(self.decode(layer, {}), np.float32)
+
+
+def _pass_through(src: model_io.TensorSource, keys, writer: ShardWriter) -> None:
+    for key in keys:
+        writer.add(key, src.raw(key), src.info(key).dtype)
+
+
+def _quantize_streamed(src, names: list[str], q: _Quantizer) -> None:
+    """Tensor by tensor in file order: quantize the chosen weights, copy the rest as stored."""
+    from gpuforge.plugins.quantize.blockwise import release_memory
+
+    chosen = set(names)
+    for key in src.keys():
+        if key in chosen:
+            q(key, src.read(key))
+            release_memory()
+        else:
+            _pass_through(src, [key], q.writer)
+
+
+def _quantize_blockwise(sk, names: list[str], linear: dict[str, str], q: _Quantizer, opts: Options,
+                        calib_memory: int, manifest) -> dict:
+    """Calibrated methods, one transformer block at a time (:mod:`.blockwise`)."""
+    import torch
+
+    from gpuforge.plugins.quantize.blockwise import BlockRunner
+    from gpuforge.plugins.quantize.gptq import Hessian
+
+    tok = model_io.load_tokenizer(sk.source.path)
+    lines = model_io.read_lines(opts.calib, model_io.CALIB_TEXT)[: opts.nsamples]
+    chosen = set(names)
+    modules = [m for m, k in linear.items() if k in chosen]
+    mods = dict(sk.model.named_modules())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)   # one short sequence per forward: small ops, the thread pool only adds waiting
+    try:
+        with manifest.timed("calibrate_first_block"):
+            runner = BlockRunner(sk, tok, lines, opts.seqlen, calib_memory)
+    finally:
+        torch.set_num_threads(threads)
+    done: set[str] = set()
+
+    def quantize_group(group: list[str], run) -> None:
+        hs = {m: Hessian(mods[m].in_features) for m in group}
+        alias: dict[str, str] = {}
+        seen: dict[int, tuple] = {}       # inputs of this sample: modules fed the same tensor share a Hessian
+
+        def hook(m):
+            def f(mod, inp, out):
+                x = inp[0]
+                owner = seen.setdefault(id(x), (m, x))[0]
+                if owner == m:
+                    hs[m].add(x)
+                else:
+                    alias[m] = owner
+            return f
+
+        handles = [mods[m].register_forward_hook(hook(m)) for m in group]
+        torch.set_num_threads(1)
+        try:
+            run(lambda j, out: seen.clear())
+        finally:
+            torch.set_num_threads(threads)
+            for h in handles:
+                h.remove()
+        for m in group:
+            h = hs[alias.get(m, m)].H
+            layer = q(linear[m], mods[m].weight.detach().numpy(), h)
+            with torch.no_grad():      # the next inputs come from the quantized layer
+                mods[m].weight.data = torch.from_numpy(q.dequantized(layer))
+            done.add(m)
+        hs.clear()
+
+    try:
+        for i, bname in enumerate(runner.block_names()):
+            group = [m for m in modules if m.startswith(bname + ".")]
+            runner.load(i)
+            if group:
+                quantize_group(group, lambda cb, i=i: runner.run(i, cb))
+            runner.advance(i)
+        outside = [m for m in modules if m not in done]
+        if outside:                   # layers after the blocks (pooler, head): calibrated on their real inputs
+            quantize_group(outside, lambda cb: runner.tail(cb))
+        return {"activations_spilled_bytes": runner.spilled_bytes, "calibration_lines": len(lines)}
+    finally:
+        runner.close()
+
+
+def run(input_path: str, out: str, opts: Options, force: bool = False, shard_size: int | str = DEFAULT_SHARD_BYTES,
+        calib_memory: int | str = DEFAULT_CALIB_MEMORY) -> dict:
+    """Quantize ``input_path`` (a model folder or a .safetensors file) into ``out``,
+    streamed: weights are read one tensor at a time and written to shards as they fill;
+    calibrated methods hold one transformer block at a time (activations past
+    ``calib_memory`` bytes go to disk)."""
     check_method(opts.method)
+    spec = opts.spec
     bits = opts.resolved_bits()
     check_output(out, force)
-    if opts.calibrated:
-        if opts.nsamples < 1 or opts.seqlen < 2:
-            raise UsageError("--nsamples must be >= 1 and --seqlen >= 2")
-    manifest = Manifest("quantize run", {k: v for k, v in opts.__dict__.items()} | {"bits": bits})
-    src = Path(input_path)
-    with manifest.timed("load"):
-        kind, tensors, config = model_io.load_input(src)
-    model = tok = None
-    linear_keys = None
-    names_by_module: dict[str, str] = {}
+    shard_size, calib_memory = parse_size(shard_size), parse_size(calib_memory)
+    if shard_size < 1 or calib_memory < 0:
+        raise UsageError("--shard-size must be positive and --calib-memory >= 0")
+    if opts.calibrated and (opts.nsamples < 1 or opts.seqlen < 2):
+        raise UsageError("--nsamples must be >= 1 and --seqlen >= 2")
+    manifest = Manifest("quantize run", {k: v for k, v in opts.__dict__.items()}
+                        | {"bits": bits, "shard_size": shard_size, "calib_memory": calib_memory})
+    src = model_io.TensorSource(input_path)
+    infos = {k: src.info(k) for k in src.keys()}
+    sk = None
+    linear: dict[str, str] = {}
     block_key, n_blocks = None, 0
-    if kind == "folder":
-        with manifest.timed("load_model"):
-            model, tok = model_io.load_hf(src, config)
-        for mod in model_io.linear_modules(model):
-            key = _find_key(tensors, mod)
-            if key:
-                names_by_module[mod] = key
-        linear_keys = set(names_by_module.values())
-        block_mod = model_io.find_blocks(model)
+    if src.kind == "folder":
+        from gpuforge.plugins.quantize.skeleton import Skeleton
+
+        with manifest.timed("skeleton"):
+            sk = Skeleton(src)
+        linear = sk.linear_keys()
+        block_mod = model_io.find_blocks(sk.model)
         if block_mod is not None:
-            n_blocks = len(model.get_submodule(block_mod))
-            first = next((m for m in names_by_module if m.startswith(block_mod + ".")), None)
+            n_blocks = len(sk.model.get_submodule(block_mod))
+            first = next((m for m in linear if m.startswith(block_mod + ".")), None)
             if first is not None:   # the block list as the checkpoint names it
-                block_key = names_by_module[first][: -len(first + ".weight")] + block_mod
+                block_key = linear[first][: -len(first + ".weight")] + block_mod
     elif opts.calibrated:
         what = "--gptq" if opts.gptq else f"--method {opts.method}"
         raise UsageError(f"{what} needs calibration activations, so a model folder (config.json + "
-                         f"safetensors), not the bare state dict {src}; use --method rtn / nf4 without it")
-    names = model_io.select_targets(tensors, linear_keys, opts.targets, opts.ignore)
+                         f"safetensors), not the bare state dict {src.path}; use --method rtn / nf4 without it")
+    names = model_io.select_targets(infos, set(linear.values()) if sk is not None else None, opts.targets, opts.ignore)
     if opts.targets is None:   # like GPTQ tools: the output head stays in float unless asked for
         names = [k for k in names if not k.startswith("lm_head.")]
     kept_float, structure, notes = [], {}, []
-    if kind == "folder":
-        names, kept_float, structure, notes = block_scope(names, names_by_module, block_key, n_blocks, opts.targets,
-                                                          opts.spec.layout.scope)
+    if sk is not None:
+        names, kept_float, structure, notes = block_scope(names, linear, block_key, n_blocks, opts.targets,
+                                                          spec.layout.scope)
         for note in notes:
             log.warning(note)
     if not names:
-        raise BadInputError(f"no 2-D floating weights of {src} match --targets/--ignore; nothing to quantize")
+        raise BadInputError(f"no 2-D floating weights of {src.path} match --targets/--ignore; nothing to quantize")
     for key in names:
-        check_shapes(key, tensors[key].shape, opts, bits)
-        if not np.isfinite(tensors[key]).all():
-            raise BadInputError(f"tensor {key} of {src} holds NaN or inf; fix or --ignore it")
-    hessians = None
-    if opts.calibrated:
-        lines = model_io.read_lines(opts.calib, model_io.CALIB_TEXT)[: opts.nsamples]
-        wanted = {m: k for m, k in names_by_module.items() if k in set(names)}
-        with manifest.timed("calibrate"):
-            hessians = collect_hessians(model, tok, wanted, lines, opts.seqlen)
+        check_shapes(key, infos[key].shape, opts, bits)
+
     from gpuforge.core.progress import progress
 
-    with manifest.timed("quantize"):
-        with progress(f"quantize {opts.method}", total=len(names)) as bar:
-            qtensors, rows = quantize_tensors(tensors, names, opts, bits, hessians, progress_cb=lambda: bar.advance(1))
-
-    from safetensors.numpy import save_file
-
-    manifest.add_input(src)
+    manifest.add_input(src.path)
+    extra: dict = {}
     with atomic_dir(out, force=force) as tmp:
+        writer = ShardWriter(tmp, shard_size)
+        with progress(f"quantize {opts.method}", total=len(names)) as bar:
+            q = _Quantizer(opts, bits, writer, src, bar)
+            with manifest.timed("quantize"):
+                if opts.calibrated:
+                    extra = _quantize_blockwise(sk, names, linear, q, opts, calib_memory, manifest)
+                    _pass_through(src, [k for k in src.keys() if k not in set(names)], writer)
+                else:
+                    _quantize_streamed(src, names, q)
         with manifest.timed("write"):
-            save_file(qtensors, str(tmp / model_io.WEIGHTS_NAME), metadata={"format": "pt"})
+            files = writer.close()
             qc = quantization_config(opts, bits, structure)
-            if kind == "folder":
-                for p in src.rglob("*"):
-                    rel = p.relative_to(src)
+            if src.kind == "folder":
+                for p in src.path.rglob("*"):
+                    rel = p.relative_to(src.path)
                     if p.is_file() and p.suffix not in (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack") \
-                            and rel != Path("config.json") and not rel.name.startswith("."):
+                            and rel not in (Path("config.json"), Path(INDEX_NAME)) and not rel.name.startswith("."):
                         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
                         shutil.copy2(p, tmp / rel)
-                cfg = dict(config)
+                cfg = dict(src.config)
                 if qc is not None:
                     cfg["quantization_config"] = qc
                 (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
@@ -253,16 +356,18 @@ def run(input_path: str, out: str, opts: Options, force: bool = False) -> dict:
         for p in sorted(tmp.rglob("*")):
             if p.is_file():
                 manifest.add_output(Path(out) / p.relative_to(tmp))
+        rows = q.rows
         qparams = sum(int(np.prod(r["shape"])) for r in rows)
         result = {
-            "input": str(src), "output": str(out), "kind": kind, "method": opts.method, "bits": bits,
+            "input": str(src.path), "output": str(out), "kind": src.kind, "method": opts.method, "bits": bits,
             "layers": len(rows), "quantized_params": qparams,
             "bits_per_param": sum(r["bits_per_param"] * np.prod(r["shape"]) for r in rows) / max(qparams, 1),
-            "input_bytes": int(sum(v.nbytes for v in tensors.values())),
-            "output_bytes": int((tmp / model_io.WEIGHTS_NAME).stat().st_size),
+            "input_bytes": src.bytes_on_disk,
+            "output_bytes": int(sum(f.stat().st_size for f in files if f.suffix == ".safetensors")),
+            "shards": len([f for f in files if f.suffix == ".safetensors"]),
             "per_layer": rows,
             "kept_in_float": [k[: -len(".weight")] if k.endswith(".weight") else k for k in kept_float],
-            "loaders": opts.spec.layout.loader, "notes": notes,
+            "loaders": spec.layout.loader, "notes": notes, **extra,
         }
         manifest.set("result", {k: v for k, v in result.items() if k != "per_layer"})
         manifest.write(tmp)
