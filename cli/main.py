@@ -18,6 +18,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from gpuforge.core.context import Context, set_context
+from gpuforge.core.run import EXIT_TERMINATED, Terminated
 from gpuforge.core.errors import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
@@ -220,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rv = command.main(args=args, prog_name="gpuforge", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
+        if code == EXIT_INTERRUPTED:  # typer turns Ctrl-C into a return value of 130
+            typer.echo("interrupted", err=True)
     except GpuforgeError as exc:
         if get_context().debug:
             import traceback
@@ -229,15 +232,15 @@ def main(argv: list[str] | None = None) -> int:
         code = exc.exit_code
     except typer.Exit as exc:
         code = exc.exit_code
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         typer.echo("interrupted", err=True)
         code = EXIT_INTERRUPTED
     except click.exceptions.ClickException as exc:
         exc.show()
         code = exc.exit_code if exc.exit_code != 1 else EXIT_USAGE
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        code = EXIT_INTERRUPTED
+    except Terminated:
+        typer.echo("terminated (SIGTERM)", err=True)
+        code = EXIT_TERMINATED
     except Exception as exc:  # an internal error: one line unless --debug
         if get_context().debug or "--debug" in args:
             import traceback

@@ -67,8 +67,15 @@ def data_on_cuda(*args: Any) -> bool:
 
 def choose_backend(spec: KernelSpec, *args: Any, backend: str | None = None) -> str:
     """The backend to run ``spec`` on for these arguments. Explicit requests never
-    fall back; automatic choice logs a warning when it has to take a slower path."""
-    requested = backend or get_context().backend
+    fall back; automatic choice logs a warning when it has to take a slower path.
+
+    Automatic choice: data on a CUDA device goes to numba-cuda; otherwise the device of
+    the running command decides (:mod:`gpuforge.core.run`: numba-cuda on a CUDA run,
+    real or simulated, numba-cpu on a CPU run); outside a command, numba-cpu."""
+    from gpuforge.core.run import active_run
+
+    run = active_run()
+    requested = backend or (run.backend if run is not None else get_context().backend)
     if requested:
         if requested not in BACKENDS:
             raise UsageError(f"unknown backend {requested!r}; choose one of {', '.join(BACKENDS)}")
@@ -80,16 +87,19 @@ def choose_backend(spec: KernelSpec, *args: Any, backend: str | None = None) -> 
         if not ok:
             raise BackendUnavailableError(f"backend {requested} cannot run here: {why}")
         return requested
-    wanted = "numba-cuda" if data_on_cuda(*args) else "numba-cpu"
+    on_cuda = data_on_cuda(*args) or (run is not None and run._device is not None and run._device.is_cuda)
+    wanted = "numba-cuda" if on_cuda else "numba-cpu"
     if wanted in spec.backends and backend_available(wanted)[0]:
         return wanted
     from gpuforge.core.log import get_logger
 
     why = "not provided" if wanted not in spec.backends else backend_available(wanted)[1]
+    fallback = "numba-cpu" if wanted == "numba-cuda" and not data_on_cuda(*args) and "numba-cpu" in spec.backends \
+        and backend_available("numba-cpu")[0] else "reference"
     get_logger("gpuforge.kernels").warning(
-        "using the slower reference backend", kernel=spec.name, wanted=wanted, reason=why
+        f"using the slower {fallback} backend", kernel=spec.name, wanted=wanted, reason=why
     )
-    return "reference"
+    return fallback
 
 
 @lru_cache(maxsize=None)
@@ -105,7 +115,13 @@ def get_impl(name: str, backend: str) -> Callable[..., Any]:
 
 
 def call(name: str, *args: Any, backend: str | None = None, **kwargs: Any) -> Any:
-    """Run kernel ``name`` on the backend chosen for ``args``."""
+    """Run kernel ``name`` on the backend chosen for ``args``; the running command's
+    manifest records which backend that was."""
+    from gpuforge.core.run import active_run
+
     spec = get_spec(name)
     chosen = choose_backend(spec, *args, backend=backend)
+    run = active_run()
+    if run is not None:
+        run.record_kernel(name, chosen)
     return get_impl(name, chosen)(*args, **kwargs)
