@@ -124,25 +124,16 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * t))
 
 
-def _save_resume(path: Path, model, opt, step: int, best: float, cfg: TrainConfig) -> None:
-    import os
-    import tempfile
-
-    state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": torch.tensor(step),
-             "best": torch.tensor(best), "scale": torch.tensor(cfg.scale),
-             "channels": torch.tensor(1 if cfg.channels == "y" else 3)}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _resume_state(model, opt, step: int, best: float, cfg: TrainConfig) -> dict:
+    return {"model": model.state_dict(), "opt": opt.state_dict(), "step": torch.tensor(step),
+            "best": torch.tensor(best), "scale": torch.tensor(cfg.scale),
+            "channels": torch.tensor(1 if cfg.channels == "y" else 3)}
 
 
-def train(cfg: TrainConfig, train_images, val_images, out: Path, resume: Path | None, command: str,
-          on_epoch=None, bar=None) -> dict:
+def train(run, cfg: TrainConfig, train_images, val_images, out: Path, resume_path: Path, resume: Path | None,
+          command: str, on_epoch=None, bar=None) -> dict:
+    """Train; the best model so far is written to ``out`` (the run's temporary output)
+    after each epoch that improved, the resume state to ``resume_path`` after each epoch."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     nch = 1 if cfg.channels == "y" else 3
@@ -176,7 +167,6 @@ def train(cfg: TrainConfig, train_images, val_images, out: Path, resume: Path | 
     base = bicubic_psnr(val_pairs, cfg.scale)
     log.info("validation baseline", bicubic_psnr=round(base, 4), start_psnr=round(validate(model, val_pairs), 4))
     sampler = PatchSampler(train_pairs, cfg.scale, cfg.patch, rng)
-    resume_path = out.with_name(out.name + ".resume.pt")
     history = []
     t0 = time.perf_counter()
     extra = {"command": command, "train_images": [n for n, _, _ in train_pairs],
@@ -204,11 +194,9 @@ def train(cfg: TrainConfig, train_images, val_images, out: Path, resume: Path | 
             best = val
             extra["val_psnr_y"] = f"{val:.4f}"
             extra["step"] = str(step)
-            from gpuforge.core.files import atomic_path
-
-            with atomic_path(out, force=True) as tmp:
-                save_model(model, tmp, extra)
-        _save_resume(resume_path, model, opt, step, best, cfg)
+            save_model(model, out, extra)
+        state = _resume_state(model, opt, step, best, cfg)
+        run.write_state(resume_path, lambda tmp: torch.save(state, tmp))
         rec = {"epoch": math.ceil(step / cfg.epoch_steps), "step": step, "train_loss": loss_sum / max(chunk, 1),
                "val_psnr": round(val, 4), "gain_db": round(val - base, 3), "best": improved, "seconds": round(time.perf_counter() - t0, 1)}
         history.append(rec)

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 
 from gpuforge.core.errors import BadInputError, UsageError
-from gpuforge.core.files import Manifest, atomic_dir, atomic_path, check_output
 from gpuforge.core.log import get_logger
 
 from .images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, list_images, read_image, write_image
@@ -59,28 +58,33 @@ def plan_outputs(inputs: list[Path], out: Path) -> list[tuple[Path, str, Path | 
     return [(p, k, Path(n)) for p, k, n in zip(inputs, kinds, names)]
 
 
-def run(inputs: list[Path], out: Path, upscaler, force: bool, params: dict, bar=None) -> dict:
-    check_output(out, force)
+def upscale_all(run, inputs: list[Path], out: Path, upscaler, bar=None) -> dict:
+    """Upscale every input into ``out`` (one file for one image/video, else a folder),
+    as one output of ``run``: it appears whole when everything succeeded."""
     plan = plan_outputs(inputs, out)
-    # Decode every still image once up front (cheap to check, and a bad file must not
-    # leave half an output folder); videos are validated when opened.
-    manifest = Manifest("superres upscale", params)
     for p, _, _ in plan:
-        manifest.add_input(p)
+        run.input(p)
+    single = len(plan) == 1 and plan[0][1] != "folder"
+    dst = run.output(out, kind="file" if single else "dir")
+    # Check every still image up front (cheap, and a bad file must not cost the others'
+    # work); videos are validated when opened.
+    for src, kind, _ in plan:
+        if kind == "image":
+            _check_image(read_image(src), src)
     results: list[dict] = []
     t0 = time.perf_counter()
 
-    def one_image(src: Path, dst: Path) -> None:
+    def one_image(src: Path, target: Path) -> None:
         rgb = read_image(src)
         _check_image(rgb, src)
         up = upscaler(rgb)
-        write_image(up, dst)
-        results.append({"input": str(src), "output": str(dst), "in_size": [rgb.shape[1], rgb.shape[0]],
+        write_image(up, target)
+        results.append({"input": str(src), "output": str(target), "in_size": [rgb.shape[1], rgb.shape[0]],
                         "out_size": [up.shape[1], up.shape[0]]})
         if bar is not None:
             bar.advance()
 
-    def one_folder(src: Path, dst: Path) -> None:
+    def one_folder(src: Path, target: Path) -> None:
         images = list_images(src)
         if not images:
             raise BadInputError(f"folder {src} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
@@ -88,43 +92,28 @@ def run(inputs: list[Path], out: Path, upscaler, force: bool, params: dict, bar=
             _check_image(read_image(p), p)
         for p in images:
             rel = p.relative_to(src)
-            target = dst / rel.parent / _out_name(rel, "image")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            one_image(p, target)
+            t = target / rel.parent / _out_name(rel, "image")
+            t.parent.mkdir(parents=True, exist_ok=True)
+            one_image(p, t)
 
-    def one_video(src: Path, dst: Path) -> None:
+    def one_video(src: Path, target: Path) -> None:
         from .video import upscale_video
 
-        info = upscale_video(src, dst, upscaler.scale, upscaler, on_frame=bar.advance if bar is not None else None)
-        results.append({"input": str(src), "output": str(dst), **info})
+        info = upscale_video(src, target, upscaler.scale, upscaler, on_frame=bar.advance if bar is not None else None)
+        results.append({"input": str(src), "output": str(target), **info})
 
-    def do(src: Path, kind: str, dst: Path) -> None:
-        {"image": one_image, "folder": one_folder, "video": one_video}[kind](src, dst)
-
-    if len(plan) == 1 and plan[0][1] != "folder":
+    do = {"image": one_image, "folder": one_folder, "video": one_video}
+    if single:
         src, kind, _ = plan[0]
-        if kind == "image":
-            _check_image(read_image(src), src)
-        with atomic_path(out, force=force) as tmp:
-            do(src, kind, tmp)
+        do[kind](src, dst.tmp)
         results[-1]["output"] = str(out)
-        manifest.add_output(out)
-        manifest.set("results", results)
-        manifest.write(out.parent, out.name + ".manifest.json")
     else:
-        for src, kind, _ in plan:  # check the stills first: no partial output
-            if kind == "image":
-                _check_image(read_image(src), src)
-        with atomic_dir(out, force=force) as tmp:
-            for src, kind, rel in plan:
-                target = tmp if rel is None else tmp / rel
-                if kind == "folder":
-                    target.mkdir(parents=True, exist_ok=True)
-                do(src, kind, target)
-            for r in results:
-                r["output"] = str(out / Path(r["output"]).relative_to(tmp))
-                manifest.add_output(r["output"])
-            manifest.set("results", results)
-            manifest.write(tmp)
-    seconds = time.perf_counter() - t0
-    return {"out": str(out), "items": results, "seconds": round(seconds, 3)}
+        for src, kind, rel in plan:
+            target = dst.tmp if rel is None else dst.tmp / rel
+            if kind == "folder":
+                target.mkdir(parents=True, exist_ok=True)
+            do[kind](src, target)
+        for r in results:
+            r["output"] = str(out / Path(r["output"]).relative_to(dst.tmp))
+    run.note("results", results)
+    return {"out": str(out), "items": results, "seconds": round(time.perf_counter() - t0, 3)}
