@@ -179,6 +179,20 @@ def root(
     strict_plugins: bool = typer.Option(
         False, "--strict-plugins", envvar="GPUFORGE_STRICT_PLUGINS", help="Fail when any plugin fails to load."
     ),
+    cluster: Optional[str] = typer.Option(
+        None, "--cluster", envvar="GPUFORGE_CLUSTER",
+        help="local or local:N: run commands that can distribute on a Dask cluster of N worker processes "
+             "started on this machine (loopback only).",
+    ),
+    scheduler: Optional[str] = typer.Option(
+        None, "--scheduler", envvar="GPUFORGE_SCHEDULER",
+        help="tcp://HOST:PORT or tls://HOST:PORT: run commands that can distribute on this Dask scheduler.",
+    ),
+    dashboard: Optional[str] = typer.Option(
+        None, "--dashboard", help="With --cluster: also start Dask's dashboard at ADDR (e.g. 127.0.0.1:8787)."),
+    tls_ca_file: Optional[str] = typer.Option(None, "--tls-ca-file", help="CA certificate for a tls:// --scheduler."),
+    tls_cert: Optional[str] = typer.Option(None, "--tls-cert", help="Client certificate for a tls:// --scheduler."),
+    tls_key: Optional[str] = typer.Option(None, "--tls-key", help="Client key for a tls:// --scheduler."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
     from gpuforge.core.specs import BACKENDS
@@ -189,10 +203,13 @@ def root(
         raise UsageError(f"--backend {backend!r} is not one of {', '.join(BACKENDS)}")
     if log_format not in ("console", "json"):
         raise UsageError(f"--log-format {log_format!r} is not one of console, json")
+    from gpuforge.core.cluster import parse as parse_cluster
+
     ctx = set_context(
         Context(
             device=device, backend=backend, seed=seed, json=json_out, log_format=log_format,
             verbosity=verbose - quiet, debug=debug, strict_plugins=strict_plugins,
+            cluster=parse_cluster(cluster, scheduler, dashboard, tls_ca_file, tls_cert, tls_key),
         )
     )
     from gpuforge.core.log import configure_logging

@@ -260,8 +260,10 @@ class Run:
     """One command's resolved options, outputs, manifest and result (see the module doc)."""
 
     def __init__(self, command: str, *, device: Device | None, backend: str | None, seed: int | None,
-                 json: bool, force: bool, threads: int | None, params: dict[str, Any]):
+                 json: bool, force: bool, threads: int | None, params: dict[str, Any], cluster: Any = None):
         self.command = command
+        self.cluster_spec = cluster
+        """The ``--cluster``/``--scheduler`` request (:class:`gpuforge.core.cluster.ClusterSpec`) or None."""
         self._device = device
         self.backend = backend
         self.seed = seed
@@ -297,6 +299,18 @@ class Run:
     def seed_or(self, default: int) -> int:
         """The seed the user gave (command or global ``--seed``), else ``default``."""
         return default if self.seed is None else self.seed
+
+    @contextmanager
+    def cluster(self) -> Iterator[Any]:
+        """A Dask ``Client`` when ``--cluster``/``--scheduler`` asked for one, else None
+        (run here). Only commands declared ``distributed=True`` see the request."""
+        if self.cluster_spec is None:
+            yield None
+            return
+        from gpuforge.core.cluster import connect
+
+        with connect(self.cluster_spec) as client:
+            yield client
 
     # -- kernels --------------------------------------------------------------------
     def record_kernel(self, name: str, backend: str) -> None:
@@ -436,6 +450,7 @@ class Run:
             "kernels": dict(sorted(self.kernels.items())),
             "seed": self.seed,
             "threads": self.threads,
+            "cluster": self.cluster_spec.label if self.cluster_spec is not None else None,
             "versions": _versions(),
             "started": self._started,
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -565,13 +580,15 @@ def _standard_params(outputs: bool, seeded: bool, threads: bool) -> list[inspect
 
 
 def command(app, name: str | None = None, *, outputs: bool = False, seeded: bool = False, threads: bool = False,
-            device: bool = True, **typer_kwargs) -> Callable:
+            device: bool = True, distributed: bool = False, **typer_kwargs) -> Callable:
     """Register ``fn(run, ...)`` as ``app``'s command ``name``.
 
     ``outputs``: the command writes files (adds ``--force``). ``seeded``: it draws random
     numbers (adds a command-level ``--seed``, same as the global one). ``threads``: adds
     ``--threads``. ``device``: the device is resolved before the body runs (product
-    commands: ``--device cuda`` without a GPU exits 4 at once)."""
+    commands: ``--device cuda`` without a GPU exits 4 at once). ``distributed``: the
+    command can run on a Dask cluster (``run.cluster()``); for the others a
+    ``--cluster``/``--scheduler`` request is answered with a notice that they run here."""
 
     def decorate(fn: Callable) -> Callable:
         sig = inspect.signature(fn)
@@ -604,16 +621,23 @@ def command(app, name: str | None = None, *, outputs: bool = False, seeded: bool
             from gpuforge.cli.clickcompat import current_context
 
             path = current_context().command_path.split(" ", 1)
-            run = Run(path[1] if len(path) > 1 else cmd_name,
-                      device=resolve_device(ctx.device) if device else None,
+            label = path[1] if len(path) > 1 else cmd_name
+            if ctx.cluster is not None and not distributed:
+                from gpuforge.core.log import get_logger
+
+                get_logger("gpuforge.run").warning(f"`{label}` runs on this machine only; --cluster/--scheduler "
+                                                   "do not apply to it")
+            run = Run(label, device=resolve_device(ctx.device) if device else None,
                       backend=ctx.backend, seed=seed if seed is not None else ctx.seed,
-                      json=as_json, force=force, threads=nthreads, params=_jsonable(kwargs))
+                      json=as_json, force=force, threads=nthreads, params=_jsonable(kwargs),
+                      cluster=ctx.cluster if distributed else None)
             return execute(run, lambda r: fn(r, **kwargs))
 
         del wrapper.__wrapped__  # typer must see the new signature, not fn's
         wrapper.__signature__ = new_sig
         wrapper.__annotations__ = {p.name: p.annotation for p in new_sig.parameters.values()}
-        wrapper.gpuforge_runtime = {"outputs": outputs, "seeded": seeded, "threads": threads, "device": device}
+        wrapper.gpuforge_runtime = {"outputs": outputs, "seeded": seeded, "threads": threads, "device": device,
+                                    "distributed": distributed}
         app.command(cmd_name, **typer_kwargs)(wrapper)
         return fn
 
