@@ -220,7 +220,9 @@ def nf4_decode_ptx():
 
 
 def absmax_dq_encode_ptx():
-    return [(mean_kernel, "void(float32[::1], float64[::1], float32[::1])"),
+    # One thread sums in index order, as the reference does (a tree would round differently).
+    return [(mean_kernel, "void(float32[::1], float64[::1], float32[::1])",
+             {"threads_per_block": 1, "variant": "one thread"}),
             (dq_encode_kernel, "void(float32[::1], float32[::1], int64, float32[::1], uint8[::1], float32[::1])")]
 
 
