@@ -85,7 +85,7 @@ def test_inspect_rows_at_cc_8_0_and_8_9(gpu):
     profile = get_profile(gpu)
     rows = inspect_kernels(["quantize.absmax_dq_encode", "radiance.gs_rasterize_fwd"], gpu)
     by_fn = {r["function"]: r for r in rows}
-    assert set(by_fn) == {"mean_kernel", "dq_encode_kernel", "raster_fwd_kernel"}
+    assert set(by_fn) == {"partial_sum_kernel", "mean_kernel", "dq_encode_kernel", "raster_fwd_kernel"}
     for r in rows:
         assert r["cc"] == profile.compute_capability
         occ = occupancy(profile, r["threads_per_block"], r["registers"], r["shared_bytes"])
@@ -94,8 +94,39 @@ def test_inspect_rows_at_cc_8_0_and_8_9(gpu):
     # Launch sizes: tuning.toml's default for the encoder (128), fixed ones from the ptx() list.
     assert (by_fn["dq_encode_kernel"]["threads_per_block"], by_fn["dq_encode_kernel"]["launch_source"]) == (128, "tuning.toml")
     assert (by_fn["raster_fwd_kernel"]["threads_per_block"], by_fn["raster_fwd_kernel"]["launch_source"]) == (256, "fixed")
-    assert by_fn["mean_kernel"]["threads_per_block"] == 1
-    assert any(f.startswith("serial") for f in by_fn["mean_kernel"]["flags"])
+    assert (by_fn["mean_kernel"]["threads_per_block"], by_fn["mean_kernel"]["launch_source"]) == (256, "fixed")
+    assert not any(r["flags"] for r in rows)
+
+
+def test_flags_one_thread_blocks_spills_and_low_occupancy(monkeypatch):
+    """The flags, from given compiler figures: one thread per block is serial; 255
+    registers x 256 threads leave 8 of 64 warps on an H100 (12.5%, registers); spills;
+    ~80 registers x 1024 threads do not fit one block."""
+    from gpuforge.core import kernel_inspect
+    from gpuforge.core.kernel_inspect import Resources
+    from gpuforge.core.kernels import kernel_specs
+    from gpuforge.hardware.profiles import get_profile
+
+    def fn():
+        pass
+
+    spec = kernel_specs()["radiance.gs_rasterize_bwd"]
+    launches = [{"threads_per_block": 1}, {"threads_per_block": 256}, {"threads_per_block": 256},
+                {"threads_per_block": 1024}]
+    figures = iter([(32, 0), (255, 0), (64, 96), (82, 0)])
+    monkeypatch.setattr(kernel_inspect, "_entries", lambda spec: [(fn, "void()", dict(v, variant=str(i)))
+                                                                  for i, v in enumerate(launches)])
+
+    def fake_compile(fn, sig, cc):
+        regs, spill = next(figures)
+        return Resources("e", regs, 0, spill, spill // 2, spill // 2), b""
+
+    monkeypatch.setattr(kernel_inspect, "compile_resources", fake_compile)
+    serial, heavy, spilling, big = kernel_inspect.inspect_spec("radiance", spec, get_profile("h100-sxm"))
+    assert any(f.startswith("serial: 1 thread") for f in serial.flags)
+    assert heavy.occupancy == 0.125 and heavy.flags == ["occupancy 12% < 25%, limited by registers"]
+    assert spilling.spill_bytes == 96 and spilling.flags[0].startswith("spills (48 B stored")
+    assert big.blocks_per_sm == 0 and any("cannot launch" in f for f in big.flags)
 
 
 def test_tuned_launch_follows_the_gpu(tmp_path, monkeypatch):
