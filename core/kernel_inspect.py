@@ -329,14 +329,48 @@ def inspect_kernels(names: Iterable[str] | None, gpu: str, advance=None) -> list
     return json.loads(proc.stdout)
 
 
+def driver_resources(names: Iterable[str] | None, gpu: str) -> list[dict[str, Any]]:
+    """On a machine with a GPU: every kernel as the driver loads it (numba's own compile,
+    linked by the driver's JIT), the driver's registers, shared and local memory next to
+    what :func:`inspect_kernels` computed for ``gpu`` without it. A difference means the
+    driver's ptxas and nvJitLink's disagree (they are different CUDA versions)."""
+    from numba import cuda
+
+    predicted = {(r["kernel"], r["function"], r["variant"]): r for r in _inspect_here(names, gpu)}
+    from gpuforge.core.kernels import kernel_specs
+
+    specs = kernel_specs()
+    rows = []
+    for name in cuda_kernel_names(names):
+        entries = _entries(specs[name])
+        for (fn, sig, _launch), variant in zip(entries, _variants(entries)):
+            row = {"kernel": name, "function": fn.__name__, "variant": variant}
+            try:
+                k = cuda.jit(sig)(fn)
+                row.update(driver_registers=k.get_regs_per_thread(), driver_shared_bytes=k.get_shared_mem_per_block(),
+                           driver_local_bytes=k.get_local_mem_per_thread())
+            except Exception as exc:
+                row["error"] = f"{type(exc).__name__}: {exc}"[:500]
+            p = predicted.get((name, fn.__name__, variant), {})
+            row.update(registers=p.get("registers"), shared_bytes=p.get("shared_bytes"), local_bytes=p.get("local_bytes"))
+            row["match"] = "error" not in row and row["driver_registers"] == row["registers"]
+            rows.append(row)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m gpuforge.core.kernel_inspect GPU [KERNEL...]``: rows as JSON on stdout."""
+    """``python -m gpuforge.core.kernel_inspect [--driver] GPU [KERNEL...]``: rows as JSON."""
     args = sys.argv[1:] if argv is None else argv
+    driver = bool(args) and args[0] == "--driver"
+    args = args[1:] if driver else args
+    if not args:
+        sys.stderr.write("usage: python -m gpuforge.core.kernel_inspect [--driver] GPU [KERNEL...]\n")
+        return 2
     try:
-        rows = _inspect_here(args[1:] or None, args[0])
+        rows = (driver_resources if driver else _inspect_here)(args[1:] or None, args[0])
     except GpuforgeError as exc:
         sys.stderr.write(f"{exc}\n")
-        return getattr(exc, "exit_code", 1)
+        return exc.exit_code
     sys.stdout.write(json.dumps(rows) + "\n")
     return 0
 
