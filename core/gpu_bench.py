@@ -155,7 +155,7 @@ def _nf4_inputs(env: Env, n: int):
 
 def bench_nf4_decode(env: Env) -> list[dict]:
     """NF4 dequantize, fp32 out: n/2 + n/64*4 bytes read, 4n written."""
-    n = env.size(1 << 26, 4096)
+    n = env.size(1 << 26, 1024)
     w, packed, absmax = _nf4_inputs(env, n)
     decode = _cuda("quantize.nf4_decode")
     t = env.time(lambda: decode(packed, absmax, n, 64))
@@ -172,7 +172,7 @@ def bench_nf4_decode(env: Env) -> list[dict]:
 def bench_nf4_matvec(env: Env) -> list[dict]:
     """W4A16-style matvec y = W x, W (out x in) NF4 in blocks of 64: n/2 + n/16 bytes of
     weights, x and y in float32; the fp16 baselines read 2 bytes per weight."""
-    out_f, in_f = env.size(16384, 64), env.size(4096, 64)
+    out_f, in_f = env.size(16384, 32), env.size(4096, 64)
     n = out_f * in_f
     w, packed, absmax = _nf4_inputs(env, n)
     rng = np.random.default_rng(1)
@@ -224,7 +224,7 @@ def bench_w4a16_matmul(env: Env) -> list[dict]:
 
 def bench_gptq_matvec(env: Env) -> list[dict]:
     """GPTQ 4-bit matvec (group 128): in*out/2 bytes of codes, scales and zeros per group."""
-    in_f, out_f, bits, group = env.size(4096, 256), env.size(16384, 64), 4, 128
+    in_f, out_f, bits, group = env.size(4096, 128), env.size(16384, 32), 4, 128
     rng = np.random.default_rng(2)
     groups = -(-in_f // group)
     qweight = env.put(rng.integers(-2**31, 2**31 - 1, (in_f * bits // 32, out_f), dtype=np.int64).astype(np.int32))
@@ -252,7 +252,7 @@ def bench_gptq_matvec(env: Env) -> list[dict]:
 def bench_int8_matmul(env: Env) -> list[dict]:
     """LLM.int8()'s int8 x int8 -> int32 product on CUDA cores (Numba has no tensor-core
     path), against cuBLAS fp16 and int8 tensor cores: 2*m*n*k ops."""
-    m = n = k = env.size(4096, 32)
+    m = n = k = env.size(4096, 16)
     rng = np.random.default_rng(3)
     a = env.put(rng.integers(-127, 128, (m, k), dtype=np.int8))
     b = env.put(rng.integers(-127, 128, (k, n), dtype=np.int8))
@@ -272,7 +272,7 @@ def bench_int8_matmul(env: Env) -> list[dict]:
 
 def bench_adamw(env: Env) -> list[dict]:
     """One fused AdamW step, fp32 state: reads p, g, m, v and writes p, m, v (28 B/param)."""
-    n = env.size(1 << 26, 4096)
+    n = env.size(1 << 26, 1024)
     rng = np.random.default_rng(4)
     p, g = env.put(rng.standard_normal(n, dtype=np.float32)), env.put(rng.standard_normal(n, dtype=np.float32))
     m, v = env.put(np.zeros(n, np.float32)), env.put(np.zeros(n, np.float32))
@@ -310,7 +310,7 @@ def bench_rasterize(env: Env) -> list[dict]:
     walked (the forward pass's n_contrib) x 23 FLOP (backward: counted the same, lower bound)."""
     from gpuforge.plugins.radiance.kernel_cases import camera, random_gaussians
 
-    n, w, h = env.size(200_000, 60), env.size(1024, 32), env.size(1024, 32)
+    n, w, h = env.size(200_000, 30), env.size(1024, 16), env.size(1024, 16)
     means, scales, quats, colors, opac = random_gaussians(n, 0)
     view, K = camera(w, h)
     project, bin_tiles = _cuda("radiance.gs_project"), _cuda("radiance.gs_bin_tiles")
@@ -342,7 +342,7 @@ def bench_hash_encode(env: Env) -> list[dict]:
     point-level, from L2 or HBM), against the plain torch reference on the same GPU."""
     from gpuforge.plugins.radiance.hashgrid import hash_encode_torch, level_params, per_level_scale_for
 
-    n = env.size(1 << 20, 256)
+    n = env.size(1 << 20, 32)
     levels, log2_t, feats = 16, env.size(19, 10), 2
     scales, res = level_params(levels, 16, per_level_scale_for(levels, 16, 2048))
     rng = np.random.default_rng(6)
