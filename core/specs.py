@@ -57,7 +57,10 @@ class KernelSpec:
     """``"module:attr"`` of a callable returning an iterable of :class:`KernelCase`."""
     ptx: str | None = None
     """``"module:attr"`` of a callable returning ``[(python_function, signature), ...]``:
-    the raw CUDA kernels and the Numba signatures to compile them to PTX with."""
+    the raw CUDA kernels and the Numba signatures to compile them to PTX with. An entry
+    may carry a third item, a dict for ``gpuforge kernels inspect``: ``threads_per_block``
+    when the wrapper launches that kernel with a fixed block size rather than the tuned
+    one, ``variant`` to label one of several compiled variants."""
     rtol: float = 1e-6
     atol: float = 1e-6
     """Tolerances for floating outputs; integer and boolean outputs must match exactly."""

@@ -36,7 +36,7 @@ def register_kernels(register):
             summary=summary,
             backends=three_backends(f"{_PKG}.kernels", name),
             cases=f"{_PKG}.kernel_cases:{cases}",
-            ptx=f"{_PKG}.kernels_cuda:ptx",
+            ptx=f"{_PKG}.kernels_cuda:{name}_ptx",
             **extra,
         ))
 
