@@ -234,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     from gpuforge.core.context import get_context
 
     args = list(sys.argv[1:] if argv is None else argv)
+    from gpuforge.core.run import set_command_line
+
+    set_command_line(args)
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=args, prog_name="gpuforge", standalone_mode=False)

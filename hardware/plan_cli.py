@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import typer
 
-from gpuforge.core.context import get_context
 from gpuforge.core.errors import EXIT_INTERNAL, GpuforgeError
-from gpuforge.core.output import emit
+from gpuforge.core.run import Run, command
 
 app = typer.Typer(help="Will this job fit, how long, what does it cost: per GPU profile.", add_completion=False)
 
@@ -63,13 +62,13 @@ def run_estimate(plugin: str, verb: str, args: list[str]):
     return check_estimate(est, f"estimate of `{plugin} {verb}` ({spec.run})")
 
 
-@app.command("plan", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@command(app, "plan", device=False, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def plan(
+    run: Run,
     ctx: typer.Context,
     plugin: str = typer.Argument(..., metavar="PLUGIN", help="The plugin (e.g. finetune)."),
     verb: str = typer.Argument(..., metavar="VERB", help="Its command (e.g. lora); its arguments follow."),
     gpu: str = typer.Option("all", "--gpu", help="A GPU id, a comma-separated list, or all."),
-    json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     """Will PLUGIN VERB fit, how long, what does it cost: per GPU profile.
 
@@ -112,4 +111,4 @@ def plan(
         print(f"({result.reserve}; times are roofline lower bounds at datasheet peaks unless noted; "
               f"prices are dated list prices from hardware/pricing.toml)")
 
-    emit(data, human, as_json=json_out or get_context().json)
+    run.result(data, human)
