@@ -52,10 +52,20 @@ class PluginFailed(GpuforgeError):
     exit_code = EXIT_INTERNAL
 
 
-def _load_typer(target: str) -> click.Command:
+def _load_typer(target: str, name: str) -> click.Command:
+    """The click command for a registered typer app. Typer turns an app with a single
+    command into that command; that is right only when the command carries the group's
+    own name (``plan``, ``bench``): a plugin with one command ``greet`` is still the group
+    ``gpuforge hello greet``."""
     from gpuforge.core.lazy import resolve
 
-    return typer.main.get_command(resolve(target))
+    app = resolve(target)
+    cmds = getattr(app, "registered_commands", [])
+    if len(cmds) == 1 and not app.registered_groups and app.registered_callback is None:
+        only = cmds[0].name or typer.main.get_command_name(cmds[0].callback.__name__)
+        if only != name:
+            return typer.main.get_group(app)
+    return typer.main.get_command(app)
 
 
 class LazyCommand(TyperCommand):
@@ -70,7 +80,7 @@ class LazyCommand(TyperCommand):
     def real(self) -> click.Command:
         if self._real is None:
             try:
-                self._real = _load_typer(self.target)
+                self._real = _load_typer(self.target, self.name)
             except Exception as exc:
                 if self.plugin is None:
                     raise

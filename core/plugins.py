@@ -155,6 +155,9 @@ def _discover() -> list[PluginInfo]:
             name=ep.name,
             module=ep.value,
             source="entrypoint",
+            # A third-party plugin's description is its distribution's one-line summary
+            # (`description` in pyproject.toml): read from metadata, nothing imported.
+            description=(dist.metadata.get("Summary") or "") if dist else "",
             distribution=dist.name if dist else None,
             version=dist.version if dist else None,
         )

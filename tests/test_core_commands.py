@@ -72,3 +72,30 @@ def test_demo_keeps_the_report_of_a_partly_failed_run_and_exits_1(tmp_path, monk
     assert "fine" in text and "Demo failed" in text
     assert json.loads((out / "manifest.json").read_text())["demos"][1]["status"] == "failed"
     assert cli_main.main(["demo", "--out", str(out)]) == 3   # an existing report needs --force
+
+
+def test_a_plugin_group_of_one_command_stays_a_group(monkeypatch):
+    """Typer collapses an app of one command into that command: `gpuforge hello greet`
+    then exited 2. Only an app whose command carries the group's own name collapses."""
+    import typer
+
+    from gpuforge.cli.main import _load_typer
+    from gpuforge.core import lazy
+
+    one = typer.Typer()
+
+    @one.command()
+    def greet():
+        pass
+
+    same = typer.Typer()
+
+    @same.command("plan")
+    def plan_():
+        pass
+
+    apps = {"x:one": one, "x:same": same}
+    monkeypatch.setattr(lazy, "resolve", lambda target: apps[target])
+    group = _load_typer("x:one", "hello")
+    assert hasattr(group, "commands") and list(group.commands) == ["greet"]
+    assert not hasattr(_load_typer("x:same", "plan"), "commands")

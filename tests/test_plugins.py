@@ -32,16 +32,18 @@ def test_third_party_plugin_adds_a_command_that_runs(run_cli, with_plugins):
     info = run_cli("plugins", "info", "hello", "--json", env=with_plugins).json()
     assert info["source"] == "entrypoint"
     assert info["distribution"] == "gpuforge-hello" and info["version"] == "0.2.0"
+    # A third-party plugin's description is its distribution's summary (pyproject's description).
+    assert info["description"] == "Say hello and double numbers on the CPU or a GPU (example plugin)."
     assert info["commands"] == ["hello"] and info["kernels"] == ["hello.scale"]
 
 
 def test_third_party_kernel_goes_through_the_registry(run_cli, with_plugins):
     r = run_cli("--json", "hello", "twice", "1", "2.5", env=with_plugins)
     assert r.code == 0, r
-    assert r.json() == {"result": [2.0, 5.0]}
+    assert r.json() == {"result": [2.0, 5.0], "kernels": {"hello.scale": "numba-cpu"}}
     check = run_cli("kernels", "check", "hello.scale", "--json", env=with_plugins)
     assert check.code == 0, check
-    assert check.json()["summary"]["pass"] == 2
+    assert check.json()["summary"]["pass"] == 5
 
 
 def test_broken_plugins_are_isolated_and_reported(run_cli, with_plugins):
