@@ -1,6 +1,9 @@
 """``gpuforge hw ...``: GPU profiles and detection."""
 from __future__ import annotations
 
+from pathlib import Path
+from typing import List, Optional
+
 import typer
 
 from gpuforge.core.output import print_table
@@ -48,6 +51,30 @@ def show(run: Run, gpu_id: str = typer.Argument(..., metavar="ID", help="Profile
         print_table(rows, title=prof.name)
 
     run.result(data, human)
+
+
+@command(app, "check", device=False)
+def check_cmd(
+    run: Run,
+    paths: Optional[List[Path]] = typer.Argument(
+        None, metavar="[PATH]...", help="Profile files or folders (default: the built-in ones and every loaded plugin's)."),
+) -> None:
+    """Check GPU profiles against the schema and list every problem.
+
+    Keys and types, plausible ranges, CUDA's limits for the compute capability, the FP32
+    rate implied by SMs x clock, a source for every figure, unique ids. Exit 3 when a
+    profile has a problem."""
+    from gpuforge.core.errors import BadInputError
+    from gpuforge.core.plugins import get_registry
+    from gpuforge.hardware.profiles import BUILTIN_DIR, check_profiles
+
+    if not paths:
+        paths = [BUILTIN_DIR, *(Path(spec.path) for _p, spec in get_registry().profile_dirs)]
+    count, problems = check_profiles(paths)
+    run.result({"profiles": count, "paths": [str(p) for p in paths], "problems": problems},
+               "\n".join(problems) if problems else f"{count} GPU profile(s) pass the schema check")
+    if problems:
+        run.fail_after(BadInputError(f"{len(problems)} problem(s) in {count} GPU profile(s), listed above"))
 
 
 @command(app, "detect", device=False)

@@ -99,3 +99,10 @@ def test_a_plugin_group_of_one_command_stays_a_group(monkeypatch):
     group = _load_typer("x:one", "hello")
     assert hasattr(group, "commands") and list(group.commands) == ["greet"]
     assert not hasattr(_load_typer("x:same", "plan"), "commands")
+
+
+def test_core_command_names_are_reserved_for_plugins():
+    from gpuforge.cli.main import CORE_COMMANDS
+    from gpuforge.core.plugins import CORE_COMMAND_NAMES
+
+    assert set(CORE_COMMANDS) == set(CORE_COMMAND_NAMES)
