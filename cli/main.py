@@ -48,6 +48,56 @@ CORE_COMMANDS = {
 }
 
 
+BOOLEAN_WORDS = ("true", "false", "yes", "no", "on", "off", "1", "0", "y", "n", "t", "f")
+
+
+def plain_flags(cmd: click.Command) -> click.Command:
+    """Flags take no value, so help must not show one: typer labels them ``<bool>``
+    (and counters ``<int>``), and users then type ``--json true``. Applied to a command
+    and every subcommand."""
+    for param in getattr(cmd, "params", []):
+        if getattr(param, "is_flag", False) or getattr(param, "count", False):
+            param.metavar = ""
+    help_option = cmd.get_help_option
+
+    def get_help_option(ctx):  # --help is made per call, outside cmd.params
+        opt = help_option(ctx)
+        if opt is not None:
+            opt.metavar = ""
+        return opt
+
+    if not getattr(help_option, "gpuforge_plain", False):
+        get_help_option.gpuforge_plain = True
+        cmd.get_help_option = get_help_option
+    for sub in (getattr(cmd, "commands", None) or {}).values():
+        plain_flags(sub)
+    return cmd
+
+
+def _flags(ctx: click.Context | None) -> set[str]:
+    names: set[str] = set()
+    while ctx is not None:
+        for param in ctx.command.params:
+            if getattr(param, "is_flag", False) or getattr(param, "count", False):
+                names.update(param.opts)
+        ctx = ctx.parent
+    return names
+
+
+def flag_value_hint(args: list[str], ctx: click.Context | None, word: str | None = None) -> str | None:
+    """``--json true``: the one line that says the flag takes no value, with the command
+    line that works. ``word`` limits the check to that token."""
+    flags = _flags(ctx)
+    for i in range(len(args) - 1):
+        value = args[i + 1]
+        if args[i] in flags and value.lower() in BOOLEAN_WORDS and (word is None or value == word):
+            import shlex
+
+            fixed = shlex.join(["gpuforge", *args[:i + 1], *args[i + 2:]])
+            return f"{args[i]} is a flag and takes no value: drop {value!r} (`{fixed}`)"
+    return None
+
+
 class PluginFailed(GpuforgeError):
     exit_code = EXIT_INTERNAL
 
@@ -94,6 +144,7 @@ class LazyCommand(TyperCommand):
                 get_logger("gpuforge.plugins").warning("plugin commands failed to load", plugin=self.plugin, reason=reason)
                 raise PluginFailed(f"plugin {self.plugin!r} failed to load its commands: {reason}") from exc
             self._real.name = self.name
+            plain_flags(self._real)
         return self._real
 
     def make_context(self, info_name, args, parent=None, **extra):
@@ -145,6 +196,11 @@ class PluginGroup(TyperGroup):
         if name and not name.startswith("-") and self.get_command(ctx, name) is None:
             from gpuforge.core.plugins import get_registry, not_installed_message
 
+            from gpuforge.core.run import command_line
+
+            hint = flag_value_hint(command_line(), ctx, word=name)
+            if hint:
+                raise UsageError(hint)
             info = get_registry().plugins.get(name)
             if info is not None and info.status != "loaded":
                 raise UsageError(f"plugin {name!r} is {info.status}: {info.reason}")
@@ -247,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     from gpuforge.core.run import set_command_line
 
     set_command_line(args)
-    command = typer.main.get_command(app)
+    command = plain_flags(typer.main.get_command(app))
     try:
         rv = command.main(args=args, prog_name="gpuforge", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
@@ -266,7 +322,11 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo("interrupted", err=True)
         code = EXIT_INTERRUPTED
     except click.exceptions.ClickException as exc:
-        exc.show()
+        hint = flag_value_hint(args, getattr(exc, "ctx", None))
+        if hint:
+            typer.echo(f"error: {hint}", err=True)
+        else:
+            exc.show()
         code = exc.exit_code if exc.exit_code != 1 else EXIT_USAGE
     except Terminated:
         typer.echo("terminated (SIGTERM)", err=True)

@@ -117,12 +117,17 @@ def set_command_line(args: list[str]) -> None:
     _command_line = list(args)
 
 
+def command_line() -> list[str]:
+    """The arguments the CLI was started with (without the program name)."""
+    return list(sys.argv[1:] if _command_line is None else _command_line)
+
+
 def on_cpu_command() -> str:
     """The user's command line with ``--device cpu`` (a global option, so it goes first):
     a hint that runs as printed."""
     import shlex
 
-    args = list(sys.argv[1:] if _command_line is None else _command_line)
+    args = command_line()
     kept, i = [], 0
     while i < len(args):  # drop the global --device; stop at the command name
         a = args[i]

@@ -44,6 +44,9 @@ def test_third_party_kernel_goes_through_the_registry(run_cli, with_plugins):
     check = run_cli("kernels", "check", "hello.scale", "--json", env=with_plugins)
     assert check.code == 0, check
     assert check.json()["summary"]["pass"] == 5
+    # Plugin text is shown as written, not parsed as rich markup ("[i]" is no style tag).
+    listing = run_cli("kernels", "list", env=with_plugins)
+    assert "y[i] = 2 * x[i] (float32)" in listing.stdout, listing
 
 
 def test_broken_plugins_are_isolated_and_reported(run_cli, with_plugins):
