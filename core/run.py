@@ -108,7 +108,8 @@ def simulator_on() -> bool:
 
 
 _command_line: list[str] | None = None
-_GLOBAL_WITH_VALUE = ("--device", "--backend", "--seed", "--log-format")
+GLOBAL_OPTIONS_WITH_VALUE = ("--device", "--backend", "--seed", "--log-format")
+"""The root's options that take a value (the rest are flags)."""
 
 
 def set_command_line(args: list[str]) -> None:
@@ -137,7 +138,7 @@ def on_cpu_command() -> str:
         if a.startswith("--device="):
             i += 1
             continue
-        if a in _GLOBAL_WITH_VALUE:
+        if a in GLOBAL_OPTIONS_WITH_VALUE:
             kept += args[i:i + 2]
             i += 2
             continue

@@ -111,7 +111,7 @@ def fixture_plugins(tmp_path_factory) -> Path:
     target = tmp_path_factory.mktemp("site")
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target),
-         str(hello), str(FIXTURES / "gpuforge-broken"), str(FIXTURES / "gpuforge-extra-gpu")],
+         str(hello), *(str(FIXTURES / name) for name in ("gpuforge-broken", "gpuforge-extra-gpu", "gpuforge-steps"))],
         check=True, capture_output=True, text=True,
     )
     return target
