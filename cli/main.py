@@ -35,7 +35,7 @@ Every technique is a plugin (`gpuforge plugins list`); kernels run as a plain
 reference, Numba on the CPU or Numba CUDA on NVIDIA GPUs (`gpuforge kernels list`).
 Results go to stdout (`--json` for machine-readable output), logs to stderr.
 Exit codes: 0 done, 1 internal error, 2 usage, 3 bad input, 4 unsupported
-hardware or format, 130 interrupted.
+hardware or format, 130 interrupted, 143 terminated (SIGTERM).
 """
 
 CORE_COMMANDS = {
@@ -201,9 +201,16 @@ class PluginGroup(TyperGroup):
             hint = flag_value_hint(command_line(), ctx, word=name)
             if hint:
                 raise UsageError(hint)
+            from gpuforge.core.plugins import command_provider, enable_hint
+
+            argv = command_line()
             info = get_registry().plugins.get(name)
             if info is not None and info.status != "loaded":
-                raise UsageError(f"plugin {name!r} is {info.status}: {info.reason}")
+                raise UsageError(f"plugin {name!r} is {info.status} ({info.reason}); {enable_hint(info, argv)}")
+            info = command_provider(name)
+            if info is not None:
+                raise UsageError(f"command {name!r} comes from the plugin {info.name!r}, which is {info.status} "
+                                 f"({info.reason}); {enable_hint(info, argv)}")
             raise UsageError(f"unknown command {name!r}. {not_installed_message(name)}")
         return super().resolve_command(ctx, args)
 
@@ -295,6 +302,29 @@ def root(
             )
 
 
+THREAD_VARIABLES = {"NUMBA_NUM_THREADS": 1024}
+"""Thread-count variables read when a library loads: junk in NUMBA_NUM_THREADS printed
+Numba's traceback (``abc``), an internal error (``0``) or crashed the process
+(``99999``: segmentation fault). 1024 threads still ran here."""
+
+
+def check_environment() -> None:
+    """Refuse unusable thread-count variables up front, in one line (exit 2)."""
+    import os
+
+    for name, most in THREAD_VARIABLES.items():
+        raw = os.environ.get(name)
+        if raw is None or raw.strip() == "":
+            continue
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            value = None
+        if value is None or not 1 <= value <= most:
+            raise UsageError(f"environment variable {name}={raw!r}: use a whole number of threads from 1 to {most}, "
+                             f"or unset it")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns (and exits with) the documented exit code."""
     from gpuforge.core.context import get_context
@@ -305,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     set_command_line(args)
     command = plain_flags(typer.main.get_command(app))
     try:
+        check_environment()
         rv = command.main(args=args, prog_name="gpuforge", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
         if code == EXIT_INTERRUPTED:  # typer turns Ctrl-C into a return value of 130

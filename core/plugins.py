@@ -50,6 +50,9 @@ class PluginInfo:
     """``loaded``, ``disabled`` or ``failed``."""
     reason: str = ""
     registered: dict[str, int] = field(default_factory=dict)
+    declared_commands: list[str] = field(default_factory=list, repr=False)
+    """Command names its hook registered, kept even when the plugin then failed: a user
+    who types one is told which plugin it belongs to."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -312,6 +315,7 @@ def load_registry(*, strict: bool = False) -> Registry:
                         sys.stderr.write(f"[plugins] {info.name}.{hook_name}()\n")
                     impl.function(register=collector)
                     collectors.append(collector)
+            info.declared_commands = _command_names(collectors)
             # Commit only when every hook of the plugin succeeded: all or nothing.
             for collector in collectors:
                 collector.commit()
@@ -330,6 +334,58 @@ def load_registry(*, strict: bool = False) -> Registry:
             details = "; ".join(f"{p.name}: {p.reason}" for p in failed)
             raise PluginError(f"plugin(s) failed to load with --strict-plugins: {details}")
     return registry
+
+
+def _command_names(collectors: list[_Collector]) -> list[str]:
+    return [item.name for c in collectors for item in c.items if isinstance(item, specs.CommandSpec)]
+
+
+def _probe_commands(info: PluginInfo) -> list[str]:
+    """The command names a disabled plugin would register. Only asked on the error path
+    (someone typed a command nobody provides), so a disabled plugin costs nothing
+    otherwise; any failure means "unknown"."""
+    try:
+        obj = _load_module(info)
+        hook = getattr(obj, "register_commands", None)
+        if hook is None:
+            return []
+        found: list[Any] = []
+        hook(register=found.append)
+        return [item.name for item in found if isinstance(item, specs.CommandSpec)]
+    except Exception:  # a disabled plugin may be disabled because it is broken
+        return []
+
+
+def command_provider(name: str) -> PluginInfo | None:
+    """The plugin that is not loaded (disabled or failed) but provides command ``name``."""
+    plugins = list(get_registry().plugins.values())
+    for info in plugins:
+        if info.status != "loaded" and name in info.declared_commands:
+            return info
+    for info in plugins:
+        if info.status == "disabled" and name in _probe_commands(info):
+            return info
+    return None
+
+
+def enable_hint(info: PluginInfo, argv: list[str] | None = None) -> str:
+    """How to get a disabled plugin back, as a command that runs when there is one."""
+    import shlex
+
+    cmd = shlex.join(["gpuforge", *argv]) if argv else "gpuforge ..."
+    if info.reason == "in GPUFORGE_DISABLE_PLUGINS":
+        rest = [n for n in env_list("GPUFORGE_DISABLE_PLUGINS") or [] if n != info.name]
+        return f"enable it for one command with `GPUFORGE_DISABLE_PLUGINS={','.join(rest)} {cmd}`"
+    if info.reason == "not in GPUFORGE_LOAD_PLUGINS":
+        only = [*(env_list("GPUFORGE_LOAD_PLUGINS") or []), info.name]
+        return f"enable it with `GPUFORGE_LOAD_PLUGINS={','.join(only)} {cmd}` (or unset GPUFORGE_LOAD_PLUGINS)"
+    if "user config" in info.reason:
+        from gpuforge.core.config import config_path
+
+        return f"remove {info.name!r} from [plugins] disabled in {config_path()}"
+    if info.status == "failed":
+        return f"`gpuforge plugins info {info.name}` shows why; `gpuforge doctor` suggests a fix"
+    return "see `gpuforge plugins list --all`"
 
 
 def _forget(registry: Registry, plugin: str) -> None:
