@@ -57,12 +57,14 @@ def bench(
     run: Run,
     plugin: Optional[str] = typer.Argument(None, help="Only this plugin's benchmarks."),
     quick: bool = typer.Option(False, "--quick", help="Smaller sizes, fewer repeats."),
-    only: Optional[list[str]] = typer.Option(None, "--only", help="Only benchmarks with these names."),
+    only: Optional[list[str]] = typer.Option(None, "--only", help="Only benchmarks with these names ('all': every one)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Also write the rows as JSON to this file (--force replaces it)."),
 ) -> None:
     """Each row: implementation, best time, and ratio against the baseline run in the same
     process (> 1 means faster), with the share of this machine's measured peak."""
     dst = run.output(out, kind="file") if out is not None else None  # checked before minutes of timing
+    if only and "all" in only:  # `superres bench --only all`, as that command said it before it forwarded here
+        only = None
     # BenchContext.device is a torch device string: the simulator keeps torch on the CPU.
     dev = run.device
     rows = run_benchmarks(plugin, quick, only, device=f"cuda:{dev.index}" if dev.kind == "cuda" else "cpu")
@@ -70,7 +72,8 @@ def bench(
         from gpuforge.core.output import to_json
 
         dst.tmp.write_text(to_json(rows) + "\n")
-    cols = ["plugin", "name", "impl", "seconds", "baseline", "ratio", "gbs", "share_of_peak_bw", "gflops", "share_of_peak_flops"]
+    cols = ["plugin", "name", "impl", "seconds", "baseline", "ratio", "fps", "gbs", "share_of_peak_bw", "gflops",
+            "share_of_peak_flops"]
     present = [c for c in cols if any(c in r for r in rows)]
 
     def human() -> None:

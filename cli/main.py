@@ -98,6 +98,87 @@ def flag_value_hint(args: list[str], ctx: click.Context | None, word: str | None
     return None
 
 
+SHARED_VERBS = ("bench", "plan")
+"""DESIGN.md's verbs whose canonical form is the core's command: in a command group named
+after its plugin, ``gpuforge <plugin> bench ...`` is ``gpuforge bench <plugin> ...`` and
+``gpuforge <plugin> plan [VERB] ...`` is ``gpuforge plan <plugin> VERB ...`` (VERB may be
+left out when the plugin has one estimate). A group's own command of that name is an
+older spelling of the same thing and is not reached."""
+
+ALIAS_HELP = "Same as `{}` (an older name, kept for scripts)."
+
+
+def shared_verb_args(group: str, args: list[str]) -> list[str] | None:
+    """``[group, verb, *rest]`` as the core command's arguments, or None when the group is
+    not named after its plugin or the verb is not shared."""
+    if len(args) < 1 or args[0] not in SHARED_VERBS:
+        return None
+    from gpuforge.core.plugins import get_registry
+
+    reg = get_registry()
+    owner = reg.commands.get(group)
+    if owner is None or owner[0] != group:
+        return None
+    verb, rest = args[0], list(args[1:])
+    if verb == "bench":
+        return ["bench", group, *rest]
+    verbs = sorted(v for (p, v) in reg.estimates if p == group)
+    if rest and rest[0] in verbs:
+        return ["plan", group, *rest]
+    if len(verbs) == 1:
+        return ["plan", group, verbs[0], *rest]
+    return ["plan", group, *rest]
+
+
+def _renamed(cmd: click.Command, name: str, short_help: str | None) -> click.Command:
+    import copy
+
+    twin = copy.copy(cmd)
+    twin.name = name
+    if short_help is not None:
+        twin.short_help = short_help
+    return twin
+
+
+def apply_aliases(group: click.Command, aliases: dict[str, str]) -> None:
+    """Make each alias and its canonical name the same command of ``group``, whichever of
+    the two the plugin defines; help lists the canonical one with its own text."""
+    cmds = getattr(group, "commands", None)
+    if cmds is None:
+        return
+    for old, canonical in aliases.items():
+        if (canonical in cmds) == (old in cmds):  # both defined, or neither: nothing to join
+            continue
+        real = cmds[canonical] if canonical in cmds else cmds[old]
+        listed = {}
+        for n, c in cmds.items():  # help lists the canonical name, then its alias
+            if n in (old, canonical):
+                listed[canonical] = _renamed(real, canonical, None)
+                listed[old] = _renamed(real, old, ALIAS_HELP.format(canonical))
+            else:
+                listed[n] = c
+        cmds.clear()
+        cmds.update(listed)
+
+
+def list_shared_verbs(group: click.Command, name: str) -> None:
+    """Show ``bench``/``plan`` in a plugin group's help, as what they are."""
+    cmds = getattr(group, "commands", None)
+    if cmds is None:
+        return
+    from gpuforge.core.plugins import get_registry
+
+    verbs = sorted(v for (p, v) in get_registry().estimates if p == name)
+    for verb in SHARED_VERBS:
+        if verb == "plan" and not verbs:
+            continue
+        canonical = f"gpuforge {verb} {name}"
+        if verb == "plan":
+            canonical += f" {verbs[0]}" if len(verbs) == 1 else " VERB"
+        text = ALIAS_HELP.format(canonical) if verb in cmds else f"Same as `{canonical}`."
+        cmds[verb] = TyperCommand(name=verb, help=text, short_help=text, add_help_option=False)
+
+
 class PluginFailed(GpuforgeError):
     exit_code = EXIT_INTERNAL
 
@@ -122,9 +203,10 @@ class LazyCommand(TyperCommand):
     """Stands in for a command group until it is invoked: help listings read the
     registered one-line help, and only running it imports the module."""
 
-    def __init__(self, name: str, target: str, help_line: str, plugin: str | None):
+    def __init__(self, name: str, target: str, help_line: str, plugin: str | None, aliases: dict | None = None):
         super().__init__(name=name, help=help_line, short_help=help_line)
         self.target, self.plugin = target, plugin
+        self.aliases = dict(aliases or {})
         self._real: click.Command | None = None
 
     def real(self) -> click.Command:
@@ -144,6 +226,9 @@ class LazyCommand(TyperCommand):
                 get_logger("gpuforge.plugins").warning("plugin commands failed to load", plugin=self.plugin, reason=reason)
                 raise PluginFailed(f"plugin {self.plugin!r} failed to load its commands: {reason}") from exc
             self._real.name = self.name
+            apply_aliases(self._real, self.aliases)
+            if self.plugin is not None and self.plugin == self.name:
+                list_shared_verbs(self._real, self.name)
             plain_flags(self._real)
         return self._real
 
@@ -188,11 +273,15 @@ class PluginGroup(TyperGroup):
         plugin_cmds = self._plugin_commands(ctx)
         if name in plugin_cmds:
             plugin, spec = plugin_cmds[name]
-            return LazyCommand(name, spec.app, spec.help or f"Commands of the {plugin} plugin.", plugin)
+            return LazyCommand(name, spec.app, spec.help or f"Commands of the {plugin} plugin.", plugin, spec.aliases)
         return None
 
     def resolve_command(self, ctx: click.Context, args: list[str]):
         name = args[0] if args else ""
+        forwarded = shared_verb_args(name, args[1:]) if name else None
+        if forwarded is not None:
+            args = forwarded
+            name = args[0]
         if name and not name.startswith("-") and self.get_command(ctx, name) is None:
             from gpuforge.core.plugins import get_registry, not_installed_message
 

@@ -155,6 +155,12 @@ def validate(item: Any, plugin: str, registry: Registry) -> None:
         if item.name in CORE_COMMAND_NAMES:
             raise InvalidContribution(f"command {item.name!r} is one of gpuforge's own commands; choose another name")
         _check_target(item.app, f"command {item.name!r}")
+        aliases = item.aliases
+        if not hasattr(aliases, "items") or not all(
+                isinstance(a, str) and isinstance(c, str) and _COMMAND_NAME.match(a) and _COMMAND_NAME.match(c)
+                and a != c for a, c in aliases.items()):
+            raise InvalidContribution(f"command {item.name!r}: aliases must map an old command name to the "
+                                      f"canonical one (lowercase names, different), got {aliases!r}")
     elif isinstance(item, specs.KernelSpec):
         for backend, target in dict(item.backends).items():
             _check_target(target, f"kernel {item.name!r} backend {backend}")

@@ -106,3 +106,67 @@ def test_core_command_names_are_reserved_for_plugins():
     from gpuforge.core.plugins import CORE_COMMAND_NAMES
 
     assert set(CORE_COMMANDS) == set(CORE_COMMAND_NAMES)
+
+
+# ------------------------------------------------ one canonical form per verb, aliases kept
+
+def test_an_alias_and_its_canonical_name_are_one_command_whichever_the_plugin_defines():
+    import typer
+
+    from gpuforge.cli.main import apply_aliases
+
+    for defined in ("lora", "train"):
+        app = typer.Typer()
+
+        @app.command(defined)
+        def fit(steps: int = typer.Option(1, "--steps")):
+            """Train an adapter."""
+
+        @app.command("eval")
+        def eval_():
+            pass
+
+        group = typer.main.get_group(app)
+        apply_aliases(group, {"lora": "train"})
+        assert list(group.commands)[:2] == ["train", "lora"]
+        assert group.commands["train"].callback is group.commands["lora"].callback
+        assert group.commands["lora"].short_help.startswith("Same as `train`")
+        assert "Train an adapter" in (group.commands["train"].short_help or group.commands["train"].help)
+
+
+def test_finetune_train_is_finetune_lora(capsys):
+    assert cli_main.main(["finetune", "train", "--help"]) == 0
+    train = capsys.readouterr().out
+    assert cli_main.main(["finetune", "lora", "--help"]) == 0
+    lora = capsys.readouterr().out
+    assert "gpuforge finetune train" in train and "gpuforge finetune lora" in lora
+    import re
+
+    options = re.findall(r"--[a-z][a-z-]*", lora)
+    assert len(options) > 5 and re.findall(r"--[a-z][a-z-]*", train) == options
+
+
+def test_shared_verbs_forward_to_the_core_commands(capsys):
+    from gpuforge.cli.main import shared_verb_args
+
+    assert shared_verb_args("finetune", ["plan", "--params", "7e9"]) == ["plan", "finetune", "lora", "--params", "7e9"]
+    assert shared_verb_args("finetune", ["plan", "lora", "--params", "7e9"]) == ["plan", "finetune", "lora", "--params", "7e9"]
+    assert shared_verb_args("superres", ["bench", "--only", "frame"]) == ["bench", "superres", "--only", "frame"]
+    assert shared_verb_args("radiance", ["plan", "splat"]) == ["plan", "radiance", "splat"]
+    assert shared_verb_args("hw", ["bench"]) is None          # `hw bench` is the hardware plugin's own command
+    assert shared_verb_args("finetune", ["eval"]) is None
+    args = ["--params", "7e9", "--gpu", "t4,l4", "--json"]
+    assert cli_main.main(["finetune", "plan", *args]) == 0
+    alias = json.loads(capsys.readouterr().out)
+    assert cli_main.main(["plan", "finetune", "lora", *args]) == 0
+    assert json.loads(capsys.readouterr().out) == alias
+
+
+def test_aliases_are_validated_when_the_plugin_loads():
+    from gpuforge.core.plugins import InvalidContribution, Registry, validate
+    from gpuforge.core.specs import CommandSpec
+
+    validate(CommandSpec("x", "gpuforge.cli.bench:app", aliases={"lora": "train"}), "x", Registry())
+    for bad in ({"lora": "lora"}, {"Lora": "train"}, {"lora": 3}):
+        with pytest.raises(InvalidContribution, match="aliases"):
+            validate(CommandSpec("x", "gpuforge.cli.bench:app", aliases=bad), "x", Registry())

@@ -44,6 +44,10 @@ def test_third_party_kernel_goes_through_the_registry(run_cli, with_plugins):
     check = run_cli("kernels", "check", "hello.scale", "--json", env=with_plugins)
     assert check.code == 0, check
     assert check.json()["summary"]["pass"] == 5
+    # The shared verb: `gpuforge hello bench` is `gpuforge bench hello`, for any plugin.
+    rows = run_cli("--json", "hello", "bench", "--quick", env=with_plugins)
+    assert rows.code == 0, rows
+    assert {(r["plugin"], r["bench"], r["name"]) for r in rows.json()} == {("hello", "scale", "hello.scale")}
     # Plugin text is shown as written, not parsed as rich markup ("[i]" is no style tag).
     listing = run_cli("kernels", "list", env=with_plugins)
     assert "y[i] = 2 * x[i] (float32)" in listing.stdout, listing
