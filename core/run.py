@@ -108,8 +108,10 @@ def simulator_on() -> bool:
 
 
 _command_line: list[str] | None = None
-GLOBAL_OPTIONS_WITH_VALUE = ("--device", "--backend", "--seed", "--log-format")
-"""The root's options that take a value (the rest are flags)."""
+GLOBAL_OPTIONS_WITH_VALUE = ("--device", "--backend", "--seed", "--log-format", "--cluster", "--scheduler",
+                             "--dashboard", "--tls-ca-file", "--tls-cert", "--tls-key")
+"""The root's options that take a value (the rest are flags); a test keeps it equal to
+the CLI's."""
 
 
 def set_command_line(args: list[str]) -> None:

@@ -170,3 +170,15 @@ def test_aliases_are_validated_when_the_plugin_loads():
     for bad in ({"lora": "lora"}, {"Lora": "train"}, {"lora": 3}):
         with pytest.raises(InvalidContribution, match="aliases"):
             validate(CommandSpec("x", "gpuforge.cli.bench:app", aliases=bad), "x", Registry())
+
+
+def test_the_global_options_with_a_value_are_known_to_the_hints_and_jobs():
+    import typer
+
+    from gpuforge.cli.main import app
+    from gpuforge.core.run import GLOBAL_OPTIONS_WITH_VALUE
+
+    root = typer.main.get_command(app)
+    with_value = {o for p in root.params if not (getattr(p, "is_flag", False) or getattr(p, "count", False))
+                  for o in p.opts if o.startswith("--")}
+    assert with_value == set(GLOBAL_OPTIONS_WITH_VALUE)
