@@ -107,6 +107,50 @@ def simulator_on() -> bool:
     return os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 
 
+_command_line: list[str] | None = None
+GLOBAL_OPTIONS_WITH_VALUE = ("--device", "--backend", "--seed", "--log-format", "--cluster", "--scheduler",
+                             "--dashboard", "--tls-ca-file", "--tls-cert", "--tls-key")
+"""The root's options that take a value (the rest are flags); a test keeps it equal to
+the CLI's."""
+
+
+def set_command_line(args: list[str]) -> None:
+    """The CLI's arguments (without the program name), for hints that repeat them."""
+    global _command_line
+    _command_line = list(args)
+
+
+def command_line() -> list[str]:
+    """The arguments the CLI was started with (without the program name)."""
+    return list(sys.argv[1:] if _command_line is None else _command_line)
+
+
+def on_cpu_command() -> str:
+    """The user's command line with ``--device cpu`` (a global option, so it goes first):
+    a hint that runs as printed."""
+    import shlex
+
+    args = command_line()
+    kept, i = [], 0
+    while i < len(args):  # drop the global --device; stop at the command name
+        a = args[i]
+        if a == "--device":
+            i += 2
+            continue
+        if a.startswith("--device="):
+            i += 1
+            continue
+        if a in GLOBAL_OPTIONS_WITH_VALUE:
+            kept += args[i:i + 2]
+            i += 2
+            continue
+        if not a.startswith("-"):
+            break
+        kept.append(a)
+        i += 1
+    return shlex.join(["gpuforge", "--device", "cpu", *kept, *args[i:]])
+
+
 def resolve_device(requested: str) -> Device:
     """``auto|cpu|cuda[:N]`` -> :class:`Device`; exit 4 (one line) for CUDA that is not there."""
     m = _DEVICE.match(requested or "auto")
@@ -124,8 +168,9 @@ def resolve_device(requested: str) -> Device:
     if found.cpu_only or not found.gpus:
         if kind == "auto":
             return Device("cpu")
-        raise UnsupportedError(f"--device {requested}: no CUDA GPU here ({found.reason}); use --device cpu "
-                               "(or NUMBA_ENABLE_CUDASIM=1 to run the CUDA kernels in Numba's simulator)")
+        raise UnsupportedError(f"--device {requested}: no CUDA GPU here ({found.reason}); run it on the CPU: "
+                               f"`{on_cpu_command()}` (or set NUMBA_ENABLE_CUDASIM=1 to run the CUDA kernels in "
+                               "Numba's simulator)")
     if index >= len(found.gpus):
         raise UnsupportedError(f"--device {requested}: only {len(found.gpus)} CUDA device(s) here "
                                f"(cuda:0..cuda:{len(found.gpus) - 1})")
@@ -280,6 +325,7 @@ class Run:
         self._result: Any = None
         self._human: Any = None
         self._has_result = False
+        self._fail_after: BaseException | None = None
         self._t0 = time.perf_counter()
         self._started = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -433,6 +479,12 @@ class Run:
         ``--json``, else ``human``), and kept in the manifest."""
         self._result, self._human, self._has_result = result, human, True
 
+    def fail_after(self, error: BaseException) -> None:
+        """End with ``error`` (its exit code) *after* the outputs are in place and the
+        result printed: a partial success that is still a failure (one demo of several
+        failed; the report is what tells the user which)."""
+        self._fail_after = error
+
     # -- life cycle -----------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:
         from gpuforge.core.files import _versions, describe_input
@@ -551,6 +603,8 @@ def execute(run: Run, body: Callable[[Run], Any]) -> Any:
     finally:
         _active = previous
     run._emit()
+    if run._fail_after is not None:
+        raise run._fail_after
     return value
 
 

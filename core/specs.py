@@ -24,6 +24,11 @@ class CommandSpec:
     """``"module:attr"`` of a ``typer.Typer`` instance."""
     help: str = ""
     """One line shown in ``gpuforge --help`` without importing ``app``."""
+    aliases: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+    """Old names scripts may still call, each for a command of this group:
+    ``{"lora": "train"}`` makes ``gpuforge finetune lora`` and ``gpuforge finetune train``
+    the same command, whichever of the two the app defines; the value is the canonical
+    name (DESIGN.md's shared verbs), the key is kept working and listed as its alias."""
 
 
 @dataclass(frozen=True)

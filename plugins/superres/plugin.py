@@ -48,8 +48,14 @@ def register_hardware(register):
 
 @hookimpl
 def register_benchmarks(register):
-    register(BenchmarkSpec("superres", f"{_PKG}.bench:run",
-                           "ESPCN 360p->1080p x3 vs a plain torch module; fused shuffle, bicubic, tiles"))
+    # One spec per part, named as `superres bench --only` names them: that command is now
+    # `gpuforge bench superres` (cli/main.py SHARED_VERBS), and its --only must keep working.
+    for name, fn, summary in (
+            ("frame", "frame_rows", "ESPCN 360p->1080p x3 vs a plain torch module"),
+            ("shuffle", "shuffle_rows", "fused pixel shuffle + clamp + YCbCr->RGB vs torch ops"),
+            ("resize", "resize_rows", "bicubic resize: numba-cpu vs the NumPy reference, PIL alongside"),
+            ("tiles", "tile_rows", "tile split/merge kernels: numba-cpu vs the NumPy reference")):
+        register(BenchmarkSpec(name, f"{_PKG}.bench:{fn}", summary))
 
 
 @hookimpl
