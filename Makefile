@@ -65,7 +65,7 @@ test-latest:
 	$(PYTHON) -m venv .venv-latest
 	.venv-latest/bin/python $(SAFE) -m pip install -q --upgrade pip
 	.venv-latest/bin/python $(SAFE) -m pip install -q torch==2.13.0
-	.venv-latest/bin/python $(SAFE) -m pip install -q --upgrade --upgrade-strategy eager -e ".[dev]"
+	.venv-latest/bin/python $(SAFE) -m pip install -q --upgrade --upgrade-strategy eager -e ".[dev]" torch==2.13.0
 	.venv-latest/bin/python $(SAFE) -m pip freeze --exclude-editable > .venv-latest/versions.txt
 	NUMBA_CACHE_DIR=$(abspath .venv-latest)/numba-cache .venv-latest/bin/pytest -q -m "not gpu and not cudasim" -p no:cacheprovider
 
