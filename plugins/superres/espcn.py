@@ -149,3 +149,25 @@ def resolve_model(spec: str, scale: int) -> tuple[ESPCN, dict, str]:
     if meta["scale"] != scale:
         raise UsageError(f"model {path} is for x{meta['scale']}, not --scale {scale}; pass --scale {meta['scale']} or another --model")
     return model, meta, str(path)
+
+
+BUILTIN_SCALES = (2, 3, 4)
+DEFAULT_SCALE = 3
+
+
+def nearest_scale(outscale: float, scales=BUILTIN_SCALES) -> int:
+    """The model scale for ``--outscale``: the nearest one, the larger on a tie (a
+    downsized larger upscale keeps more detail than an enlarged smaller one)."""
+    return min(scales, key=lambda s: (abs(s - outscale), -s))
+
+
+def pick_model(spec: str, scale: int | None, outscale: float | None) -> tuple[ESPCN, dict, str]:
+    """``--model`` / ``--scale`` / ``--outscale`` -> (model, metadata, description).
+    The scale is ``--scale``, else the model file's, else the built-in nearest
+    ``--outscale``, else 3; a model file at another scale than ``--scale`` is a usage error."""
+    if scale is None:
+        if spec != "builtin":
+            model, meta = load_model(Path(spec))
+            return model, meta, spec
+        scale = nearest_scale(outscale) if outscale is not None else DEFAULT_SCALE
+    return resolve_model(spec, scale)

@@ -35,6 +35,81 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
+ACT_BYTES_PER_LR_PIXEL = 1000
+"""Activation bytes per LR pixel of one forward pass (features 64 + 32, their tanh and
+replicate-padded copies; 650-990 measured for fp32, the larger for small windows)."""
+
+
+def upscale_memory(h: int, w: int, channels: int = 3, bits: int = 8, scale: int = 3,
+                   out_hw: tuple[int, int] | None = None, tile: int | None = None, tile_pad: int = 8,
+                   precision: str = "fp32", video: bool = False) -> dict[str, float]:
+    """Peak bytes of ``superres upscale`` for one h x w picture (or video frame), by part;
+    ``total`` is their sum. Mirrors :class:`pipeline.Upscaler`: the input and output
+    pictures stay whole, everything else lives for one band of rows."""
+    from .pipeline import AUTO_TILE, AUTO_TILE_PIXELS, BATCH_PIXELS
+
+    r, b = scale, (2 if bits == 16 else 1)
+    if tile == 0 or (tile is None and h * w <= AUTO_TILE_PIXELS):
+        t = None
+    else:
+        t = tile or AUTO_TILE
+        if h <= t and w <= t:
+            t = None
+    if t is None:
+        slab, act_px = h, h * w
+    else:
+        core = (1 + -(-2 * tile_pad // t)) * t - 2 * tile_pad
+        slab = min(h, core + 2 * tile_pad)
+        win = min(t + 2 * tile_pad, h) * min(t + 2 * tile_pad, w)
+        act_px = max(win, min(BATCH_PIXELS // win, -(-slab // t) * -(-w // t)) * win)
+    elt = 4 if precision == "fp32" else 2
+    band_lr = slab * w
+    band = band_lr * (3 * 4  # YCbCr
+                      + 2 * 4 * r * r * (1.3 if t else 1.0)  # windows' sub-pixel maps + the stitched ones
+                      + 2 * 4 * r * r + 2 * 4 * r  # chroma at HR, the bicubic's horizontal pass
+                      + 4 * r * r)  # the fused kernel's output rows / float RGB of 16-bit
+    parts = {
+        "input": float(h * w * channels * b),
+        "output": float(h * w * r * r * channels * b),
+        "band": float(band),
+        "activations": float(act_px * ACT_BYTES_PER_LR_PIXEL * elt / 4),
+    }
+    oh, ow = out_hw or (h * r, w * r)
+    if (oh, ow) != (h * r, w * r):  # --outscale: float copies of the network output and the result
+        parts["resize"] = float(h * r * w * r * channels * 4 + h * r * ow * channels * 4 + oh * ow * channels * (4 + b))
+    if video:  # the encoder's frames in flight (x264 lookahead + references, yuv420p)
+        parts["encoder"] = float(oh * ow * 1.5 * 24)
+    else:  # the writer's copy (PIL keeps RGB and LA at 4 bytes a pixel; FFmpeg a frame + the file)
+        parts["writer"] = float(oh * ow * (4 if b == 1 and channels != 1 else channels * b * 2))
+    parts["total"] = float(sum(parts.values()))
+    return parts
+
+
+def _proc_kb(path: str, key: str) -> int | None:
+    """A ``Key:  N kB`` line of a /proc file, in bytes."""
+    try:
+        with open(path) as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still allocate: the kernel's MemAvailable, lowered by an
+    address-space limit (``ulimit -v``) when one is set. None when neither is known."""
+    import resource
+
+    avail = _proc_kb("/proc/meminfo", "MemAvailable")
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        left = max(soft - (_proc_kb("/proc/self/status", "VmSize") or 0), 0)
+        avail = left if avail is None else min(avail, left)
+    return avail
+
+
 def estimate(args: list[str]) -> Estimate:
     p = argparse.ArgumentParser(prog="gpuforge plan superres upscale", add_help=False)
     p.add_argument("--size", default="640x360", help="input WIDTHxHEIGHT")
