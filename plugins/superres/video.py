@@ -125,8 +125,11 @@ def upscale_video(src: Path, dst: Path, scale: int, frame_fn: Callable[[np.ndarr
         oh, ow = out_size(h, w, float(outscale if outscale is not None else scale), video=True)
         ovs.width, ovs.height = ow, oh
         ovs.pix_fmt = "yuv420p"
-        ticks = False
-        ovs.time_base = vs.time_base
+        # AVI counts frames, not time: its time base must be one frame (1/rate), or it
+        # declares the time base as the frame rate (600 fps for a 1/600 base). The others
+        # keep the input's time base, so every frame keeps its timestamp exactly.
+        ticks = fmt == "avi"
+        ovs.time_base = (1 / Fraction(rate)) if ticks else vs.time_base
         if codec == "libx264":
             ovs.options = {"crf": "16", "preset": "veryfast"}
         elif codec == "mpeg4":

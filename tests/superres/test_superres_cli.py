@@ -176,3 +176,42 @@ def test_train_rgb_model_and_tiled_upscale(gf, tmp_path):
               "--tile", "10", "--tile-pad", "4").code == 0
     x, y = np.asarray(Image.open(a)).astype(int), np.asarray(Image.open(b)).astype(int)
     assert x.shape == (96, 96, 3) and np.abs(x - y).max() <= 1
+
+
+@needs_x3
+def test_avi_output_declares_the_input_rate(gf, tmp_path):
+    # Before: the AVI stream took the mp4's time base (1/12288 here, 1/600 elsewhere) and
+    # declared it as its frame rate, with 300 "frames" for 6 and a wrong duration.
+    import av
+
+    from gpuforge.plugins.superres.video import probe
+
+    clip = make_clip(tmp_path / "clip.mp4", audio=False)
+    out = tmp_path / "clip.avi"
+    r = gf("superres", "upscale", str(clip), "--scale", "2", "--out", str(out))
+    assert r.code == 0, r
+    with av.open(str(out)) as c:
+        vs = c.streams.video[0]
+        assert vs.average_rate == 12 and vs.frames == 6, (vs.average_rate, vs.frames, vs.time_base)
+    b = probe(out)
+    assert b["frames"] == 6 and b["video_duration_s"] == pytest.approx(0.5)
+
+
+@needs_x3
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_video_progress_total_is_the_frame_count(gf, tmp_path, monkeypatch, suffix):
+    # Before: the bar had no total ("48/?") although the container lists the frames.
+    from gpuforge.core.run import Run
+
+    totals = []
+    real = Run.progress
+
+    def spy(self, description, total=None):
+        totals.append(total)
+        return real(self, description, total)
+
+    monkeypatch.setattr(Run, "progress", spy)
+    clip = make_clip(tmp_path / f"clip{suffix}", n=5, audio=False)  # mkv lists no count: duration x rate
+    r = gf("superres", "upscale", str(clip), "--scale", "2", "--out", str(tmp_path / f"o{suffix}"))
+    assert r.code == 0, r
+    assert totals == [5]
