@@ -120,9 +120,19 @@ def load_model(path: str | Path) -> tuple[ESPCN, dict]:
         raise BadInputError(f"{path} is not a safetensors model file ({type(exc).__name__}); pass an ESPCN .safetensors") from None
     if meta.get("format") != FORMAT:
         raise BadInputError(f"{path} is not a gpuforge ESPCN model (metadata format={meta.get('format')!r})")
-    scale = int(meta["scale"])
-    channels = 1 if meta.get("channels", "y") == "y" else 3
-    features = tuple(json.loads(meta.get("features", "[64, 32]")))
+    for name, t in state.items():  # NaN/inf weights would upscale to black or garbage, silently
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise BadInputError(f"{path}: weight {name} holds NaN or inf values; the model is broken "
+                                "(retrain it or pass another --model)")
+    try:
+        scale = int(meta["scale"])
+        channels = 1 if meta.get("channels", "y") == "y" else 3
+        features = tuple(int(f) for f in json.loads(meta.get("features", "[64, 32]")))
+        if not 2 <= scale <= 8 or len(features) != 2 or min(features) < 1 or max(features) > 1024:
+            raise ValueError("out of range")
+    except (KeyError, ValueError, TypeError) as exc:
+        raise BadInputError(f"{path}: its metadata (scale {meta.get('scale')!r}, features {meta.get('features')!r}) "
+                            f"is not a valid ESPCN description ({exc})") from None
     model = ESPCN(scale, channels, features, skip=meta.get("skip", "none") == "bicubic")  # type: ignore[arg-type]
     try:
         model.load_state_dict(state)
