@@ -56,6 +56,9 @@ def register_benchmarks(register):
             ("resize", "resize_rows", "bicubic resize: numba-cpu vs the NumPy reference, PIL alongside"),
             ("tiles", "tile_rows", "tile split/merge kernels: numba-cpu vs the NumPy reference")):
         register(BenchmarkSpec(name, f"{_PKG}.bench:{fn}", summary))
+    # `gpuforge bench scale` (issue 15): peak RSS and time against input size, in fresh processes
+    register(BenchmarkSpec("scale", f"{_PKG}.scalebench:run",
+                           "superres upscale x2: peak RSS and time for 540p..4K images and a 4K video, growth exponents"))
 
 
 @hookimpl
