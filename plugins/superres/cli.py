@@ -124,7 +124,8 @@ def upscale(
     model: str = typer.Option("builtin", "--model", help="builtin (shipped x2/x3/x4 weights) or an ESPCN .safetensors file."),
     tile: Optional[int] = typer.Option(None, "-t", "--tile", min=0,
                                        help="LR tile size (bounded memory; the output is the same). Default: "
-                                            "256 above 512x512 LR pixels; 0 never tiles."),
+                                            "automatic above 512x512 LR pixels (up to 512, fitted to the width); "
+                                            "0 never tiles."),
     tile_pad: int = typer.Option(8, "--tile-pad", min=4, max=64, help="LR context pixels around each tile (>= 4: seamless)."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 or bf16 for the convolutions."),
     alpha_upsampler: str = typer.Option("bicubic", "--alpha-upsampler",

@@ -47,22 +47,17 @@ def upscale_memory(h: int, w: int, channels: int = 3, bits: int = 8, scale: int 
     """Peak bytes of ``superres upscale`` for one h x w picture (or video frame), by part;
     ``total`` is their sum. Mirrors :class:`pipeline.Upscaler`: the input and output
     pictures stay whole, everything else lives for one band of rows."""
-    from .pipeline import AUTO_TILE, AUTO_TILE_PIXELS, BATCH_PIXELS
+    from .pipeline import BATCH_PIXELS, bands
 
     r, b = scale, (2 if bits == 16 else 1)
-    if tile == 0 or (tile is None and h * w <= AUTO_TILE_PIXELS):
-        t = None
-    else:
-        t = tile or AUTO_TILE
-        if h <= t and w <= t:
-            t = None
+    t, plan = bands(h, w, tile, tile_pad)
+    slab = max(hi - lo for _, _, lo, hi in plan)
     if t is None:
-        slab, act_px = h, h * w
+        act_px = h * w
     else:
-        core = (1 + -(-2 * tile_pad // t)) * t - 2 * tile_pad
-        slab = min(h, core + 2 * tile_pad)
-        win = min(t + 2 * tile_pad, h) * min(t + 2 * tile_pad, w)
-        act_px = max(win, min(BATCH_PIXELS // win, -(-slab // t) * -(-w // t)) * win)
+        win = min(t + 2 * tile_pad, slab) * min(t + 2 * tile_pad, w)
+        per_slab = -(-slab // t) * -(-w // t)
+        act_px = max(1, min(BATCH_PIXELS // win, per_slab)) * win
     elt = 4 if precision == "fp32" else 2
     band_lr = slab * w
     band = band_lr * (3 * 4  # YCbCr
@@ -79,7 +74,7 @@ def upscale_memory(h: int, w: int, channels: int = 3, bits: int = 8, scale: int 
     if (oh, ow) != (h * r, w * r):  # --outscale: float copies of the network output and the result
         parts["resize"] = float(h * r * w * r * channels * 4 + h * r * ow * channels * 4 + oh * ow * channels * (4 + b))
     if video:  # the encoder's frames in flight (x264 lookahead + references, yuv420p)
-        parts["encoder"] = float(oh * ow * 1.5 * 24)
+        parts["encoder"] = float(oh * ow * 1.5 * 12)
     else:  # the writer's copy (PIL keeps RGB and LA at 4 bytes a pixel; FFmpeg a frame + the file)
         parts["writer"] = float(oh * ow * (4 if b == 1 and channels != 1 else channels * b * 2))
     parts["total"] = float(sum(parts.values()))
@@ -114,19 +109,15 @@ def available_memory() -> int | None:
 def work_pixels(h: int, w: int, tile: int | None, tile_pad: int) -> int:
     """LR pixels the network computes (the windows' overlap counted), as :class:`pipeline.Upscaler` runs."""
     from .kernels import tile_grid
-    from .pipeline import AUTO_TILE, AUTO_TILE_PIXELS
+    from .pipeline import bands
 
-    t = None if tile == 0 else (tile or (AUTO_TILE if h * w > AUTO_TILE_PIXELS else None))
-    if t is None or (h <= t and w <= t):
+    t, plan = bands(h, w, tile, tile_pad)
+    if t is None:
         return h * w
-    core = (1 + -(-2 * tile_pad // t)) * t - 2 * tile_pad
-    total, y = 0, 0
-    while y < h:
-        y1 = min(y + core, h)
-        slab = min(h, y1 + tile_pad) - max(0, y - tile_pad)
-        th, tw, oy, ox = tile_grid(slab, w, t, tile_pad)
+    total = 0
+    for _, _, lo, hi in plan:
+        th, tw, oy, ox = tile_grid(hi - lo, w, t, tile_pad)
         total += len(oy) * len(ox) * th * tw
-        y = y1
     return total
 
 
@@ -170,10 +161,10 @@ def estimate(args: list[str]) -> Estimate:
     # per frame: read LR, conv activations written + read once each, HR maps, output
     hr_px = w * h * r * r
     moved = ns.frames * (w * h * 3 + work_px * (F1 + F2 + r * r) * elt * 2 + hr_px * (4 + 2 * 4 + 3) * 2)
-    from .pipeline import AUTO_TILE, AUTO_TILE_PIXELS
+    from .pipeline import tile_for
 
-    tiling = ("no tiling" if ns.tile == 0 or (ns.tile is None and w * h <= AUTO_TILE_PIXELS)
-              else f"tiles {ns.tile or AUTO_TILE}+{ns.tile_pad}" + ("" if ns.tile else " (automatic)"))
+    t = tile_for(h, w, ns.tile)
+    tiling = "no tiling" if t is None else f"tiles {t}+{ns.tile_pad}" + ("" if ns.tile else " (automatic)")
     return Estimate(
         what=f"ESPCN x{r} upscale of {ns.frames} frame(s) {w}x{h} -> {w * r}x{h * r}, {tiling}",
         memory_bytes=float(memory), flops=float(flops), bytes_moved=float(moved),
