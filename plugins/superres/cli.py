@@ -200,7 +200,7 @@ def eval_(
 def bench(
     run: Run,
     quick: bool = typer.Option(False, "--quick", help="Fewer repeats."),
-    only: str = typer.Option("all", "--only", help="all, frame, shuffle, resize or tiles."),
+    only: str = typer.Option("all", "--only", help="all, frame, tiling, shuffle, resize or tiles."),
 ) -> None:
     """fps of 640x360 -> 1920x1080 x3, ours vs a plain torch module; kernel timings."""
     from gpuforge.core.bench import BenchContext
@@ -208,7 +208,8 @@ def bench(
 
     from . import bench as b
 
-    parts = {"frame": b.frame_rows, "shuffle": b.shuffle_rows, "resize": b.resize_rows, "tiles": b.tile_rows}
+    parts = {"frame": b.frame_rows, "tiling": b.tiling_rows, "shuffle": b.shuffle_rows, "resize": b.resize_rows,
+             "tiles": b.tile_rows}
     if only != "all" and only not in parts:
         raise UsageError(f"--only {only!r}: use all, {', '.join(parts)}")
     try:
