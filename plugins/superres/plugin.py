@@ -52,6 +52,7 @@ def register_benchmarks(register):
     # `gpuforge bench superres` (cli/main.py SHARED_VERBS), and its --only must keep working.
     for name, fn, summary in (
             ("frame", "frame_rows", "ESPCN 360p->1080p x3 vs a plain torch module"),
+            ("tiling", "tiling_rows", "1080p x2: automatic tiles (bounded memory) vs one pass over the picture"),
             ("shuffle", "shuffle_rows", "fused pixel shuffle + clamp + YCbCr->RGB vs torch ops"),
             ("resize", "resize_rows", "bicubic resize: numba-cpu vs the NumPy reference, PIL alongside"),
             ("tiles", "tile_rows", "tile split/merge kernels: numba-cpu vs the NumPy reference")):
