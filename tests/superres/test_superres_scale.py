@@ -28,6 +28,7 @@ def test_tiled_memory_does_not_grow_with_the_picture(tmp_path):
         m = measure(["superres", "upscale", f"{side}.png", "--scale", "2", "--out", out, *extra], tmp_path)
         return m["peak_rss_mb"]
 
+    rss(300, "--tile", "8", "--force")  # fills Numba's cache if stale: compiling costs hundreds of MB
     small, big = rss(300, "--tile", "64"), rss(900, "--tile", "64")
     untiled = rss(900, "--tile", "0")
     # 9x the pixels: the tiled run grows by the pictures alone (900x900 in, 1800x1800 out,
