@@ -41,6 +41,20 @@ def _image(folder: Path, h: int = 12, w: int = 16) -> None:
     Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / "a.png")
 
 
+def _rgba_image(folder: Path) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (12, 16, 4), dtype=np.uint8), "RGBA").save(folder / "a.png")
+
+
+def _gray16_image(folder: Path) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    Image.fromarray(rng.integers(0, 65535, (20, 20), dtype=np.uint16)).save(folder / "a.png")
+
+
 def _same_image(tolerance: int) -> Callable[[Path, Path], None]:
     def check(a: Path, b: Path) -> None:
         from PIL import Image
@@ -62,4 +76,11 @@ CASES: list[Case] = [
          ["superres", "upscale", "{dir}/a.png", "--scale", "2", "--tile", "8", "--out", "{out}"],
          frozenset({"superres.bicubic_resize", "superres.shuffle_ycbcr_rgb", "superres.tile_split",
                     "superres.tile_stitch"}), out="up.png", compare=_same_image(1)),
+    # RGBA with -s 2.5: x3 network, alpha and the final resize through the bicubic kernel
+    Case("superres upscale RGBA -s 2.5", _rgba_image, ["superres", "upscale", "{dir}/a.png", "-s", "2.5", "--out", "{out}"],
+         frozenset({"superres.bicubic_resize", "superres.shuffle_ycbcr_rgb"}), out="up.png", compare=_same_image(2)),
+    # 16-bit gray: the network on the plane only (no chroma, no fused RGB kernel)
+    Case("superres upscale 16-bit gray --tile", _gray16_image,
+         ["superres", "upscale", "{dir}/a.png", "--scale", "2", "--tile", "8", "--out", "{out}"],
+         frozenset({"superres.tile_split", "superres.tile_stitch"}), out="up.png", compare=_same_image(2)),
 ]

@@ -105,31 +105,53 @@ def _model_option():
 @command(app, "upscale", outputs=True, threads=True)
 def upscale(
     run: Run,
-    inputs: List[Path] = typer.Argument(..., help="Image files, folders of images, or videos (mp4/mkv/webm/avi/mov)."),
-    scale: int = typer.Option(..., "--scale", help="2, 3 or 4 (must match the model)."),
-    out: Path = typer.Option(..., "--out", help="Output file (one image/video input) or folder (several, or a folder)."),
-    model: str = _model_option(),
-    tile: Optional[int] = typer.Option(None, "--tile", help="Run the network on LR tiles of N x N pixels (bounded memory)."),
-    tile_pad: int = typer.Option(8, "--tile-pad", help="LR context pixels around each tile (>= 4: seamless)."),
+    inputs: Optional[List[Path]] = typer.Argument(None, help="Image files, folders of images, or videos (mp4/mkv/webm/avi/mov)."),
+    input_: Optional[List[Path]] = typer.Option(None, "-i", "--input", help="An input (repeatable), as Real-ESRGAN's -i."),
+    scale: Optional[int] = typer.Option(None, "--scale", min=2, max=8,
+                                        help="Network scale: 2, 3 or 4 for the built-ins (default: the model's, "
+                                             "else the one nearest --outscale, else 3)."),
+    outscale: Optional[float] = typer.Option(None, "-s", "--outscale", min=0.25, max=16.0,
+                                             help="Final scale (any, e.g. 3.5): the nearest model scale, then a "
+                                                  "bicubic resize."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output file (one image/video input) or a new folder "
+                                                           "(several inputs, or a folder)."),
+    output_dir: Optional[Path] = typer.Option(None, "-o", "--output", help="Folder to add <name>_<suffix>.<ext> "
+                                                                            "results to (Real-ESRGAN's layout)."),
+    suffix: Optional[str] = typer.Option(None, "--suffix", help="Appended to output names in folders "
+                                                                 "(default 'out' with -o, none with --out)."),
+    ext: str = typer.Option("auto", "--ext", help="Image format of folder outputs: auto (the input's), png, jpg, "
+                                                  "webp, tif, bmp. Alpha is always written as PNG."),
+    model: str = typer.Option("builtin", "--model", help="builtin (shipped x2/x3/x4 weights) or an ESPCN .safetensors file."),
+    tile: Optional[int] = typer.Option(None, "-t", "--tile", min=0,
+                                       help="LR tile size (bounded memory; the output is the same). Default: "
+                                            "automatic above 512x512 LR pixels (up to 512, fitted to the width); "
+                                            "0 never tiles."),
+    tile_pad: int = typer.Option(8, "--tile-pad", min=4, max=64, help="LR context pixels around each tile (>= 4: seamless)."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 or bf16 for the convolutions."),
+    alpha_upsampler: str = typer.Option("bicubic", "--alpha-upsampler",
+                                        help="bicubic, or espcn (the network on the alpha plane)."),
 ) -> None:
-    """Upscale images, folders and videos with ESPCN (output mirrors the input)."""
-    _check_scale(scale)
+    """Upscale images, folders and videos with ESPCN; 16-bit, gray and alpha are kept."""
     if precision not in ("fp32", "fp16", "bf16"):
         raise UsageError(f"--precision {precision!r}: use fp32, fp16 or bf16")
+    if alpha_upsampler not in ("bicubic", "espcn"):
+        raise UsageError(f"--alpha-upsampler {alpha_upsampler!r}: use bicubic or espcn")
 
-    from .espcn import resolve_model
+    from .espcn import pick_model
     from .pipeline import Upscaler, check_tile_args
     from .upscale import upscale_all
 
     check_tile_args(tile, tile_pad)
-    net, meta, model_path = resolve_model(model, scale)
-    upscaler = Upscaler(net, tile=tile, tile_pad=tile_pad, precision=precision, device=run.torch_device)
+    net, meta, model_path = pick_model(model, scale, outscale)
+    upscaler = Upscaler(net, tile=tile, tile_pad=tile_pad, precision=precision, device=run.torch_device,
+                        alpha=alpha_upsampler)
     run.params["model"] = model_path
-    with run.progress(f"upscaling x{scale} (images/frames)") as bar:
-        result = upscale_all(run, list(inputs), out, upscaler, bar=bar)
-    result.update(scale=scale, model=model_path)
-    run.result(result, f"upscaled {len(result['items'])} item(s) x{scale} -> {out} in {result['seconds']:.1f} s")
+    result = upscale_all(run, list(inputs or []) + list(input_ or []), out, upscaler, output_dir=output_dir,
+                         suffix=suffix, ext=ext, outscale=outscale)
+    result.update(model=model_path)
+    where = out if out is not None else output_dir
+    run.result(result, f"upscaled {len(result['items'])} item(s) x{result['outscale']:g} -> {where} "
+                       f"in {result['seconds']:.1f} s")
 
 
 @command(app, "eval", outputs=True)
@@ -178,7 +200,7 @@ def eval_(
 def bench(
     run: Run,
     quick: bool = typer.Option(False, "--quick", help="Fewer repeats."),
-    only: str = typer.Option("all", "--only", help="all, frame, shuffle, resize or tiles."),
+    only: str = typer.Option("all", "--only", help="all, frame, tiling, shuffle, resize or tiles."),
 ) -> None:
     """fps of 640x360 -> 1920x1080 x3, ours vs a plain torch module; kernel timings."""
     from gpuforge.core.bench import BenchContext
@@ -186,7 +208,8 @@ def bench(
 
     from . import bench as b
 
-    parts = {"frame": b.frame_rows, "shuffle": b.shuffle_rows, "resize": b.resize_rows, "tiles": b.tile_rows}
+    parts = {"frame": b.frame_rows, "tiling": b.tiling_rows, "shuffle": b.shuffle_rows, "resize": b.resize_rows,
+             "tiles": b.tile_rows}
     if only != "all" and only not in parts:
         raise UsageError(f"--only {only!r}: use all, {', '.join(parts)}")
     try:
