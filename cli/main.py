@@ -445,6 +445,11 @@ def main(argv: list[str] | None = None) -> int:
         hint = flag_value_hint(args, getattr(exc, "ctx", None))
         if hint:
             typer.echo(f"error: {hint}", err=True)
+        elif isinstance(exc, click.exceptions.UsageError) and type(exc).__name__ != "NoArgsIsHelpError":
+            # one line, like every other error: what, and where to read more
+            where = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "gpuforge"
+            message = " ".join(exc.format_message().split())
+            typer.echo(f"error: {message} (see `{where} --help`)", err=True)
         else:
             exc.show()
         code = exc.exit_code if exc.exit_code != 1 else EXIT_USAGE

@@ -143,12 +143,8 @@ def _snapshot(folder: Path) -> dict[str, str]:
 
 
 def error_lines(stderr: str) -> list[str]:
-    """The error lines: for click's usage errors (ranges checked by typer) the "Error:"
-    line under click's usage block, else every non-empty line."""
-    lines = [ln for ln in stderr.splitlines() if ln.strip()]
-    if lines and lines[0].startswith("Usage:"):
-        return [ln for ln in lines if ln.startswith("Error:")]
-    return lines
+    """Every non-empty line of stderr (usage errors are one line too)."""
+    return [ln for ln in stderr.splitlines() if ln.strip()]
 
 
 @needs_x3
