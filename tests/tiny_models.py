@@ -34,8 +34,9 @@ def _small_tokenizer(dst: Path, words: list[str]) -> int:
 
 
 def make_tiny_bert(dst: Path, hidden: int = 64, layers: int = 2, seed: int = 0, words: list[str] | None = None,
-                   max_positions: int = 128) -> Path:
-    """A random BertModel with MiniLM's tokenizer, or with a small vocabulary of ``words``."""
+                   max_positions: int = 128, dropout: float = 0.1) -> Path:
+    """A random BertModel with MiniLM's tokenizer, or with a small vocabulary of ``words``;
+    ``dropout``: its hidden and attention dropout (BERT's 0.1 by default)."""
     import torch
     from transformers import BertConfig, BertModel
 
@@ -43,7 +44,8 @@ def make_tiny_bert(dst: Path, hidden: int = 64, layers: int = 2, seed: int = 0, 
     dst.mkdir(parents=True, exist_ok=True)
     vocab_size = _small_tokenizer(dst, words) if words is not None else 30522
     cfg = BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-                     intermediate_size=2 * hidden, max_position_embeddings=max_positions)
+                     intermediate_size=2 * hidden, max_position_embeddings=max_positions,
+                     hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     BertModel(cfg).save_pretrained(str(dst))
     if words is None:
         _copy_tokenizer(dst)

@@ -22,6 +22,7 @@ import math
 import resource
 import shutil
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -229,6 +230,10 @@ class Session:
         t_train = time.perf_counter()
         for step in range(self.start, self.total):
             t0 = time.perf_counter()
+            if world > 1:  # each rank its own dropout masks, a function of the step (exact resume)
+                from gpuforge.plugins.finetune.distributed import rank_seed
+
+                torch.manual_seed(rank_seed(a.seed, step, rank))
             lr = lr_at(step, self.total, a.lr, a.warmup_ratio)
             loss_sum, tokens = torch.zeros((), dtype=torch.float64), 0
             for k in range(a.grad_accum):
@@ -320,27 +325,31 @@ def train(run, a: TrainArgs, bar=None) -> dict[str, Any]:
         raise UnsupportedError(f"--nproc {a.nproc} runs data-parallel processes on the CPU (gloo); GPU processes "
                                f"(NCCL) are not supported yet: use --device cpu or --nproc 1")
 
-    with run.timed("load"):
-        s = Session(a, device, resume_state)
-    if s.start:
-        log.info("resuming", checkpoint=str(resume_file), step=s.start)
+    with ExitStack() as stack:
+        ranks = None
+        if a.nproc > 1:  # started first: they load the model while this process does
+            from gpuforge.plugins.finetune.distributed import ranks as start_ranks
 
-    def save(step: int) -> None:
-        state = s.state(step)
-        run.write_state(C.step_file(ckpt_dir, step), lambda tmp: C.save(tmp, state))
-        for old in C.steps_in(ckpt_dir)[:-2]:  # keep the last two
-            old.unlink(missing_ok=True)
+            ranks = stack.enter_context(start_ranks(a, resume_file, run.backend))
+        with run.timed("load"):
+            s = Session(a, device, resume_state)
+        if s.start:
+            log.info("resuming", checkpoint=str(resume_file), step=s.start)
 
-    if bar is not None:
-        bar.update(total=s.total)
-        bar.advance(s.start)
-    with run.timed("train"):
-        if a.nproc > 1:
-            from gpuforge.plugins.finetune.distributed import fit_parallel
+        def save(step: int) -> None:
+            state = s.state(step)
+            run.write_state(C.step_file(ckpt_dir, step), lambda tmp: C.save(tmp, state))
+            for old in C.steps_in(ckpt_dir)[:-2]:  # keep the last two
+                old.unlink(missing_ok=True)
 
-            fit_parallel(s, a, resume_file, save, bar)
-        else:
-            s.fit(save=save, bar=bar)
+        if bar is not None:
+            bar.update(total=s.total)
+            bar.advance(s.start)
+        with run.timed("train"):
+            if ranks is not None:
+                ranks.fit(s, save, bar)
+            else:
+                s.fit(save=save, bar=bar)
     final_metric = evaluate(s.model, s.eval_batcher) if s.eval_batcher is not None else None
     result = {
         "out": str(a.out), "task": s.task, "steps": s.total, "metric": s.model.metric,
