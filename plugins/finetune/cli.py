@@ -1,6 +1,7 @@
-"""``gpuforge finetune ...``: lora, merge, eval, predict, plan, on the command runtime
-(:mod:`gpuforge.core.run`). Only typer and light gpuforge.core modules are imported here;
-torch, transformers and numba are imported inside the commands."""
+"""``gpuforge finetune ...``: train (alias lora), merge, eval, predict, on the command
+runtime (:mod:`gpuforge.core.run`); ``finetune plan`` is the core's ``plan finetune lora``.
+Only typer and light gpuforge.core modules are imported here; torch, transformers and
+numba are imported inside the commands."""
 from __future__ import annotations
 
 from enum import Enum
@@ -206,20 +207,3 @@ def predict(
                     ["label", "p", "text"])
 
     run.result(res, human)
-
-
-@command(app, "plan", device=False)
-def plan(
-    run: Run,
-    params: str = typer.Option(..., "--params", help="Model parameters, e.g. 65e9 or 7B."),
-    method: str = typer.Option("lora", "--method", help="full|lora|qlora"),
-    r: int = typer.Option(16, "--r", min=1),
-    seq_len: int = typer.Option(512, "--seq-len", min=1),
-    batch: int = typer.Option(1, "--batch", min=1),
-    gpu: str = typer.Option("all", "--gpu", help="A GPU profile id, or all."),
-) -> None:
-    """Memory breakdown of fine-tuning against the GPU profiles; what would make it fit."""
-    from gpuforge.plugins.finetune.plan import plan_command
-
-    res, text = plan_command(params, method, r, seq_len, batch, gpu)
-    run.result(res, text)

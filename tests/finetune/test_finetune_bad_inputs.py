@@ -30,7 +30,6 @@ class Hostile:
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory, tiny_bert, other_bert, small_data):
     """Every input the cases read, in one folder whose bytes are checked after each case."""
-    import torch
     from safetensors.torch import load_file, save_file
 
     from gpuforge.plugins.finetune.api import train_adapter
@@ -78,6 +77,23 @@ def inputs(tmp_path_factory, tiny_bert, other_bert, small_data):
     next(iter(t.values()))[0, 0] = float("inf")
     save_file(t, str(nan_ad / "adapter_model.safetensors"))
     return {"dir": d, "model": tiny_bert, "other": other_bert, "marker": d.parent / "PICKLE_RAN"}
+
+
+def test_every_finetune_command_is_on_the_runtime():
+    """Shared options, outputs and manifests come from core.run, never from the plugin."""
+    from gpuforge.plugins.finetune.cli import app
+
+    names = set()
+    for cmd in app.registered_commands:
+        runtime = getattr(cmd.callback, "gpuforge_runtime", None)
+        assert runtime is not None, f"finetune {cmd.name} is not registered with core.run.command"
+        assert runtime["device"], f"finetune {cmd.name} computes: --device cuda must be checked before it starts"
+        names.add(cmd.name)
+    assert names == {"lora", "merge", "eval", "predict"}
+    source = "".join(p.read_text() for p in Path(__file__).resolve().parents[2].joinpath("plugins", "finetune")
+                     .glob("*.py"))
+    for own in ("atomic_dir", "atomic_file", "Manifest(", "emit(", "get_context", "check_output", "os._exit"):
+        assert own not in source, own
 
 
 def _digest(paths: list[Path]) -> dict[str, str]:
