@@ -27,9 +27,6 @@ ALLOWED = {
     # writes it with torch.save (issue 18: a crafted model file ran code). Owner: fraud.
     ("plugins/fraud/embed.py", "torch.load without weights_only=True"),
     ("plugins/fraud/embed.py", "torch.save"),
-    # superres: its resume file is written with torch.save (read back with
-    # weights_only=True, which is not pickle-free). Owner: superres.
-    ("plugins/superres/train.py", "torch.save"),
 }
 
 

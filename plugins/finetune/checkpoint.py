@@ -3,7 +3,7 @@
 A checkpoint ``<OUT>.checkpoints/step-000050.safetensors`` holds every tensor of the
 state (LoRA and head weights, optimizer buffers, torch's RNG states) as safetensors
 tensors, and everything else (step, settings, history, SlimFit scores, optimizer
-scalars) as JSON in the file's metadata (``gpuforge_resume``). One file is written
+scalars) as JSON in the file's metadata (``gpuforge_state``; see gpuforge.core.statefile). One file is written
 atomically, so a kill mid-write keeps the previous checkpoint; reading it executes
 nothing (safetensors + ``json.loads``).
 
@@ -12,18 +12,14 @@ file) are recognised by name and refused with one line; they are never opened.
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from gpuforge.core.errors import BadInputError
+from gpuforge.core.statefile import read_state_file, write_state_file
 
 FORMAT = "gpuforge.finetune.resume/2"
-META_KEY = "gpuforge_resume"
 STEP_FILE = re.compile(r"^step-(\d+)\.safetensors$")
 LEGACY = "state.pt"
 
@@ -32,84 +28,15 @@ def step_file(folder: Path, step: int) -> Path:
     return Path(folder) / f"step-{step:06d}.safetensors"
 
 
-# ------------------------------------------------------------------ nested state <-> tensors + JSON
-
-def flatten(obj: Any) -> tuple[dict[str, torch.Tensor], Any]:
-    """(tensors, skeleton): every tensor or array of ``obj`` becomes a named safetensors
-    tensor; the skeleton is JSON with ``{"$t": name}`` (torch) / ``{"$a": name}`` (NumPy)
-    in their place and ``{"$items": [[key, value], ...]}`` for dicts whose keys are not
-    all strings (torch optimizers key their state by parameter index)."""
-    tensors: dict[str, torch.Tensor] = {}
-
-    def enc(x: Any, path: str) -> Any:
-        if isinstance(x, torch.Tensor):
-            tensors[path] = x.detach().cpu().contiguous()
-            return {"$t": path}
-        if isinstance(x, np.ndarray):
-            tensors[path] = torch.from_numpy(np.ascontiguousarray(x)).clone()
-            return {"$a": path}
-        if isinstance(x, np.generic):
-            return x.item()
-        if isinstance(x, dict):
-            if all(isinstance(k, str) for k in x):
-                return {k: enc(v, f"{path}.{k}") for k, v in x.items()}
-            return {"$items": [[k, enc(v, f"{path}.{k}")] for k, v in x.items()]}
-        if isinstance(x, (list, tuple)):
-            return [enc(v, f"{path}.{i}") for i, v in enumerate(x)]
-        if x is None or isinstance(x, (bool, int, float, str)):
-            return x
-        raise TypeError(f"cannot store a {type(x).__name__} in a resume file ({path})")
-
-    return tensors, enc(obj, "s")
-
-
-def unflatten(tensors: dict[str, torch.Tensor], skeleton: Any) -> Any:
-    def dec(x: Any) -> Any:
-        if isinstance(x, dict):
-            if set(x) == {"$t"}:
-                return tensors[x["$t"]]
-            if set(x) == {"$a"}:
-                return tensors[x["$a"]].numpy()
-            if set(x) == {"$items"}:
-                return {k: dec(v) for k, v in x["$items"]}
-            return {k: dec(v) for k, v in x.items()}
-        if isinstance(x, list):
-            return [dec(v) for v in x]
-        return x
-
-    return dec(skeleton)
-
-
 # ------------------------------------------------------------------ files
 
 def save(path: Path, state: dict[str, Any]) -> None:
-    from safetensors.torch import save_file
-
-    tensors, skeleton = flatten(state)
-    save_file(tensors, str(path), metadata={"format": FORMAT, META_KEY: json.dumps(skeleton)})
+    write_state_file(path, state, FORMAT)
 
 
 def load(path: Path) -> dict[str, Any]:
     """The state saved by :func:`save`; one line (exit 3) for anything else."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-            if meta.get("format") != FORMAT or META_KEY not in meta:
-                raise BadInputError(f"--resume {path} is a safetensors file but not a finetune resume file "
-                                    f"(format {meta.get('format')!r}, expected {FORMAT})")
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-            skeleton = json.loads(meta[META_KEY])
-    except BadInputError:
-        raise
-    except Exception as exc:  # safetensors raises several types for a damaged file
-        raise BadInputError(f"--resume {path}: cannot read it ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
-                            "it is damaged or not a resume file") from None
-    try:
-        return unflatten(tensors, skeleton)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BadInputError(f"--resume {path}: its state is incomplete ({exc!r})") from None
+    return read_state_file(path, FORMAT, "--resume")
 
 
 def _legacy(path: Path) -> BadInputError:

@@ -35,13 +35,13 @@ def train(
     batch: int = typer.Option(64, "--batch", help="Patches per step."),
     channels: str = typer.Option("y", "--channels", help="y (luma only, as the paper) or rgb."),
     val: Optional[Path] = typer.Option(None, "--val", help="Folder of validation images (PSNR each epoch)."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Resume file (<out>.resume.pt) or a model to start from."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Resume file (<out>.resume.safetensors) or a model to start from."),
     lr: float = typer.Option(1e-3, "--lr", help="Initial Adam learning rate (cosine decay to --lr-min)."),
     lr_min: float = typer.Option(1e-4, "--lr-min"),
 ) -> None:
     """Train ESPCN on DATA_DIR: random patches, flips/rotations, validation PSNR each epoch, best kept.
 
-    A resume file <OUT>.resume.pt is kept beside the model (it survives an interrupted run)."""
+    A resume file <OUT>.resume.safetensors is kept beside the model (it survives an interrupted run)."""
     _check_scale(scale)
     if channels not in ("y", "rgb"):
         raise UsageError(f"--channels {channels!r}: use y or rgb")
@@ -55,8 +55,9 @@ def train(
     if resume is not None:
         run.input(resume, "--resume file")
     model_out = run.output(out, kind="file")
-    resume_file = run.state_file(out.with_name(out.name + ".resume.pt"),
-                                 resuming=resume is not None and resume.suffix != ".safetensors")
+    from .train import is_resume_file, resume_path_for
+
+    resume_file = run.state_file(resume_path_for(out), resuming=resume is not None and is_resume_file(resume))
 
     from .images import load_folder
     from .train import TrainConfig
