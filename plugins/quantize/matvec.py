@@ -460,24 +460,30 @@ def _gptq4_mv_groups(qweight, qzeros, scales, group_words, xq, xsum, y):
                 y[c] += scales[g, c] * (t_q - z * xsum[g])
 
 
-def _plain_group_size(g_idx: np.ndarray, groups: int) -> int | None:
-    """``gs`` when ``g_idx == arange(rows) // gs`` with groups of whole 32-bit words (or one
-    group) inside ``groups``; None for act-order and other orders."""
-    rows = g_idx.shape[0]
-    gs = int(np.count_nonzero(g_idx == 0))
-    if gs == 0 or -(-rows // gs) > groups or (gs % 8 and gs < rows):
-        return None
-    return gs if np.array_equal(g_idx, np.arange(rows, dtype=np.int64) // gs) else None
+_X_SCALE = np.ldexp(np.float32(1), -4 * np.minimum(np.arange(8), 6)).astype(np.float32)
 
 
-def _gptq4_inputs(x: np.ndarray, gs: int, words: int) -> tuple[np.ndarray, np.ndarray]:
-    """x scaled by 16^-min(j, 6) for input j of each word (padded to whole words), and the
-    sum of x per group (see simd.gptq4_group_dot)."""
-    rows = x.size
+@njit(cache=True)
+def _gptq4_plan(g_idx, groups, x, words, x_scale):
+    """(gs, xq, xsum) for the group kernel: ``gs`` when ``g_idx == arange(rows) // gs``
+    with groups of whole 32-bit words (or one group) inside ``groups``, else -1 (act-order
+    and other orders); ``xq`` x scaled by 16^-min(j, 6) for input j of each word, padded
+    to whole words; ``xsum`` the sum of x per group (see simd.gptq4_group_dot)."""
+    rows = g_idx.size
     xq = np.zeros(8 * words, np.float32)
-    j = np.arange(rows) % 8
-    xq[:rows] = x * np.ldexp(np.float32(1), -4 * np.minimum(j, 6)).astype(np.float32)
-    return xq, np.add.reduceat(x, np.arange(0, rows, gs)).astype(np.float32)
+    gs = 0
+    while gs < rows and g_idx[gs] == 0:
+        gs += 1
+    if gs == 0 or (gs % 8 != 0 and gs < rows) or (rows + gs - 1) // gs > groups:
+        return -1, xq, xq
+    for r in range(rows):
+        if g_idx[r] != r // gs:
+            return -1, xq, xq
+    xsum = np.zeros((rows + gs - 1) // gs, np.float32)
+    for r in range(rows):
+        xq[r] = x[r] * x_scale[r % 8]
+        xsum[r // gs] += x[r]
+    return gs, xq, xsum
 
 
 def _zeros(qzeros, bits, out, dtype=np.int64):
@@ -515,10 +521,10 @@ def gptq_matvec_cpu(qweight, qzeros, scales, g_idx, bits: int, x):
     if not (y.size and x.size):
         return y
     qweight, scales, g_idx, x = (np.ascontiguousarray(a) for a in (qweight, scales, g_idx, x))
-    gs = _plain_group_size(g_idx, scales.shape[0]) if bits == 4 and USE_GPTQ4_GROUPS else None
-    if gs is not None:
+    gs, xq, xsum = (_gptq4_plan(g_idx, scales.shape[0], x, qweight.shape[0], _X_SCALE)
+                    if bits == 4 and USE_GPTQ4_GROUPS else (-1, None, None))
+    if gs > 0:
         bad = False
-        xq, xsum = _gptq4_inputs(x, gs, qweight.shape[0])
         _gptq4_mv_groups(qweight, np.ascontiguousarray(qzeros), scales, -(-gs // 8), xq, xsum, y)
     elif 32 % bits == 0:
         bad = g_idx.min() < 0 or g_idx.max() >= scales.shape[0]

@@ -70,12 +70,21 @@ def test_gptq4_matvec_both_kernels_match_reference(monkeypatch, rows, cols, gs, 
 
 
 def test_gptq4_group_kernel_is_taken_only_for_plain_group_order():
-    g = np.arange(256, dtype=np.int32) // 128
-    assert matvec._plain_group_size(g, 2) == 128
-    assert matvec._plain_group_size(g, 1) is None                      # g_idx beyond the scales
-    assert matvec._plain_group_size(np.arange(60, dtype=np.int32) // 20, 3) is None   # groups split words
-    assert matvec._plain_group_size(np.zeros(60, np.int32), 1) == 60   # one group, partial last word
-    assert matvec._plain_group_size(np.random.default_rng(0).permutation(g).astype(np.int32), 2) is None
+    def gs(g_idx, groups):
+        x = _normal(g_idx.size, 1)
+        got, xq, xsum = matvec._gptq4_plan(g_idx.astype(np.int32), groups, x, -(-g_idx.size // 8), matvec._X_SCALE)
+        if got > 0:   # x scaled by 16^-min(j, 6) per word position, sums per group
+            j = np.arange(x.size) % 8
+            assert np.array_equal(xq[:x.size], x * np.float32(16.0) ** -np.minimum(j, 6).astype(np.float32))
+            np.testing.assert_allclose(xsum, np.add.reduceat(x, np.arange(0, x.size, got)), rtol=1e-5)
+        return got
+
+    g = np.arange(256) // 128
+    assert gs(g, 2) == 128
+    assert gs(g, 1) == -1                                  # g_idx beyond the scales
+    assert gs(np.arange(60) // 20, 3) == -1                 # groups split words
+    assert gs(np.zeros(60, np.int64), 1) == 60              # one group, partial last word
+    assert gs(np.random.default_rng(0).permutation(g), 2) == -1
 
 
 def _aarch64_asm(build) -> str:
