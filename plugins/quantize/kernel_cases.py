@@ -250,7 +250,7 @@ def gptq_dequantize_all() -> list[KernelCase]:
 def gptq_matvec_all() -> list[KernelCase]:
     return [KernelCase(c.name, c.args + (_normal(60 + i, c.args[3].shape[0]),), simulator=c.simulator)
             for i, c in enumerate(gptq_dequantize_all()[:7])] + [
-        # the 4-bit group kernel: 32-column blocks, single vectors and scalar tail columns;
+        # the 4-bit group kernel: 16-column blocks, single vectors and scalar tail columns;
         # one group over a partial last word
         KernelCase("4bit-cols45-64x45-g32", _gptq(62, 64, 45, 4, 32) + (_normal(63, 64),)),
         KernelCase("4bit-one-group-60x16", _gptq(64, 60, 16, 4, 60) + (_normal(65, 60),)),

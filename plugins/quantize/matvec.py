@@ -437,7 +437,7 @@ GPTQ4_TILE = 512
 @njit(parallel=True, cache=True)
 def _gptq4_mv_groups(qweight, qzeros, scales, group_words, xq, xsum, y):
     # 4-bit, groups of whole words in storage order (no act-order): per tile of columns
-    # and group, simd.gptq4_group_dot keeps 32 columns' sums in registers over the
+    # and group, simd.gptq4_group_dot keeps 16 columns' sums in registers over the
     # group's words; the last cols % 8 columns are summed here.
     nwr, cols = qweight.shape
     for t in prange((cols + GPTQ4_TILE - 1) // GPTQ4_TILE):

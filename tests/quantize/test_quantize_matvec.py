@@ -59,7 +59,7 @@ def test_byte_planes_rebuild_the_code_table_exactly():
 @pytest.mark.parametrize("rows,cols,gs", [(256, 96, 128), (64, 45, 32), (60, 16, 60), (1024, 520, 128), (512, 64, -1)])
 @pytest.mark.parametrize("groups_kernel", [True, False])
 def test_gptq4_matvec_both_kernels_match_reference(monkeypatch, rows, cols, gs, groups_kernel):
-    """4-bit without act-order takes simd.gptq4_group_dot (32-column register blocks, then
+    """4-bit without act-order takes simd.gptq4_group_dot (16-column register blocks, then
     single vectors, then scalar tail columns; one partial word when rows % 8); switched off,
     the general word kernel runs on the same layers."""
     monkeypatch.setattr(matvec, "USE_GPTQ4_GROUPS", groups_kernel)
