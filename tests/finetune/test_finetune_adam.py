@@ -79,6 +79,33 @@ def test_fused_8bit_step_equals_the_three_kernels_bit_for_bit(n):
             assert np.abs(mq.astype(int) - npy[0].astype(int)).max() <= 1
 
 
+@pytest.mark.parametrize("signed", [True, False])
+def test_table_started_search_equals_searchsorted(signed):
+    """The fused 8-bit step's search (one table load, then 1-2 compares) against NumPy's
+    searchsorted on the midpoints, at and next to every midpoint, +-0, +-1 and random
+    values; NaN gives code 0 like the eight-step search."""
+    from numba import njit
+
+    bounds = adam._BOUNDS[signed]
+    table = adam._FAST[signed]
+
+    @njit
+    def codes(x, padded, fast, out):
+        bits = x.view(np.uint32)
+        for i in range(x.size):
+            out[i] = adam._bucket_fast(padded, fast[0], fast[1], fast[2], fast[3], x[i], bits[i])
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([bounds, np.nextafter(bounds, 2), np.nextafter(bounds, -2), [0.0, -0.0, 1.0, -1.0, 1e-38, -1e-38],
+                        rng.uniform(-1, 1, 100_000), rng.standard_normal(10_000) * 1e-3]).astype(np.float32)
+    x = np.clip(x, -1, 1).astype(np.float32)
+    out = np.empty(x.size, np.int64)
+    codes(x, adam._PADDED[signed], table, out)
+    assert np.array_equal(out, np.searchsorted(bounds, x, side="left"))
+    codes(np.array([np.nan], np.float32), adam._PADDED[signed], table, out[:1])
+    assert out[0] == adam._bucket(adam._PADDED[signed], np.float32(np.nan)) == 0
+
+
 def test_optimizer_choices():
     """`adamw` (default) and `adamw-8bit`: our flat-buffer steps; `torch-adamw`: torch's
     fused kernel, the strongest baseline torch has on the CPU."""
