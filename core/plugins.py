@@ -50,6 +50,8 @@ class PluginInfo:
     """``loaded``, ``disabled`` or ``failed``."""
     reason: str = ""
     registered: dict[str, int] = field(default_factory=dict)
+    library: bool = False
+    """A core library (``library = true`` in plugins.toml): always loaded, never disabled."""
     declared_commands: list[str] = field(default_factory=list, repr=False)
     """Command names its hook registered, kept even when the plugin then failed: a user
     who types one is told which plugin it belongs to."""
@@ -64,6 +66,7 @@ class PluginInfo:
             "version": self.version,
             "status": self.status,
             "reason": self.reason,
+            "library": self.library,
             "registered": dict(self.registered),
         }
 
@@ -236,8 +239,9 @@ def _discover() -> list[PluginInfo]:
                 source="builtin",
                 description=entry.get("description", ""),
                 distribution="gpuforge",
-                status="loaded" if entry.get("enabled", True) else "disabled",
-                reason="" if entry.get("enabled", True) else "disabled in plugins.toml",
+                status="loaded" if entry.get("enabled", True) or entry.get("library") else "disabled",
+                reason="" if entry.get("enabled", True) or entry.get("library") else "disabled in plugins.toml",
+                library=bool(entry.get("library", False)),
             )
         )
     names = {p.name for p in found}
@@ -266,6 +270,13 @@ def _apply_switches(plugins: list[PluginInfo]) -> None:
     disabled_cfg = set(load_config().get("plugins", {}).get("disabled", []))
     for p in plugins:
         if p.status != "loaded":
+            continue
+        if p.library:
+            if p.name in disabled_env or p.name in disabled_cfg:
+                from gpuforge.core.log import get_logger
+
+                get_logger("gpuforge.plugins").warning(
+                    f"{p.name} is a core library (the core and other plugins use it); it stays loaded")
             continue
         if only is not None and p.name not in only:
             p.status, p.reason = "disabled", "not in GPUFORGE_LOAD_PLUGINS"

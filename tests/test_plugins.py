@@ -213,3 +213,14 @@ def test_every_hook_is_documented():
         fn = getattr(hookspecs, name)
         assert fn.__doc__ and fn.__doc__.strip(), name
         assert f"`{name}`" in doc, f"docs/PLUGINS.md does not document {name}"
+
+
+def test_core_libraries_cannot_be_disabled(run_cli):
+    """hardware and kernels are libraries other plugins import: disabling them is refused
+    with a notice, and their commands keep working."""
+    r = run_cli("--json", "hw", "list", env={"GPUFORGE_DISABLE_PLUGINS": "hardware,kernels"})
+    assert r.code == 0, r
+    assert "core library" in r.stderr
+    r = run_cli("--json", "plugins", "list", "--all", env={"GPUFORGE_LOAD_PLUGINS": "superres"})
+    status = {p["name"]: p["status"] for p in r.json()}
+    assert status["hardware"] == status["kernels"] == "loaded" and status["quantize"] == "disabled"

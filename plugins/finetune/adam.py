@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from gpuforge.core.specs import KernelCase
-from gpuforge.kernels.blockwise import _absmax_step
+from gpuforge.kernels.blockwise import absmax_step_cpu
 
 
 # ---------------------------------------------------------------- dynamic 8-bit code
@@ -185,7 +185,7 @@ def _quantize_8bit(x, bounds, blocksize, codes, absmax):
         lo, hi = b * blocksize, min(n, (b + 1) * blocksize)
         amax = np.float32(0.0)
         for i in range(lo, hi):
-            amax = _absmax_step(amax, abs(x[i]))
+            amax = absmax_step_cpu(amax, abs(x[i]))
         absmax[b] = amax
         scale = max(amax, np.float32(1e-38))
         for i in range(lo, hi):
@@ -303,8 +303,8 @@ def _adamw8bit_inplace(p, g, mq, ma, vq, va, code_m, code_v, bounds_m, bounds_v,
             new_am = np.float32(0.0)
             new_av = np.float32(0.0)
             for i in range(lo, hi):
-                new_am = _absmax_step(new_am, abs(mbuf[i]))
-                new_av = _absmax_step(new_av, abs(vbuf[i]))
+                new_am = absmax_step_cpu(new_am, abs(mbuf[i]))
+                new_av = absmax_step_cpu(new_av, abs(vbuf[i]))
             ma[b] = new_am
             va[b] = new_av
             sm = max(new_am, np.float32(1e-38))
