@@ -54,6 +54,27 @@ def best_of(fn: Callable[[], Any], repeat: int = 5, warmup: int = 1, sync: Calla
     return best
 
 
+def best_of_interleaved(fns: dict[str, Callable[[], Any]], repeat: int = 5, warmup: int = 1,
+                        sync: Callable[[], None] | None = None) -> dict[str, float]:
+    """:func:`best_of` for several functions taken in turns (a, b, c, a, b, c, ...): on a
+    shared machine the load moves by the second, and a ratio of two best times is only
+    fair when both had the same chances at a quiet moment."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(repeat):
+        for key, fn in fns.items():
+            if sync:
+                sync()
+            t0 = time.perf_counter()
+            fn()
+            if sync:
+                sync()
+            best[key] = min(best[key], time.perf_counter() - t0)
+    return best
+
+
 def row(name: str, impl: str, seconds: float, *, baseline: str | None = None, baseline_seconds: float | None = None,
         bytes_moved: float | None = None, flops: float | None = None, ctx: BenchContext | None = None, **extra: Any) -> dict:
     """One benchmark result row: ratio = baseline time / this time (> 1 is faster)."""
@@ -78,37 +99,20 @@ def row(name: str, impl: str, seconds: float, *, baseline: str | None = None, ba
 
 def measure_command(argv: list[str], env: dict | None = None, timeout: float | None = None,
                     cwd: str | None = None) -> dict:
-    """Run ``argv`` in a child process: its peak resident set (``ru_maxrss`` of that child
-    alone, from ``wait4``; what ``/usr/bin/time -v`` reports as "Maximum resident set size"),
-    wall time, exit status and the end of its stderr."""
-    import os
+    """Run ``argv`` in a fresh process: its own peak resident set (through
+    :func:`gpuforge.core.peakrss.run_measured`, so this process's size does not leak in;
+    what ``/usr/bin/time -v`` reports as "Maximum resident set size"), wall time, exit status
+    and the end of its stderr. On ``timeout`` the status is -9 and the peak ``None``."""
     import subprocess
     import tempfile
 
+    from gpuforge.core.peakrss import run_measured
+
     with tempfile.TemporaryFile() as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err)
-        try:
-            if timeout is None:
-                _, status, usage = os.wait4(proc.pid, 0)
-            else:
-                deadline = t0 + timeout
-                while True:
-                    pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-                    if pid:
-                        break
-                    if time.perf_counter() > deadline:
-                        proc.kill()
-                        _, status, usage = os.wait4(proc.pid, 0)
-                        break
-                    time.sleep(0.2)
-        finally:
-            proc.returncode = os.waitstatus_to_exitcode(status) if "status" in locals() else proc.poll()
-        seconds = time.perf_counter() - t0
+        m = run_measured(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err, timeout=timeout)
         err.seek(0)
         tail = err.read()[-2000:].decode(errors="replace")
-    return {"peak_rss_bytes": usage.ru_maxrss * 1024, "seconds": seconds, "returncode": proc.returncode,
-            "stderr_tail": tail}
+    return {**m, "stderr_tail": tail}
 
 
 def growth_exponent(sizes: list[float], values: list[float]) -> float | None:

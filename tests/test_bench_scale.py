@@ -34,12 +34,29 @@ def test_bench_scale_quick_runs_the_scale_suite_only(run_cli, tmp_path):
     assert r.code == 0, r
     res = json.loads(out.read_text())
     rows = res["rows"]
-    assert rows and {row["bench"] for row in rows} == {"quantize.scale"}
-    assert all(row["peak_rss_bytes"] > 0 and row["seconds"] > 0 and row["size"] > 0 for row in rows)
+    # quantize's rows and superres's (one suite: superres registers its scale bench into it)
+    assert rows and {row["bench"] for row in rows} == {"quantize.scale", "scale"}
+    quant = [row for row in rows if row["bench"] == "quantize.scale"]
+    assert all(row["peak_rss_bytes"] > 0 and row["seconds"] > 0 and row["size"] > 0 for row in quant)
     growth = {g["series"]: g for g in res["growth"]}
-    assert {"quantize nf4", "quantize int8", "quantize gptq by depth"} <= set(growth)
+    assert {"quantize nf4", "quantize int8", "quantize gptq by depth", "superres upscale x2 image"} <= set(growth)
     # generated inputs are gone after their rows
     assert not any((tmp_path / "cache").rglob("*.safetensors"))
-    # the speed suite does not run scale benchmarks
-    r = run_cli("bench", "quantize", "--quick", "--only", "quantize.scale", timeout=600)
-    assert r.code == 2 and "no speed benchmarks" in r.stderr
+
+
+def test_scale_benchmarks_stay_out_of_the_speed_suite_unless_named():
+    from gpuforge.cli.bench import select_benchmarks
+    from gpuforge.core.specs import BenchmarkSpec
+
+    reg = [("superres", BenchmarkSpec("frame", "m:f")), ("superres", BenchmarkSpec("scale", "m:s", suite="scale")),
+           ("quantize", BenchmarkSpec("quantize", "m:q")),
+           ("quantize", BenchmarkSpec("quantize.scale", "m:qs", suite="scale"))]
+
+    def names(*a):
+        return [b.name for _, b in select_benchmarks(reg, *a)]
+
+    assert names("superres", None, "speed") == ["frame"]   # `bench superres`: no 12-minute scale run
+    assert names(None, None, "speed") == ["frame", "quantize"]
+    assert names("superres", ["scale"], "speed") == ["scale"]   # `bench superres --only scale`
+    assert names(None, None, "scale") == ["scale", "quantize.scale"]   # `bench scale`: every plugin's
+    assert names(None, ["quantize.scale"], "scale") == ["quantize.scale"]

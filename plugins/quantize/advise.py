@@ -124,7 +124,7 @@ def estimate(args: list[str]):
     from gpuforge.plugins.quantize.methods import get_method, method_names
 
     p.add_argument("--method", default="gptq", choices=method_names())
-    p.add_argument("--bits", type=int, default=4)
+    p.add_argument("--bits", type=int, default=4, choices=[2, 3, 4, 8])
     p.add_argument("--nsamples", type=int, default=128)
     p.add_argument("--seqlen", type=int, default=2048)
     p.add_argument("--hidden", type=int, default=None)
