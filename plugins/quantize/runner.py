@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 
 from gpuforge.core.errors import BadInputError, UsageError
-from gpuforge.core.files import Manifest, atomic_dir, check_output
 from gpuforge.core.log import get_logger
 from gpuforge.plugins.quantize import model_io
 from gpuforge.plugins.quantize.shards import DEFAULT_SHARD_BYTES, INDEX_NAME, ShardWriter, parse_size
@@ -203,7 +202,7 @@ def _quantize_streamed(src, names: list[str], q: _Quantizer) -> None:
 
 
 def _quantize_blockwise(sk, names: list[str], linear: dict[str, str], q: _Quantizer, opts: Options,
-                        calib_memory: int, manifest) -> dict:
+                        calib_memory: int, run) -> dict:
     """Calibrated methods, one transformer block at a time (:mod:`.blockwise`)."""
     import torch
 
@@ -218,7 +217,7 @@ def _quantize_blockwise(sk, names: list[str], linear: dict[str, str], q: _Quanti
     threads = torch.get_num_threads()
     torch.set_num_threads(1)   # one short sequence per forward: small ops, the thread pool only adds waiting
     try:
-        with manifest.timed("calibrate_first_block"):
+        with run.timed("calibrate_first_block"):
             runner = BlockRunner(sk, tok, lines, opts.seqlen, calib_memory)
     finally:
         torch.set_num_threads(threads)
@@ -271,22 +270,42 @@ def _quantize_blockwise(sk, names: list[str], linear: dict[str, str], q: _Quanti
 
 
 def run(input_path: str, out: str, opts: Options, force: bool = False, shard_size: int | str = DEFAULT_SHARD_BYTES,
-        calib_memory: int | str = DEFAULT_CALIB_MEMORY) -> dict:
-    """Quantize ``input_path`` (a model folder or a .safetensors file) into ``out``,
-    streamed: weights are read one tensor at a time and written to shards as they fill;
-    calibrated methods hold one transformer block at a time (activations past
-    ``calib_memory`` bytes go to disk)."""
+        calib_memory: int | str = DEFAULT_CALIB_MEMORY, device: str = "cpu") -> dict:
+    """``gpuforge quantize run`` from Python: the same checks, output transaction and
+    manifest as the command (kernels on ``device``: ``cpu``, ``cuda[:N]`` or ``auto``)."""
+    from gpuforge.core.run import Run, execute, resolve_device
+
+    r = Run("quantize run", device=resolve_device(device), backend=None, seed=None, json=False, force=force,
+            threads=None, params={**opts.__dict__, "input": str(input_path), "out": str(out),
+                                  "shard_size": str(shard_size), "calib_memory": str(calib_memory)})
+    result: dict = {}
+
+    def body(r) -> None:
+        result.update(quantize_run(r, input_path, out, opts, shard_size, calib_memory))
+        r.result({k: v for k, v in result.items() if k != "per_layer"})
+
+    execute(r, body)
+    return result
+
+
+def quantize_run(run, input_path: str, out: str, opts: Options, shard_size: int | str = DEFAULT_SHARD_BYTES,
+                 calib_memory: int | str = DEFAULT_CALIB_MEMORY) -> dict:
+    """Quantize ``input_path`` (a model folder or a .safetensors file) into the output
+    folder ``out`` of the command runtime's ``run``, streamed: weights are read one tensor
+    at a time and written to shards as they fill; calibrated methods hold one transformer
+    block at a time (activations past ``calib_memory`` bytes go to disk). Kernels run on
+    ``run.device`` through the registry; the runtime writes the manifest."""
     check_method(opts.method)
     spec = opts.spec
     bits = opts.resolved_bits()
-    check_output(out, force)
     shard_size, calib_memory = parse_size(shard_size), parse_size(calib_memory)
     if shard_size < 1 or calib_memory < 0:
         raise UsageError("--shard-size must be positive and --calib-memory >= 0")
     if opts.calibrated and (opts.nsamples < 1 or opts.seqlen < 2):
         raise UsageError("--nsamples must be >= 1 and --seqlen >= 2")
-    manifest = Manifest("quantize run", {k: v for k, v in opts.__dict__.items()}
-                        | {"bits": bits, "shard_size": shard_size, "calib_memory": calib_memory})
+    run.input(input_path, "INPUT")
+    dst = run.output(out, kind="dir")   # --force, overlap with the input, writability: checked before any work
+    run.note("quantize", {"bits": bits, "shard_size": shard_size, "calib_memory": calib_memory})
     src = model_io.TensorSource(input_path)
     infos = {k: src.info(k) for k in src.keys()}
     sk = None
@@ -295,7 +314,7 @@ def run(input_path: str, out: str, opts: Options, force: bool = False, shard_siz
     if src.kind == "folder":
         from gpuforge.plugins.quantize.skeleton import Skeleton
 
-        with manifest.timed("skeleton"):
+        with run.timed("skeleton"):
             sk = Skeleton(src)
         linear = sk.linear_keys()
         block_mod = model_io.find_blocks(sk.model)
@@ -324,51 +343,46 @@ def run(input_path: str, out: str, opts: Options, force: bool = False, shard_siz
 
     from gpuforge.core.progress import progress
 
-    manifest.add_input(src.path)
     extra: dict = {}
-    with atomic_dir(out, force=force) as tmp:
-        writer = ShardWriter(tmp, shard_size)
-        with progress(f"quantize {opts.method}", total=len(names)) as bar:
-            q = _Quantizer(opts, bits, writer, src, bar)
-            with manifest.timed("quantize"):
-                if opts.calibrated:
-                    extra = _quantize_blockwise(sk, names, linear, q, opts, calib_memory, manifest)
-                    _pass_through(src, [k for k in src.keys() if k not in set(names)], writer)
-                else:
-                    _quantize_streamed(src, names, q)
-        with manifest.timed("write"):
-            files = writer.close()
-            qc = quantization_config(opts, bits, structure)
-            if src.kind == "folder":
-                for p in src.path.rglob("*"):
-                    rel = p.relative_to(src.path)
-                    if p.is_file() and p.suffix not in (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack") \
-                            and rel not in (Path("config.json"), Path(INDEX_NAME)) and not rel.name.startswith("."):
-                        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                        shutil.copy2(p, tmp / rel)
-                cfg = dict(src.config)
-                if qc is not None:
-                    cfg["quantization_config"] = qc
-                (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-            if qc is not None and qc.get("quant_method") == "gptq":
-                (tmp / "quantize_config.json").write_text(json.dumps(
-                    {k: v for k, v in qc.items() if k != "quant_method"} | {"quant_method": "gptq"}, indent=2) + "\n")
-        for p in sorted(tmp.rglob("*")):
-            if p.is_file():
-                manifest.add_output(Path(out) / p.relative_to(tmp))
-        rows = q.rows
-        qparams = sum(int(np.prod(r["shape"])) for r in rows)
-        result = {
-            "input": str(src.path), "output": str(out), "kind": src.kind, "method": opts.method, "bits": bits,
-            "layers": len(rows), "quantized_params": qparams,
-            "bits_per_param": sum(r["bits_per_param"] * np.prod(r["shape"]) for r in rows) / max(qparams, 1),
-            "input_bytes": src.bytes_on_disk,
-            "output_bytes": int(sum(f.stat().st_size for f in files if f.suffix == ".safetensors")),
-            "shards": len([f for f in files if f.suffix == ".safetensors"]),
-            "per_layer": rows,
-            "kept_in_float": [k[: -len(".weight")] if k.endswith(".weight") else k for k in kept_float],
-            "loaders": spec.layout.loader, "notes": notes, **extra,
-        }
-        manifest.set("result", {k: v for k, v in result.items() if k != "per_layer"})
-        manifest.write(tmp)
+    tmp = dst.tmp
+    # everything lands in the runtime's temporary folder, moved into place on success
+    writer = ShardWriter(tmp, shard_size)
+    with progress(f"quantize {opts.method}", total=len(names)) as bar:
+        q = _Quantizer(opts, bits, writer, src, bar)
+        with run.timed("quantize"):
+            if opts.calibrated:
+                extra = _quantize_blockwise(sk, names, linear, q, opts, calib_memory, run)
+                _pass_through(src, [k for k in src.keys() if k not in set(names)], writer)
+            else:
+                _quantize_streamed(src, names, q)
+    with run.timed("write"):
+        files = writer.close()
+        qc = quantization_config(opts, bits, structure)
+        if src.kind == "folder":
+            for p in src.path.rglob("*"):
+                rel = p.relative_to(src.path)
+                if p.is_file() and p.suffix not in (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack") \
+                        and rel not in (Path("config.json"), Path(INDEX_NAME)) and not rel.name.startswith("."):
+                    (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(p, tmp / rel)
+            cfg = dict(src.config)
+            if qc is not None:
+                cfg["quantization_config"] = qc
+            (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+        if qc is not None and qc.get("quant_method") == "gptq":
+            (tmp / "quantize_config.json").write_text(json.dumps(
+                {k: v for k, v in qc.items() if k != "quant_method"} | {"quant_method": "gptq"}, indent=2) + "\n")
+    rows = q.rows
+    qparams = sum(int(np.prod(r["shape"])) for r in rows)
+    result = {
+        "input": str(src.path), "output": str(out), "kind": src.kind, "method": opts.method, "bits": bits,
+        "layers": len(rows), "quantized_params": qparams,
+        "bits_per_param": sum(r["bits_per_param"] * np.prod(r["shape"]) for r in rows) / max(qparams, 1),
+        "input_bytes": src.bytes_on_disk,
+        "output_bytes": int(sum(f.stat().st_size for f in files if f.suffix == ".safetensors")),
+        "shards": len([f for f in files if f.suffix == ".safetensors"]),
+        "per_layer": rows,
+        "kept_in_float": [k[: -len(".weight")] if k.endswith(".weight") else k for k in kept_float],
+        "loaders": spec.layout.loader, "notes": notes, **extra,
+    }
     return result
