@@ -128,7 +128,7 @@ def advise_cmd(
     params: str = typer.Option(..., "--params", help="Parameter count: 7e9, 7B, 70B, 125M ..."),
     gpu: str = typer.Option(..., "--gpu", help="GPU profile id (see `gpuforge hw list`)."),
     batch: str = typer.Option("sync", "--batch", help="sync (latency, small batches) | async (throughput, large batches)."),
-    context: int = typer.Option(4096, "--context", help="Tokens of context per sequence (KV cache)."),
+    context: int = typer.Option(4096, "--context", min=1, help="Tokens of context per sequence (KV cache)."),
 ) -> None:
     """Which weight/activation format for this model size on this GPU (BF16, W8A8-FP8, W8A8-INT8, W4A16)."""
     from gpuforge.plugins.quantize.advise import advise
