@@ -92,8 +92,10 @@ CASES: list[Case] = [
 # second), 8 labelled rows.
 _FT_STEPS = ["--max-steps", "2", "--batch-size", "4", "--r", "2", "--alpha", "4", "--max-len", "16",
              "--checkpoint-every", "100"]
-_QLORA_KERNELS = frozenset({"quantize.nf4_encode", "quantize.nf4_decode", "finetune.quantize_blockwise_8bit",
-                            "finetune.dequantize_blockwise_8bit"})
+# the NF4 base is the quantize plugin's NF4Linear/NF4Embedding: bitsandbytes' double
+# quantization of the block scales through quantize.absmax_dq_*
+_QLORA_KERNELS = frozenset({"quantize.nf4_encode", "quantize.nf4_decode", "quantize.absmax_dq_encode",
+                            "quantize.absmax_dq_decode"})
 
 
 def _ft_inputs(folder: Path) -> None:
