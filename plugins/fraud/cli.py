@@ -174,7 +174,7 @@ def cluster_cmd(
     epsilon: float = typer.Option(0.0, "--epsilon", help="cluster_selection_epsilon (distance, in standardized units)."),
     mode: str = typer.Option("exact", "--mode", help="exact (full mutual-reachability MST) | approx (kNN-graph MST, components bridged)."),
     knn: Optional[int] = typer.Option(None, "--knn", help="Neighbours per point in the kNN graph (default: exact 16, approx 10; at least min-samples)."),
-    knn_leaves: Optional[int] = typer.Option(None, "--knn-leaves", help="approx: kd-tree leaves per kNN search (0 = exact kNN; default 32 at <= 8 columns, doubling per column, exact from 16)."),
+    knn_leaves: Optional[int] = typer.Option(None, "--knn-leaves", help="approx: neighbour cells searched per row for the kNN graph (0 = exact kNN; default 8)."),
     force: bool = FORCE,
     json_out: bool = JSON,
 ) -> None:

@@ -52,7 +52,7 @@ def cluster_matrix(X, *, min_cluster_size=5, min_samples=None, selection="eom", 
     """Validate, drop non-finite rows, standardize, run HDBSCAN. Returns (result, finite mask)."""
     import numpy as np
 
-    from gpuforge.plugins.fraud.hdbscan_core import hdbscan
+    from gpuforge.plugins.fraud.hdbscan import hdbscan
 
     if selection not in ("eom", "leaf"):
         raise UsageError(f"--selection must be eom or leaf, got {selection!r}")
@@ -78,7 +78,7 @@ def cluster_matrix(X, *, min_cluster_size=5, min_samples=None, selection="eom", 
         raise BadInputError(f"{where}: {len(Xf)} usable rows is fewer than --min-cluster-size {min_cluster_size}; "
                             "lower it or pass more rows")
     res = hdbscan(standardize(Xf), min_cluster_size=min_cluster_size, min_samples=min_samples,
-                  selection=selection, epsilon=epsilon, mode=mode, knn=knn, log=log.debug, max_leaves=knn_leaves)
+                  selection=selection, epsilon=epsilon, mode=mode, knn=knn, log=log.debug, knn_cells=knn_leaves)
     return res, finite
 
 

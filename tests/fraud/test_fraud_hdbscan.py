@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from gpuforge.plugins.fraud.bench import blobs
-from gpuforge.plugins.fraud.hdbscan_core import hdbscan
+from gpuforge.plugins.fraud.hdbscan import hdbscan
 
 hdb = pytest.importorskip("hdbscan")
 from sklearn.metrics import adjusted_rand_score  # noqa: E402

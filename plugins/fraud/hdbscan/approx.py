@@ -1,0 +1,285 @@
+"""Approx mode's kNN graph, in two registered kernels, and the driver step that runs them.
+
+1. The rows are cut into k-means cells (:mod:`.cells`, on the host) and each cell is
+   given its ``NEIGHBOUR_CELLS`` nearest cells (by centre distance, itself first).
+2. ``fraud.knn_local(x, k, cell_of, nbr) -> (d2, idx)``: each row's k nearest among the
+   rows of the cells ``nbr[cell_of[row]]`` (entries -1 are padding). Every row needs at
+   least k other candidate rows.
+3. ``fraud.knn_refine(x, knn_d2, knn_i) -> (d2, idx)``: one join step of NN-descent
+   (Dong, Charikar & Li, WWW 2011): each row's k nearest among its list and the lists of
+   the rows on it. Run ``REFINE_STEPS`` times.
+
+Both rank by (d2, row) with the distances of :mod:`.edge_order` (the listed d2 values
+are taken as given), so every backend returns the same graph. The recall (share of the
+true k nearest found) is measured on a sample of rows when asked.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from gpuforge.kernels.arguments import KernelArgumentError, check_int, check_ndim
+from gpuforge.plugins.fraud.hdbscan.cells import build_cells, range_sq_dists
+from gpuforge.plugins.fraud.hdbscan.edge_order import neighbour_before, sq_dist, sq_dist_matrix
+from gpuforge.plugins.fraud.hdbscan.knn import _blobs, _insert, check_finite, check_points, knn
+
+NEIGHBOUR_CELLS = 8
+REFINE_STEPS = 1
+CHUNK = 4096
+
+
+# --- argument checks ---------------------------------------------------------------------------
+
+def check_local(x, k, cell_of, nbr) -> int:
+    check_points("x", x)
+    k = check_int("k", k, 0)
+    if np.dtype(cell_of.dtype) != np.int64 or tuple(cell_of.shape) != (x.shape[0],):
+        raise KernelArgumentError(f"cell_of must be int64 of shape ({x.shape[0]},)")
+    check_ndim("nbr", nbr.shape, 2)
+    if np.dtype(nbr.dtype) != np.int64:
+        raise KernelArgumentError("nbr must be int64")
+    return k
+
+
+def check_local_values(k, cell_of, nbr) -> None:
+    """Host arrays: cells in range, and at least k other candidates for every row."""
+    if not isinstance(cell_of, np.ndarray) or not isinstance(nbr, np.ndarray) or cell_of.size == 0:
+        return
+    m = nbr.shape[0]
+    if cell_of.min() < 0 or cell_of.max() >= m or nbr.min() < -1 or nbr.max() >= m:
+        raise KernelArgumentError(f"cell_of and nbr must name cells 0..{m - 1} (nbr may hold -1)")
+    size = np.bincount(cell_of, minlength=m)
+    reach = np.where(nbr >= 0, size[np.maximum(nbr, 0)], 0).sum(1)
+    if (reach[cell_of] - 1 < k).any():
+        raise KernelArgumentError(f"some rows have fewer than k={k} other rows in their neighbour cells")
+
+
+def check_refine(x, knn_d2, knn_i) -> None:
+    check_points("x", x)
+    check_ndim("knn_d2", knn_d2.shape, 2)
+    if np.dtype(knn_d2.dtype) != np.float64 or np.dtype(knn_i.dtype) != np.int64:
+        raise KernelArgumentError("knn_d2 must be float64 and knn_i int64")
+    if tuple(knn_d2.shape) != tuple(knn_i.shape) or knn_d2.shape[0] != x.shape[0]:
+        raise KernelArgumentError(f"knn_d2 and knn_i must both be ({x.shape[0]}, k)")
+
+
+def check_refine_values(knn_i) -> None:
+    if isinstance(knn_i, np.ndarray) and knn_i.size:
+        n = knn_i.shape[0]
+        if knn_i.min() < 0 or knn_i.max() >= n or (knn_i == np.arange(n)[:, None]).any():
+            raise KernelArgumentError(f"knn_i must hold other rows in 0..{n - 1}")
+
+
+# --- references --------------------------------------------------------------------------------
+
+def knn_local(x, k, cell_of, nbr):
+    x, cell_of, nbr = (np.asarray(a) for a in (x, cell_of, nbr))
+    k = check_local(x, k, cell_of, nbr)
+    check_finite("x", x)
+    check_local_values(k, cell_of, nbr)
+    n = x.shape[0]
+    d2 = np.empty((n, k))
+    idx = np.empty((n, k), np.int64)
+    for c in np.unique(cell_of):
+        rows = np.flatnonzero(cell_of == c)
+        cand = np.flatnonzero(np.isin(cell_of, nbr[c][nbr[c] >= 0]))  # ascending rows
+        sq = sq_dist_matrix(x[rows], x[cand])
+        sq[cand[None, :] == rows[:, None]] = np.inf
+        order = np.argsort(sq, axis=1, kind="stable")[:, :k]  # ties: the smaller row
+        idx[rows] = cand[order]
+        d2[rows] = np.take_along_axis(sq, order, axis=1)
+    return d2, idx
+
+
+def knn_refine(x, knn_d2, knn_i):
+    x, knn_d2, knn_i = (np.asarray(a) for a in (x, knn_d2, knn_i))
+    check_refine(x, knn_d2, knn_i)
+    check_finite("x", x)
+    check_refine_values(knn_i)
+    n, k = knn_d2.shape
+    d2 = np.empty((n, k))
+    idx = np.empty((n, k), np.int64)
+    for p in range(n):
+        have = dict(zip(knn_i[p].tolist(), knn_d2[p].tolist()))  # listed distances as given
+        more = np.setdiff1d(knn_i[knn_i[p]].ravel(), np.append(knn_i[p], p))
+        rows = np.concatenate([knn_i[p], more])
+        dist = np.concatenate([[have[r] for r in knn_i[p].tolist()], sq_dist_matrix(x[p:p + 1], x[more])[0]])
+        order = np.lexsort((rows, dist))[:k]
+        idx[p], d2[p] = rows[order], dist[order]
+    return d2, idx
+
+
+# --- numba-cpu ---------------------------------------------------------------------------------
+
+@njit(parallel=True, cache=True)
+def _local(X, XT, row, start, nbr, cell_of_pos, k, lo, hi, out_d2, out_i):
+    """Rows are in cell order (cell j at start[j]:start[j+1], transposed in XT)."""
+    n = X.shape[0]
+    longest = 0
+    for j in range(start.shape[0] - 1):
+        longest = max(longest, start[j + 1] - start[j])
+    for p in prange(lo, hi):
+        bd = np.full(k, np.inf)
+        bi = np.full(k, -1, np.int64)
+        br = np.full(k, n, np.int64)
+        acc = np.empty(longest)
+        cl = cell_of_pos[p]
+        for t in range(nbr.shape[1]):
+            j = nbr[cl, t]
+            if j < 0:
+                continue
+            a, b = start[j], start[j + 1]
+            range_sq_dists(X, p, XT, a, b, acc)
+            for i in range(b - a):
+                q = a + i
+                if q != p:
+                    _insert(bd, bi, br, k, acc[i], q, row[q])
+        for i in range(k):
+            out_d2[p, i] = bd[i]
+            out_i[p, i] = row[bi[i]]
+
+
+def knn_local_cpu(x, k, cell_of, nbr):
+    x, cell_of, nbr = (np.ascontiguousarray(a) for a in (x, cell_of, nbr))
+    k = check_local(x, k, cell_of, nbr)
+    check_finite("x", x)
+    check_local_values(k, cell_of, nbr)
+    n = x.shape[0]
+    order = np.argsort(cell_of, kind="stable")
+    start = np.searchsorted(cell_of[order], np.arange(nbr.shape[0] + 1)).astype(np.int64)
+    Xs = np.ascontiguousarray(x[order])
+    d2 = np.empty((n, k))
+    idx = np.empty((n, k), np.int64)
+    if n and k:
+        for lo in range(0, n, CHUNK):
+            _local(Xs, np.ascontiguousarray(Xs.T), order.astype(np.int64), start, nbr, cell_of[order], k, lo,
+                   min(n, lo + CHUNK), d2, idx)
+    out_d2, out_i = np.empty_like(d2), np.empty_like(idx)
+    out_d2[order], out_i[order] = d2, idx
+    return out_d2, out_i
+
+
+@njit(parallel=True, cache=True)
+def _refine(X, kd2, ki, lo, hi, out_d2, out_i):
+    k = kd2.shape[1]
+    for p in prange(lo, hi):
+        bd = kd2[p].copy()
+        br = ki[p].copy()
+        bi = ki[p].copy()
+        for j in range(k):
+            q = ki[p, j]
+            for jj in range(k):
+                r = ki[q, jj]
+                if r == p:
+                    continue
+                held = False
+                for t in range(k):
+                    if br[t] == r:
+                        held = True
+                        break
+                if held:
+                    continue
+                d2 = sq_dist(X, p, X, r)
+                if neighbour_before(d2, r, bd[k - 1], br[k - 1]):
+                    _insert(bd, bi, br, k, d2, r, r)
+        for t in range(k):
+            out_d2[p, t] = bd[t]
+            out_i[p, t] = br[t]
+
+
+def knn_refine_cpu(x, knn_d2, knn_i):
+    x, knn_d2, knn_i = (np.ascontiguousarray(a) for a in (x, knn_d2, knn_i))
+    check_refine(x, knn_d2, knn_i)
+    check_finite("x", x)
+    check_refine_values(knn_i)
+    n, k = knn_d2.shape
+    d2 = np.empty((n, k))
+    idx = np.empty((n, k), np.int64)
+    if k:
+        for lo in range(0, n, CHUNK):
+            _refine(x, knn_d2, knn_i, lo, min(n, lo + CHUNK), d2, idx)
+    return d2, idx
+
+
+# --- the driver step ---------------------------------------------------------------------------
+
+def partition(X: np.ndarray, k: int, neighbours: int | None = None):
+    """(cell_of, nbr): k-means cells and each cell's ``neighbours`` nearest cells (itself
+    included; default ``NEIGHBOUR_CELLS``), more where a row would have fewer than k
+    other candidates."""
+    cells = build_cells(X)
+    m = cells.n_cells
+    cell_of = np.empty(X.shape[0], np.int64)
+    cell_of[cells.row] = cells.shell_cell[cells.shell_of]
+    cc = sq_dist_matrix(cells.centre, cells.centre)
+    np.fill_diagonal(cc, -1.0)  # itself first
+    order = np.argsort(cc, axis=1, kind="stable")
+    size = np.bincount(cell_of, minlength=m)
+    r = min(m, neighbours or NEIGHBOUR_CELLS)
+    while r < m and (np.cumsum(size[order], axis=1)[:, r - 1] - 1 < k).any():
+        r += 1
+    return cell_of, np.ascontiguousarray(order[:, :r])
+
+
+def recall(X: np.ndarray, knn_i: np.ndarray, rows: np.ndarray) -> float:
+    """Share of the true k nearest neighbours of ``rows`` that ``knn_i`` holds."""
+    k = knn_i.shape[1]
+    sq = sq_dist_matrix(X[rows], X)
+    sq[np.arange(len(rows)), rows] = np.inf
+    true = np.argsort(sq, axis=1, kind="stable")[:, :k]
+    return float(np.mean([len(np.intersect1d(a, b)) / k for a, b in zip(true, knn_i[rows])]))
+
+
+def approx_knn(X, k, call, neighbours: int | None = None, recall_rows: int = 0, seed: int = 0):
+    """The approximate kNN graph; its recall on ``recall_rows`` sampled rows (or None)."""
+    cell_of, nbr = partition(X, k, neighbours)
+    d2, idx = call("fraud.knn_local", X, k, cell_of, nbr)
+    for _ in range(REFINE_STEPS):
+        d2, idx = call("fraud.knn_refine", X, d2, idx)
+    rec = None
+    if recall_rows:
+        rows = np.random.default_rng(seed).choice(X.shape[0], min(recall_rows, X.shape[0]), replace=False)
+        rec = recall(X, idx, rows)
+    return d2, idx, rec
+
+
+# --- cases -------------------------------------------------------------------------------------
+
+def _partition_case(seed, n, d, k):
+    x = _blobs(seed, n, d)
+    cell_of, nbr = partition(x, k)
+    return x, cell_of, nbr
+
+
+def local_cases():
+    from gpuforge.core.specs import KernelCase
+
+    x, cell_of, nbr = _partition_case(1, 400, 6, 8)
+    grid = np.stack(np.meshgrid(np.arange(8.0), np.arange(8.0)), -1).reshape(-1, 2)
+    gcell = (np.arange(64) // 16).astype(np.int64)
+    gnbr = np.array([[0, 1, -1], [1, 0, 2], [2, 3, -1], [3, 2, -1]], np.int64)
+    xb, cb, nb = _partition_case(2, 3000, 16, 10)
+    return [
+        KernelCase("blobs_400x6_k8", (x, 8, cell_of, nbr)),
+        KernelCase("grid_ties_padding", (grid, 5, gcell, gnbr)),
+        KernelCase("one_cell", (x[:50], 6, np.zeros(50, np.int64), np.zeros((1, 1), np.int64))),
+        KernelCase("big_3000x16", (xb, 10, cb, nb), simulator=False),
+        KernelCase("too_few_candidates", (grid, 20, gcell, np.array([[0], [1], [2], [3]], np.int64))),
+        KernelCase("bad_cell", (x, 8, np.full(400, 99, np.int64), nbr)),
+    ]
+
+
+def refine_cases():
+    from gpuforge.core.specs import KernelCase
+
+    x, cell_of, nbr = _partition_case(3, 300, 8, 6)
+    d2, idx = knn_local(x, 6, cell_of, nbr)
+    xg = np.round(_blobs(4, 200, 2))  # many equal distances
+    gd2, gi = knn(xg, 4)
+    return [
+        KernelCase("local_300x8_k6", (x, d2, idx)),
+        KernelCase("exact_is_fixed_point", (xg, gd2, gi)),
+        KernelCase("k1", (x, d2[:, :1].copy(), idx[:, :1].copy())),
+        KernelCase("self_in_list", (x, d2, np.where(np.arange(300)[:, None] == 5, 5, idx))),
+        KernelCase("bad_shape", (x, d2[:, :3], idx)),
+    ]
