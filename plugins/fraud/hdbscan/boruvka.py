@@ -51,10 +51,10 @@ from numba import njit, prange
 
 from gpuforge.core.log import get_logger
 from gpuforge.kernels.arguments import KernelArgumentError, check_ndim
-from gpuforge.plugins.fraud.hdbscan.cells import (Cells, annulus, beyond, build_cells, centre_dists,
+from gpuforge.plugins.fraud.hdbscan.cells import (MARGIN, Cells, annulus, beyond, build_cells, centre_dists,
                                                   centre_matrix, range_sq_dists)
 from gpuforge.plugins.fraud.hdbscan.edge_order import edge_before, sort_edges, sq_dist, sq_dist_matrix
-from gpuforge.plugins.fraud.hdbscan.knn import check_finite, check_points
+from gpuforge.plugins.fraud.hdbscan.knn import EPS32, blas_one_thread, check_finite, check_points
 from gpuforge.plugins.fraud.hdbscan.union_find import flatten, union
 
 log = get_logger("fraud.hdbscan")
@@ -350,6 +350,7 @@ def _search_shells(qshells, cptr, cand, comp, c2, lb, X, XT, row, r, centre, cc_
     ``cand[cptr[t]:cptr[t + 1]]``, sorted by lower bound)."""
     n, d = X.shape
     m = radius.shape[0]
+    slack = EPS32 * (d + 8)
     longest = 0
     for s in range(shell_lo.shape[0]):
         longest = max(longest, shell_start[s + 1] - shell_start[s])
@@ -398,6 +399,10 @@ def _search_shells(qshells, cptr, cand, comp, c2, lb, X, XT, row, r, centre, cc_
                     continue
                 a = shell_start[s]
                 b = shell_start[s + 1]
+                # d(p, q) >= d(q, cP) - r_p >= ccd - r_q - r_p (and >= r_p - ccd - r_q): only rows far
+                # enough out in their own cell can come within tS of a candidate
+                rmin = max(ccd - hiS, loS - ccd) - tS - MARGIN * (ccd + hiS + tS)
+                a += np.searchsorted(r[a:b], rmin)
                 range_sq_dists(centre, P, XT, a, b, acc)
                 for i in range(b - a):
                     q = a + i
@@ -410,11 +415,28 @@ def _search_shells(qshells, cptr, cand, comp, c2, lb, X, XT, row, r, centre, cc_
                     nq += 1
         if nq == 0:
             continue
-        QT = np.empty((d, nq))
-        for c in range(d):
-            for i in range(nq):
-                QT[c, i] = XT[c, Q[i]]
-        dq = np.empty(nq)
+        # all candidates against all gathered rows in one float32 GEMM (coordinates
+        # relative to P's centre); a pair is measured exactly only when the screen cannot
+        # settle it (see knn.EPS32 for the slack)
+        Cq = np.empty((nq, d), np.float32)
+        cn = np.empty(nq)
+        for i in range(nq):
+            sq = 0.0
+            for c in range(d):
+                v = np.float32(X[Q[i], c] - centre[P, c])
+                Cq[i, c] = v
+                sq += np.float64(v) * np.float64(v)
+            cn[i] = sq
+        Ck = np.empty((nk, d), np.float32)
+        kn = np.empty(nk)
+        for i in range(nk):
+            sq = 0.0
+            for c in range(d):
+                v = np.float32(X[kept[i], c] - centre[P, c])
+                Ck[i, c] = v
+                sq += np.float64(v) * np.float64(v)
+            kn[i] = sq
+        G = np.dot(Ck, Cq.T)
         # in a one-component shell, each candidate's result tightens the next one's bound
         kw, ka, kb = (W[Sc], A[Sc], B[Sc]) if Sc >= 0 else (np.inf, NONE, NONE)
         for i in range(nk):
@@ -427,13 +449,19 @@ def _search_shells(qshells, cptr, cand, comp, c2, lb, X, XT, row, r, centre, cc_
                     break
                 continue
             cp = c2[p]
-            range_sq_dists(X, p, QT, 0, nq, dq)
             bw, ba, bb, bq = pw[p], pa[p], pb[p], pq[p]
             for j in range(nq):
                 q = Q[j]
                 if comp[q] == c:
                     continue
-                w = max(cp, c2[q], dq[j])
+                m_ = max(cp, c2[q])
+                if m_ > kw:
+                    continue
+                approx = kn[i] + cn[j] - 2.0 * np.float64(G[i, j])
+                err = slack * (kn[i] + cn[j])
+                if approx - err > kw:
+                    continue
+                w = m_ if approx + err <= m_ else max(m_, sq_dist(X, p, X, q))
                 if w > kw:
                     continue
                 ea = min(row[p], row[q])
@@ -541,13 +569,14 @@ def boruvka_cells(cells: Cells, core2, knn_d2, knn_i, forest_u, forest_v, knn_ex
             qshells, cptr, cand = _candidates_by_shell(need, lb, cells.shell_of, row)
         else:
             qshells, cptr, cand = need, np.zeros(1, np.int64), need
-        for g in range(0, qshells.size, SHELLS_PER_BATCH):
-            sl = slice(g, g + SHELLS_PER_BATCH)
-            lo_, hi_ = cptr[g], cptr[min(g + SHELLS_PER_BATCH, qshells.size)]
-            _search_shells(qshells[sl], cptr[g:g + SHELLS_PER_BATCH + 1] - lo_, cand[lo_:hi_], comp, c2, lb,
-                           *cellsargs, cells.centre, cc_dist, cells.radius, cells.cell_shell, cells.shell_start,
-                           cells.shell_lo, cells.shell_hi, cells.shell_cell, *sh, *ce, W, A, B, pw, pa, pb, pq)
-            _absorb(cand[lo_:hi_], comp, pw, pa, pb, pq, W, A, B, P, Q)
+        with blas_one_thread():
+            for g in range(0, qshells.size, SHELLS_PER_BATCH):
+                sl = slice(g, g + SHELLS_PER_BATCH)
+                lo_, hi_ = cptr[g], cptr[min(g + SHELLS_PER_BATCH, qshells.size)]
+                _search_shells(qshells[sl], cptr[g:g + SHELLS_PER_BATCH + 1] - lo_, cand[lo_:hi_], comp, c2, lb,
+                               *cellsargs, cells.centre, cc_dist, cells.radius, cells.cell_shell, cells.shell_start,
+                               cells.shell_lo, cells.shell_hi, cells.shell_cell, *sh, *ce, W, A, B, pw, pa, pb, pq)
+                _absorb(cand[lo_:hi_], comp, pw, pa, pb, pq, W, A, B, P, Q)
         before = ne
         ne = _merge(parent, comp, W, P, Q, eu, ev, ew, ne)
         if log is not None:
@@ -567,6 +596,10 @@ def mst_cpu(x, core2, knn_d2, knn_i, forest_u, forest_v, knn_exact=True):
     n = x.shape[0]
     if n <= 1:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    if forest_u.size == n - 1:  # the forest spans already: nothing to search
+        w2 = np.empty(n - 1)
+        _forest_weights(x, core2, forest_u, forest_v, w2)
+        return sort_edges(forest_u, forest_v, w2)
     cells = build_cells(x)
     u, v, w2 = boruvka_cells(cells, core2, knn_d2, knn_i, forest_u, forest_v, knn_exact, log=log.debug)
     return sort_edges(cells.row[u], cells.row[v], w2)
@@ -593,16 +626,20 @@ def mst_cases():
         return x, core2, kd2, ki, fu, fv, exact
 
     x, core2, kd2, ki, e, _, _ = case(1, 300, 5, 10, 5)
-    two = np.vstack([_blobs(7, 80, 3), _blobs(8, 80, 3) + 60.0])  # far apart: one long bridge
+    two = np.vstack([_blobs(7, 30, 3), _blobs(8, 30, 3) + 60.0])  # far apart: one long bridge
     k2, i2 = knn(two, 5)
     return [
-        KernelCase("blobs_300x5", (x, core2, kd2, ki, e, e, True)),
-        KernelCase("blobs_200x32", case(2, 200, 32, 16, 10)),
-        KernelCase("integer_ties", case(3, 250, 3, 6, 3, integer=True)),
-        KernelCase("bridge_knn_forest", case(4, 300, 4, 8, 5, exact=False, forest=True)),
-        KernelCase("no_lists", case(5, 150, 6, 4, 4, lists=False, exact=False)),
+        KernelCase("blobs_70x5", case(9, 70, 5, 8, 5)),
+        KernelCase("blobs_40x32", case(2, 40, 32, 8, 5)),
+        KernelCase("integer_ties", case(3, 70, 3, 6, 3, integer=True)),
+        KernelCase("bridge_knn_forest", case(4, 80, 4, 6, 4, exact=False, forest=True)),
+        KernelCase("no_lists", case(5, 50, 6, 4, 4, lists=False, exact=False)),
+        KernelCase("blobs_300x5", (x, core2, kd2, ki, e, e, True), simulator=False),
+        KernelCase("blobs_200x32", case(2, 200, 32, 16, 10), simulator=False),
+        KernelCase("integer_ties_250", case(3, 250, 3, 6, 3, integer=True), simulator=False),
+        KernelCase("bridge_knn_forest_300", case(4, 300, 4, 8, 5, exact=False, forest=True), simulator=False),
         KernelCase("two_far_groups", (two, k2[:, 2].copy(), k2, i2, e, e, True)),
-        KernelCase("zero_cores", (x[:60], np.zeros(60), kd2[:60, :0].copy(), ki[:60, :0].copy(), e, e, False)),
+        KernelCase("zero_cores", (x[:30], np.zeros(30), kd2[:30, :0].copy(), ki[:30, :0].copy(), e, e, False)),
         KernelCase("one_row", (x[:1], core2[:1], kd2[:1, :0].copy(), ki[:1, :0].copy(), e, e, True)),
         KernelCase("big_3000x16", case(6, 3000, 16, 16, 10), simulator=False),
         KernelCase("forest_cycle", (x, core2, kd2, ki, np.array([0, 1, 2], np.int64), np.array([1, 2, 0], np.int64),

@@ -113,11 +113,12 @@ def forest_cases():
         return kd2[:, ms - 1].copy(), kd2, ki
 
     core2, kd2, ki = case(1, 300, 4, 8, 5)
-    apart = np.vstack([_blobs(5, 60, 3), _blobs(6, 60, 3) + 100.0])  # two kNN components
+    apart = np.vstack([_blobs(5, 30, 3), _blobs(6, 30, 3) + 100.0])  # two kNN components
     kd2a, kia = knn(apart, 5)
     return [
-        KernelCase("blobs_300x4_k8", (core2, kd2, ki)),
-        KernelCase("integer_ties", case(2, 200, 3, 6, 3, integer=True)),
+        KernelCase("blobs_100x4_k8", case(5, 100, 4, 8, 5)),
+        KernelCase("blobs_300x4_k8", (core2, kd2, ki), simulator=False),
+        KernelCase("integer_ties", case(2, 80, 3, 6, 3, integer=True)),
         KernelCase("disconnected", (kd2a[:, 2].copy(), kd2a, kia)),
         KernelCase("k1", case(3, 100, 2, 1, 1)),
         KernelCase("empty", (np.zeros(0), np.zeros((0, 3)), np.zeros((0, 3), np.int64))),

@@ -148,9 +148,11 @@ def prim_cases():
     x, core = case(1, 200, 64)
     xi, ci = case(2, 150, 8, integer=True)  # many equal weights
     return [
-        KernelCase("blobs_200x64", (x, core)),
-        KernelCase("integer_ties_150x8", (xi, ci)),
-        KernelCase("zero_cores", (x[:50], np.zeros(50))),
+        KernelCase("blobs_40x64", case(4, 40, 64)),
+        KernelCase("integer_ties_40x8", case(5, 40, 8, integer=True)),
+        KernelCase("zero_cores", (x[:15], np.zeros(15))),
+        KernelCase("blobs_200x64", (x, core), simulator=False),
+        KernelCase("integer_ties_150x8", (xi, ci), simulator=False),
         KernelCase("one_row", (x[:1], core[:1])),
         KernelCase("two_rows", (x[:2], core[:2])),
         KernelCase("big_2000x64", case(3, 2000, 64), simulator=False),
