@@ -338,8 +338,9 @@ def plots(df, lab, rows, out_dir, projection, has_labels):
     colors = ["tab:red" if r["risky"] else "tab:blue" for r in rs]
     ax.bar(range(len(rs)), vals, color=colors)
     if has_labels:
-        ax.errorbar(range(len(rs)), vals, yerr=[np.array(vals) - np.array([r["wilson_lower"] for r in rs]),
-                                                np.zeros(len(rs))], fmt="none", ecolor="k", lw=0.8)
+        # the rounded rate can sit a hair below its rounded lower bound; matplotlib refuses negative errors
+        below = np.maximum(np.array(vals) - np.array([r["wilson_lower"] for r in rs]), 0.0)
+        ax.errorbar(range(len(rs)), vals, yerr=[below, np.zeros(len(rs))], fmt="none", ecolor="k", lw=0.8)
     ax.set_xticks(range(len(rs)))
     ax.set_xticklabels([str(r["cluster"]) for r in rs], rotation=90, fontsize=7)
     ax.set_ylabel("fraud rate (investigated half)" if has_labels else "mean GLOSH outlier score")
