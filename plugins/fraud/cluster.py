@@ -140,6 +140,9 @@ def run_cluster(run, table, out, *, columns: list[str] | None = None, min_cluste
     with run.timed("read"):
         df = read_table(table)
         id_col = id_column_of(df, id_column, str(table))
+        if id_column is None and id_col is not None and id_col not in ID_COLUMNS:
+            log.warning(f"{table}: column {id_col} looks like an id: carried to the output as each row's id, not "
+                        "clustered (choose with --id-column / --columns)")
         X, used = numeric_matrix(df, columns, str(table), id_col)
     with run.timed("hdbscan"):
         res, finite = cluster_matrix(X, min_cluster_size=min_cluster_size, min_samples=min_samples,
