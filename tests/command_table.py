@@ -155,3 +155,7 @@ CASES += [
          ["finetune", "eval", "{dir}/m", "--adapter", "{dir}/ad", "--data", "{dir}/train.jsonl", "--out", "{out}"],
          _QLORA_KERNELS, out="eval.json", compare=_same_eval),
 ]
+
+from command_table_radiance import ROWS as _RADIANCE  # noqa: E402
+
+CASES += [Case(i, make, args, frozenset(kernels), out=out, compare=cmp) for i, make, args, kernels, out, cmp in _RADIANCE]

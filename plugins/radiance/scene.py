@@ -135,6 +135,12 @@ class Scene:
     background: np.ndarray
     aabb: np.ndarray
     """[2, 3] bounds of the content (from ``aabb`` in the JSON, else the camera-derived default)."""
+    points: np.ndarray | None = None
+    """[P, 3] SfM points (nerfstudio's ``ply_file_path``), in the cameras' world frame, or None."""
+    point_colors: np.ndarray | None = None
+    """[P, 3] their colours in [0, 1]."""
+    notes: list[str] = field(default_factory=list)
+    """What the loader did that a user should know (undistortion, split rule)."""
 
     def split(self, name: str) -> Split:
         if name in self.splits:
@@ -338,3 +344,17 @@ def pixel_rays(c2w, fx, fy, cx, cy, u, v) -> tuple[np.ndarray, np.ndarray]:
     d /= np.linalg.norm(d, axis=-1, keepdims=True)
     o = np.broadcast_to(np.asarray(c2w)[:3, 3], d.shape)
     return o.astype(np.float32), d.astype(np.float32)
+
+
+def pixel_rays_torch(c2w, fx, fy, cx, cy, u, v):
+    """:func:`pixel_rays` in torch on the tensors' device: ``c2w`` [R, 3+, 4] (or one [3+, 4])
+    and intrinsics [R] (or scalars) per ray; float32 origins and unit directions [R, 3]."""
+    import torch
+
+    d_cam = torch.stack([(u - cx) / fx, -(v - cy) / fy, -torch.ones_like(u)], -1)  # OpenGL: -Z forward, +Y up
+    R = c2w[..., :3, :3]
+    d = (R @ d_cam[..., None])[..., 0] if R.dim() == 3 else d_cam @ R.T
+    d = d / d.norm(dim=-1, keepdim=True)
+    o = c2w[..., :3, 3].expand_as(d) if c2w.dim() == 2 else c2w[:, :3, 3]
+    return o.float().contiguous(), d.float().contiguous()
+
