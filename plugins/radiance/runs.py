@@ -198,14 +198,20 @@ def _frames_output(run, out: Path):
 
 
 BYTES_PER_PIXEL = {"splat": 64, "nerf": 96}
-"""Peak memory per output pixel of one rendered frame (float image, transmittance and
-contribution counts, tile/ray buffers, the uint8 copy; NeRF: per-pixel rays). Measured
-with tracemalloc on 256x256 frames and rounded up."""
+"""Memory per output pixel of one rendered frame (float image, transmittance and
+contribution counts, tile lists, per-pixel rays for NeRF, the uint8 copy). Measured as
+the growth of the peak RSS between 1024^2 and 2048^2 frames (splat ~36 B, NeRF ~70 B),
+rounded up."""
+
+BYTES_PER_SAMPLE = 512
+"""NeRF renders 8192 rays at a time; each of their samples holds its point, direction,
+encoding, MLP activations and colour (~490 B measured at 1024^2, untrained model)."""
 
 
-def check_frame_fits(kind: str, W: int, H: int, device) -> None:
-    """Refuse (exit 3) a frame size whose buffers cannot fit, before any work, naming the size that fits."""
-    need = BYTES_PER_PIXEL[kind] * W * H
+def check_frame_fits(kind: str, W: int, H: int, device, fixed: int = 0) -> None:
+    """Refuse (exit 3) a frame size whose buffers cannot fit, before any work, naming the
+    size that would fit (``fixed``: bytes that do not grow with the frame)."""
+    need = BYTES_PER_PIXEL[kind] * W * H + fixed
     from gpuforge.hardware.cpu import _mem_available_bytes
 
     avail, where = _mem_available_bytes(), "memory available"
@@ -215,7 +221,7 @@ def check_frame_fits(kind: str, W: int, H: int, device) -> None:
         avail, where = int(torch.cuda.mem_get_info(device)[0]), f"free memory on {device}"
     if avail is None or need <= avail * 0.8:
         return
-    fit = int(math.sqrt(avail * 0.8 / BYTES_PER_PIXEL[kind] * W / H))
+    fit = int(math.sqrt(max(avail * 0.8 - fixed, 0) / BYTES_PER_PIXEL[kind] * W / H))
     raise BadInputError(f"--res {W}: a {W}x{H} frame needs ~{need / 2**30:.1f} GiB, more than the "
                         f"{avail / 2**30:.1f} GiB of {where}; use --res {max(fit, 1)} or less")
 
@@ -246,7 +252,12 @@ def _render(run, fn, info: dict, run_dir: Path, dst, views, res, frames, scene) 
         H = W if base is None else max(1, round(base.height * W / base.width))
         cams = spiral_cameras(frames, radius, fxn, W, H)
         n = frames
-    check_frame_fits(info.get("kind", "splat"), W, H, run.torch_device)
+    kind = info.get("kind", "splat")
+    fixed = 0
+    if kind == "nerf":
+        cfg = info.get("config", {})
+        fixed = 8192 * min(int(cfg.get("max_samples", 512)), int(cfg.get("steps_per_box", 192))) * BYTES_PER_SAMPLE
+    check_frame_fits(kind, W, H, run.torch_device, fixed)
     writer = _FrameWriter(dst)
     t_render = 0.0
     try:

@@ -479,7 +479,21 @@ def import_ply(path: Path) -> Gaussians:
     deg = {1: 0, 4: 1, 9: 2, 16: 3}.get(K)
     if deg is None or n_rest % 3:
         raise UnsupportedError(f"{path}: {n_rest} f_rest fields do not match an SH degree 0..3")
-    col = lambda nm: np.asarray(v[nm], np.float32)  # noqa: E731
+    try:
+        cols = {nm: np.asarray(v[nm], np.float32) for nm in need + [f"f_rest_{i}" for i in range(n_rest)]}
+    except (KeyError, ValueError, TypeError) as exc:
+        raise BadInputError(f"cannot read the vertex fields of {path}: {exc}") from None
+    for nm, c in cols.items():
+        bad = ~np.isfinite(c)
+        if bad.any():
+            raise BadInputError(f"{path}: field {nm!r} has {int(bad.sum())} NaN/inf value(s) (first at vertex "
+                                f"{int(np.flatnonzero(bad)[0])}); a trained 3DGS PLY has finite values only")
+    q = np.stack([cols[f"rot_{i}"] for i in range(4)], 1)
+    zero = np.linalg.norm(q, axis=1) == 0
+    if zero.any():
+        raise BadInputError(f"{path}: {int(zero.sum())} Gaussian(s) have a zero rotation quaternion (first at vertex "
+                            f"{int(np.flatnonzero(zero)[0])}); they cannot be rendered")
+    col = cols.__getitem__
     n = len(col("x"))
     rest = np.stack([col(f"f_rest_{i}") for i in range(n_rest)], 1) if n_rest else np.zeros((n, 0), np.float32)
     t = torch.from_numpy
