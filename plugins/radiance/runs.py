@@ -49,6 +49,16 @@ def scene_info(scene, background, cameras) -> dict:
     return out
 
 
+def _load_training_scene(scene, background):
+    """The scene, with what the loader did (undistortion, split rule) said once in the log."""
+    from gpuforge.plugins.radiance.scene import load_scene
+
+    sc = load_scene(scene, background)
+    for note in sc.notes:
+        log.info("scene", note=note)
+    return sc
+
+
 def _load_scene_for(run, run_dir: Path, scene, info: dict, res: int | None = None):
     from gpuforge.plugins.radiance.scene import load_scene
 
@@ -64,11 +74,10 @@ def _load_scene_for(run, run_dir: Path, scene, info: dict, res: int | None = Non
 # ============================================================================ splat
 def splat_train(run, scene, out, steps, sh_degree, minutes, cpu_minutes, init_points, eval_every, background) -> dict:
     from gpuforge.plugins.radiance import splat
-    from gpuforge.plugins.radiance.scene import load_scene
 
     run.input(scene, "scene")
     dst = run.output(out, kind="dir")
-    sc = load_scene(scene, background)
+    sc = _load_training_scene(scene, background)
     cfg = splat.SplatConfig(steps=steps, sh_degree=sh_degree, init_points=init_points, seed=run.seed_or(0))
     run.note("config", splat.config_dict(cfg))
     with run.progress("splat train", total=steps) as bar, run.timed("train"):
@@ -77,7 +86,7 @@ def splat_train(run, scene, out, steps, sh_degree, minutes, cpu_minutes, init_po
     with run.timed("eval"):
         ev = splat.evaluate(g, sc.split("test"), sc.background)
     result = {**stats, "test_psnr": ev["psnr"], "test_ssim": ev["ssim"], "curve": curve, "scene": str(scene),
-              "out": str(out)}
+              "scene_notes": sc.notes, "out": str(out)}
     splat.save_run(dst.tmp, g, {"scene": str(Path(scene).resolve()), "background_arg": background,
                                 "config": splat.config_dict(cfg)})
     (dst.tmp / "metrics.json").write_text(json.dumps(result, indent=2))
@@ -306,13 +315,12 @@ def nerf_train(run, scene, out, steps, levels, features_per_level, log2_hashmap_
                batch_rays, target_samples, grid_res, max_samples, minutes, cpu_minutes, eval_every, view_dirs,
                background) -> dict:
     from gpuforge.plugins.radiance import nerf
-    from gpuforge.plugins.radiance.scene import load_scene
 
     if max_resolution < base_resolution:
         raise UsageError(f"--max-resolution {max_resolution} is below --base-resolution {base_resolution}")
     run.input(scene, "scene")
     dst = run.output(out, kind="dir")
-    sc = load_scene(scene, background)
+    sc = _load_training_scene(scene, background)
     cfg = nerf.NerfConfig(steps=steps, levels=levels, features_per_level=features_per_level,
                           log2_hashmap_size=log2_hashmap_size, base_resolution=base_resolution,
                           max_resolution=max_resolution, batch_rays=batch_rays, target_samples=target_samples,
@@ -324,7 +332,7 @@ def nerf_train(run, scene, out, steps, levels, features_per_level, log2_hashmap_
     with run.timed("eval"):
         ev = nerf.evaluate(model, sc.split("test"), sc.background)
     result = {**stats, "test_psnr": ev["psnr"], "test_ssim": ev["ssim"], "curve": curve, "scene": str(scene),
-              "out": str(out)}
+              "scene_notes": sc.notes, "out": str(out)}
     nerf.save_run(dst.tmp, model, {"scene": str(Path(scene).resolve()), "background_arg": background})
     (dst.tmp / "metrics.json").write_text(json.dumps(result, indent=2))
     return result

@@ -183,12 +183,16 @@ def init_gaussians(n: int, aabb: np.ndarray, sh_degree: int, seed: int, device=N
 
 def gaussians_at(pts: np.ndarray, rgb: np.ndarray, sh_degree: int, device=None) -> Gaussians:
     """Isotropic Gaussians at ``pts`` with colours ``rgb`` (SH DC only), scale = mean distance
-    to the 3 nearest neighbours, opacity 0.1 (3DGS's initialisation)."""
+    to the 3 nearest neighbours (the shared ``kernels.pairwise_topk`` kernel), opacity 0.1
+    (3DGS's initialisation)."""
     n = len(pts)
-    P = torch.from_numpy(np.asarray(pts, np.float64))
-    k = min(4, n)
-    d = torch.cat([torch.cdist(P[i:i + 1024], P).topk(k, largest=False).values for i in range(0, n, 1024)]).numpy()
-    dist = np.maximum(d[:, 1:].mean(1), 1e-7) if k > 1 else np.full(n, 0.1)
+    p32 = np.ascontiguousarray(pts, np.float32)
+    k = min(3, n - 1)
+    if k > 0:
+        d, _ = call("kernels.pairwise_topk", p32, p32, k, exclude_self=True)
+        dist = np.maximum(np.asarray(kio.tensor(d).cpu(), np.float64).mean(1), 1e-7)
+    else:
+        dist = np.full(n, 0.1)
     K = (sh_degree + 1) ** 2
     t = lambda a: torch.tensor(np.asarray(a), dtype=torch.float32, device=device)  # noqa: E731
     return Gaussians(t(pts), t(np.log(np.repeat(dist[:, None], 3, 1))), t(np.tile([1.0, 0, 0, 0], (n, 1))),
@@ -242,7 +246,12 @@ class Trainer:
         self.bg = scene.background
         self.extent = float(np.linalg.norm(self.train.cameras.c2w[:, :3, 3]
                                            - self.train.cameras.c2w[:, :3, 3].mean(0), axis=1).max()) * 1.1
-        self.g = init_gaussians(cfg.init_points, scene.aabb, cfg.sh_degree, cfg.seed, self.device)
+        if getattr(scene, "points", None) is not None:  # SfM points (nerfstudio's ply_file_path), as 3DGS
+            self.g = gaussians_at(scene.points, scene.point_colors, cfg.sh_degree, self.device)
+            self.init = f"{len(scene.points)} SfM points"
+        else:  # random points in the box, as 3DGS does for synthetic scenes
+            self.g = init_gaussians(cfg.init_points, scene.aabb, cfg.sh_degree, cfg.seed, self.device)
+            self.init = f"{cfg.init_points} random points"
         self._make_optimizer()
         self._reset_stats()
         self.rng = np.random.default_rng(cfg.seed)
@@ -410,7 +419,7 @@ def train(scene, cfg: SplatConfig, minutes: float | None = None, eval_every: int
             break
     for k in Gaussians.PARAMS:
         getattr(tr.g, k).requires_grad_(False)
-    return tr.g, curve, {"steps": it, **clock.stats(), "gaussians": len(tr.g)}
+    return tr.g, curve, {"steps": it, **clock.stats(), "gaussians": len(tr.g), "init": tr.init}
 
 
 # ============================================================================ files

@@ -72,11 +72,28 @@ def _shade_spheres(o: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return rgb, np.isfinite(best)
 
 
-def render_spheres(c2w: np.ndarray, fx: float, W: int, H: int, ss: int = 4) -> np.ndarray:
-    """RGBA float image [H, W, 4] (straight alpha) with ss x ss supersampling."""
+def render_spheres(c2w: np.ndarray, fx: float, W: int, H: int, ss: int = 4, distortion=None,
+                   fisheye: bool = False) -> np.ndarray:
+    """RGBA float image [H, W, 4] (straight alpha) with ss x ss supersampling; with
+    ``distortion`` ([k1, k2, k3, k4, p1, p2], nerfstudio's model, see distortion.py) each
+    pixel's ray is found by inverting the distortion."""
     j, i = np.meshgrid(np.arange(H * ss), np.arange(W * ss), indexing="ij")
     u, v = (i.ravel() + 0.5) / ss, (j.ravel() + 0.5) / ss
-    o, d = pixel_rays(c2w, fx, fx, W / 2, H / 2, u, v)
+    if distortion is None and not fisheye:
+        o, d = pixel_rays(c2w, fx, fx, W / 2, H / 2, u, v)
+    else:
+        from gpuforge.plugins.radiance.distortion import undistort_points
+
+        und = undistort_points(np.stack([(u - W / 2) / fx, (v - H / 2) / fx], -1), distortion or [0] * 6)
+        if fisheye:
+            theta = np.linalg.norm(und, axis=-1)
+            sin_t = np.where(theta > 0, np.sin(theta) / np.maximum(theta, 1e-300), 1.0)
+            d_cv = np.concatenate([und * sin_t[:, None], np.cos(theta)[:, None]], -1)
+        else:
+            d_cv = np.concatenate([und, np.ones((len(und), 1))], -1)
+        d = (d_cv * [1, -1, -1]) @ np.asarray(c2w)[:3, :3].T  # OpenCV -> OpenGL camera, then to world
+        d /= np.linalg.norm(d, axis=-1, keepdims=True)
+        o = np.broadcast_to(np.asarray(c2w)[:3, 3], d.shape)
     rgb, hit = _shade_spheres(o, d)
     rgb = rgb.reshape(H, ss, W, ss, 3)
     cov = hit.reshape(H, ss, W, ss).astype(np.float64)
@@ -137,3 +154,60 @@ def make_scene(out: Path, kind: str = "spheres", views: int = 100, res: int = 12
         (out / f"transforms_{split}.json").write_text(json.dumps(meta, indent=2))
         counts[split] = n
     return {"kind": kind, "res": res, "views": counts, "camera_angle_x": CAMERA_ANGLE_X, "fl_x": fx}
+
+
+def sphere_points(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` points on the spheres' surfaces with their (view-independent) shaded colours:
+    what structure from motion would reconstruct of this scene."""
+    rng = np.random.default_rng(seed)
+    area = np.array([r * r for _, r, _, _ in SPHERES])
+    which = rng.choice(len(SPHERES), n, p=area / area.sum())
+    pts, cols = [], []
+    for k in range(len(SPHERES)):
+        c, r, _, _ = SPHERES[k]
+        m = int((which == k).sum())
+        nrm = rng.normal(size=(m, 3))
+        nrm /= np.linalg.norm(nrm, axis=1, keepdims=True)
+        p = np.asarray(c) + r * nrm * 1.001
+        o = p + nrm * 0.5  # a ray from just outside, straight back at the point
+        rgb, _ = _shade_spheres(o, -nrm)
+        pts.append(p), cols.append(rgb)
+    return np.concatenate(pts), np.concatenate(cols)
+
+
+def make_nerfstudio_scene(out: Path, views: int = 20, res: int = 32, seed: int = 0, camera_model: str = "OPENCV",
+                          distortion=None, points: int = 0, shuffle: bool = True) -> dict:
+    """The spheres scene as a nerfstudio capture: one ``transforms.json`` (intrinsics
+    ``fl_x, fl_y, cx, cy, w, h``, ``camera_model``, distortion ``k1..k4, p1, p2``), images
+    under ``images/``, no split lists, and with ``points`` an SfM-like ``sparse_pc.ply``
+    (``ply_file_path``). Frames are listed in shuffled order, as captures often are."""
+    from PIL import Image
+
+    fx = 0.5 * res / math.tan(0.5 * CAMERA_ANGLE_X)
+    (out / "images").mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    frames = []
+    fisheye = camera_model == "OPENCV_FISHEYE"
+    for k, c2w in enumerate(poses(views, seed, True)):
+        img = render_spheres(c2w, fx, res, res, distortion=distortion, fisheye=fisheye)
+        name = f"images/frame_{k + 1:05d}.png"
+        Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), "RGBA").save(out / name)
+        frames.append({"file_path": name, "transform_matrix": c2w.tolist()})
+    if shuffle:
+        frames = [frames[i] for i in rng.permutation(len(frames))]
+    meta = {"camera_model": camera_model, "fl_x": fx, "fl_y": fx, "cx": res / 2, "cy": res / 2, "w": res, "h": res,
+            "frames": frames, "aabb": AABB}
+    meta.update(dict(zip(("k1", "k2", "k3", "k4", "p1", "p2"), distortion or [0.0] * 6)))
+    if points:
+        from plyfile import PlyData, PlyElement
+
+        xyz, rgb = sphere_points(points, seed)
+        arr = np.empty(len(xyz), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"),
+                                        ("blue", "u1")])
+        arr["x"], arr["y"], arr["z"] = xyz.T
+        for c, nm in enumerate(("red", "green", "blue")):
+            arr[nm] = np.round(rgb[:, c] * 255).astype(np.uint8)
+        PlyData([PlyElement.describe(arr, "vertex")]).write(str(out / "sparse_pc.ply"))
+        meta["ply_file_path"] = "sparse_pc.ply"
+    (out / "transforms.json").write_text(json.dumps(meta, indent=2))
+    return {"views": views, "res": res, "fl_x": fx, "camera_model": camera_model}
