@@ -101,7 +101,7 @@ ROWS = [
     ("radiance splat train", scene,
      ["radiance", "splat", "train", "{dir}/scene", "--out", "{out}", "--steps", "2", "--init-points", "16",
       "--eval-every", "2", "--sh-degree", "1"],
-     SPLAT | {"radiance.gs_rasterize_bwd"}, "run", same_training("gaussians.safetensors", 1e-4)),
+     SPLAT | {"radiance.gs_rasterize_bwd", "kernels.pairwise_topk"}, "run", same_training("gaussians.safetensors", 1e-4)),
     ("radiance splat render", splat_run, ["radiance", "splat", "render", "{dir}/run", "--out", "{out}"],
      SPLAT, "frames", same_frames),
     ("radiance nerf train", scene,

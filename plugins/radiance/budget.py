@@ -31,5 +31,16 @@ class Clock:
         return ((self.minutes is not None and self.wall >= self.minutes * 60)
                 or (self.cpu_minutes is not None and self.cpu >= self.cpu_minutes * 60))
 
+    def progress(self, step: int, steps: int) -> float:
+        """How far training is, in [0, 1]: the largest of the step, wall-clock and CPU-time
+        fractions, so that learning-rate decay and densification windows fit whichever
+        budget ends training first."""
+        p = step / max(steps, 1)
+        if self.minutes:
+            p = max(p, self.wall / (self.minutes * 60))
+        if self.cpu_minutes:
+            p = max(p, self.cpu / (self.cpu_minutes * 60))
+        return min(p, 1.0)
+
     def stats(self) -> dict:
         return {"train_seconds": round(self.wall, 2), "train_cpu_seconds": round(self.cpu, 2)}

@@ -60,7 +60,7 @@ def _scene_opt():
 def make_scene(
     run: Run,
     out: Path = typer.Option(..., "--out", help="Folder to write (Blender form: transforms_{train,val,test}.json)."),
-    kind: str = typer.Option("spheres", "--kind", help="spheres (textured, exact ray hits) or gaussians."),
+    kind: str = typer.Option("spheres", "--kind", help="spheres, cubes, table (analytic, exact ray hits) or gaussians."),
     views: int = typer.Option(100, "--views", min=1, max=10_000, help="Training views."),
     res: int = typer.Option(128, "--res", min=8, max=4096, help="Image width and height in pixels."),
     test_views: int = typer.Option(20, "--test-views", min=1, max=10_000),
@@ -90,7 +90,9 @@ def splat_train(
     run: Run,
     scene: Path = typer.Argument(..., help="Scene folder (Blender or nerfstudio form)."),
     out: Path = typer.Option(..., "--out", help="Run folder to write."),
-    steps: int = typer.Option(3000, "--steps", min=1, max=10_000_000),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, max=10_000_000,
+                                        help="Optimisation steps (default 3000; with --minutes or --cpu-minutes, as many "
+                                             "as the budget allows: the schedule follows the budget)."),
     sh_degree: int = typer.Option(3, "--sh-degree", min=0, max=3),
     minutes: Optional[float] = _minutes(),
     cpu_minutes: Optional[float] = _cpu_minutes(),
@@ -98,11 +100,18 @@ def splat_train(
                                     help="Random initial Gaussians in the scene box (when the scene has no SfM points)."),
     eval_every: int = _eval_every(),
     background: str = _bg(),
+    nproc: int = typer.Option(1, "--nproc", min=1, max=256,
+                              help="CPU processes (torch.distributed, gloo on loopback): the views of each step are "
+                                   "split over them and the gradients summed."),
+    views_per_step: Optional[int] = typer.Option(None, "--views-per-step", min=1, max=4096,
+                                                 help="Training views per step (default: --nproc); a multiple of "
+                                                      "--nproc."),
 ) -> None:
     """Train 3D Gaussians (densify / prune / opacity reset as the 3DGS paper)."""
     from gpuforge.plugins.radiance import runs
 
-    r = runs.splat_train(run, scene, out, steps, sh_degree, minutes, cpu_minutes, init_points, eval_every, background)
+    r = runs.splat_train(run, scene, out, steps, sh_degree, minutes, cpu_minutes, init_points, eval_every, background,
+                         nproc, views_per_step or nproc)
     run.result(r, f"trained {r['gaussians']} Gaussians in {r['train_seconds']} s ({r['steps']} steps): "
                   f"test PSNR {r['test_psnr']:.2f} dB -> {out}")
 
@@ -167,7 +176,9 @@ def nerf_train(
     run: Run,
     scene: Path = typer.Argument(..., help="Scene folder (Blender or nerfstudio form)."),
     out: Path = typer.Option(..., "--out"),
-    steps: int = typer.Option(3000, "--steps", min=1, max=10_000_000),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, max=10_000_000,
+                                        help="Optimisation steps (default 3000; with --minutes or --cpu-minutes, as many "
+                                             "as the budget allows: the schedule follows the budget)."),
     levels: int = typer.Option(16, "--levels", min=1, max=64),
     features_per_level: int = typer.Option(2, "--features-per-level", min=1, max=8),
     log2_hashmap_size: int = typer.Option(19, "--log2-hashmap-size", min=8, max=24),

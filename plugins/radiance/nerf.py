@@ -253,7 +253,8 @@ def train(scene, cfg: NerfConfig, minutes: float | None = None, eval_every: int 
     clock = Clock(minutes, cpu_minutes)
     for it in range(1, cfg.steps + 1):
         clock.__enter__()
-        lr = cfg.lr * (0.33 ** sum(it > f * cfg.steps for f in (0.5, 0.75, 0.9)))
+        p = clock.progress(it, cfg.steps)  # the schedule follows whichever budget ends training first
+        lr = cfg.lr * (0.33 ** sum(p > f for f in (0.5, 0.75, 0.9)))
         if it % 16 == 1 or it <= 16:
             model.update_grid(gen)
         img = torch.randint(0, N, (rays,), generator=gen, device=dev)

@@ -49,6 +49,21 @@ def scene_info(scene, background, cameras) -> dict:
     return out
 
 
+DEFAULT_STEPS = 3000
+UNBOUNDED_STEPS = 10**9
+
+
+def _steps(steps, minutes, cpu_minutes) -> int:
+    """--steps, else 3000, else (with a time budget) as many as the budget allows."""
+    if steps is not None:
+        return steps
+    return UNBOUNDED_STEPS if (minutes or cpu_minutes) else DEFAULT_STEPS
+
+
+def _bar_total(steps: int):
+    return None if steps == UNBOUNDED_STEPS else steps
+
+
 def _load_training_scene(scene, background):
     """The scene, with what the loader did (undistortion, split rule) said once in the log."""
     from gpuforge.plugins.radiance.scene import load_scene
@@ -72,17 +87,35 @@ def _load_scene_for(run, run_dir: Path, scene, info: dict, res: int | None = Non
 
 
 # ============================================================================ splat
-def splat_train(run, scene, out, steps, sh_degree, minutes, cpu_minutes, init_points, eval_every, background) -> dict:
+def splat_train(run, scene, out, steps, sh_degree, minutes, cpu_minutes, init_points, eval_every, background,
+                nproc: int = 1, views_per_step: int = 1) -> dict:
+    from contextlib import nullcontext
+
     from gpuforge.plugins.radiance import splat
 
+    if views_per_step % nproc:
+        raise UsageError(f"--views-per-step {views_per_step} must be a multiple of --nproc {nproc}")
+    if nproc > 1 and run.device.is_cuda:
+        from gpuforge.core.errors import UnsupportedError
+
+        raise UnsupportedError(f"--nproc {nproc} runs CPU processes (gloo); use --device cpu, or one process per GPU "
+                               "is not implemented yet")
+    steps = _steps(steps, minutes, cpu_minutes)
     run.input(scene, "scene")
     dst = run.output(out, kind="dir")
     sc = _load_training_scene(scene, background)
-    cfg = splat.SplatConfig(steps=steps, sh_degree=sh_degree, init_points=init_points, seed=run.seed_or(0))
+    cfg = splat.SplatConfig(steps=steps, sh_degree=sh_degree, init_points=init_points, seed=run.seed_or(0),
+                            views_per_step=views_per_step)
     run.note("config", splat.config_dict(cfg))
-    with run.progress("splat train", total=steps) as bar, run.timed("train"):
+    if nproc > 1:
+        from gpuforge.plugins.radiance.distributed import spec_for, workers
+
+        group = workers(nproc, spec_for(scene, background, cfg, minutes, cpu_minutes, run.threads))
+    else:
+        group = nullcontext(None)
+    with group as comm, run.progress("splat train", total=_bar_total(steps)) as bar, run.timed("train"):
         g, curve, stats = splat.train(sc, cfg, minutes, eval_every, on_step=lambda i, loss: bar.advance(), log=log,
-                                      device=run.torch_device, cpu_minutes=cpu_minutes)
+                                      device=run.torch_device, cpu_minutes=cpu_minutes, comm=comm)
     with run.timed("eval"):
         ev = splat.evaluate(g, sc.split("test"), sc.background)
     result = {**stats, "test_psnr": ev["psnr"], "test_ssim": ev["ssim"], "curve": curve, "scene": str(scene),
@@ -209,8 +242,8 @@ def _frames_output(run, out: Path):
 BYTES_PER_PIXEL = {"splat": 64, "nerf": 96}
 """Memory per output pixel of one rendered frame (float image, transmittance and
 contribution counts, tile lists, per-pixel rays for NeRF, the uint8 copy). Measured as
-the growth of the peak RSS between 1024^2 and 2048^2 frames (splat ~36 B, NeRF ~70 B),
-rounded up."""
+the growth of the peak RSS between two frame sizes (splat 1024^2 -> 2048^2: ~36 B; NeRF
+512^2 -> 1024^2 with 4 samples per ray: ~60 B), rounded up."""
 
 BYTES_PER_SAMPLE = 512
 """NeRF renders 8192 rays at a time; each of their samples holds its point, direction,
@@ -318,6 +351,7 @@ def nerf_train(run, scene, out, steps, levels, features_per_level, log2_hashmap_
 
     if max_resolution < base_resolution:
         raise UsageError(f"--max-resolution {max_resolution} is below --base-resolution {base_resolution}")
+    steps = _steps(steps, minutes, cpu_minutes)
     run.input(scene, "scene")
     dst = run.output(out, kind="dir")
     sc = _load_training_scene(scene, background)
@@ -326,7 +360,7 @@ def nerf_train(run, scene, out, steps, levels, features_per_level, log2_hashmap_
                           max_resolution=max_resolution, batch_rays=batch_rays, target_samples=target_samples,
                           grid_res=grid_res, max_samples=max_samples, view_dirs=view_dirs, seed=run.seed_or(0))
     run.note("config", nerf.config_dict(cfg))
-    with run.progress("nerf train", total=steps) as bar, run.timed("train"):
+    with run.progress("nerf train", total=_bar_total(steps)) as bar, run.timed("train"):
         model, curve, stats = nerf.train(sc, cfg, minutes, eval_every, on_step=lambda i, loss: bar.advance(),
                                          log=log, device=run.torch_device, cpu_minutes=cpu_minutes)
     with run.timed("eval"):

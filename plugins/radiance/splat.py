@@ -115,13 +115,21 @@ class SplatConfig:
     lr_scales: float = 5e-3
     lr_quats: float = 1e-3
     lambda_dssim: float = 0.2
-    densify_from: int = 500
+    densify_from_frac: float = 0.15
+    """Densification starts at this fraction of training (500 of 30k steps in 3DGS is 1.7%;
+    short runs need a few hundred steps of fitting first)."""
     densify_until_frac: float = 0.6
     densify_every: int = 100
     densify_grad: float = 0.0002
     percent_dense: float = 0.01
-    opacity_reset_every: int = 3000
-    sh_up_every: int = 1000
+    views_per_step: int = 1
+    """Training views rendered per optimisation step (their mean loss); with --nproc N
+    they are split over the N processes."""
+    opacity_reset_frac: float = 0.0
+    """Reset opacities every this fraction of training while densifying (3DGS: 3k of 30k
+    steps; 0 = never)."""
+    sh_up_frac: float = 0.33
+    """One more SH degree every this fraction of training (3DGS: 1000 of 30k steps)."""
     max_gaussians: int = 200_000
     seed: int = 0
 
@@ -237,8 +245,18 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
 
 # ============================================================================ training
 class Trainer:
-    def __init__(self, scene, cfg: SplatConfig, log=None, device=None):
+    """3DGS training on one device. With ``comm`` (a :class:`~gpuforge.plugins.radiance.
+    distributed.Comm` of ``world`` processes) it is one rank of a data-parallel run: each
+    step draws ``views_per_step`` training views, one from each of as many interleaved
+    shards of the training set; rank r renders the views of its own shards, the
+    gradients (and the densification statistics) are summed over all ranks, and every
+    rank applies the same update, so the parameters stay identical everywhere."""
+
+    def __init__(self, scene, cfg: SplatConfig, log=None, device=None, comm=None):
+        from gpuforge.plugins.radiance.distributed import Comm
+
         self.scene, self.cfg, self.log = scene, cfg, log
+        self.comm = comm or Comm.single()
         self.device = torch.device("cpu") if device is None else torch.device(device)
         torch.manual_seed(cfg.seed)
         self.train = scene.split("train")
@@ -254,8 +272,19 @@ class Trainer:
             self.init = f"{cfg.init_points} random points"
         self._make_optimizer()
         self._reset_stats()
+        self.resets = 0
         self.rng = np.random.default_rng(cfg.seed)
-        self.images = torch.from_numpy(self.train.images).to(self.device)
+        B, world, rank = cfg.views_per_step, self.comm.world, self.comm.rank
+        if B < 1 or B % world:
+            raise ValueError(f"views_per_step {B} must be a positive multiple of the {world} processes")
+        n = len(self.train.cameras)
+        if B > n:
+            raise BadInputError(f"{B} views per step, but the scene has {n} training views")
+        self.shards = [np.arange(b, n, B) for b in range(B)]
+        self.mine = list(range(rank * B // world, (rank + 1) * B // world))
+        own = sorted(int(i) for b in self.mine for i in self.shards[b])
+        # only this rank's shards go to its device
+        self.images = {i: torch.from_numpy(self.train.images[i]).to(self.device) for i in own}
         self.bg32 = np.asarray(self.bg, np.float32)
 
     def _make_optimizer(self):
@@ -272,17 +301,19 @@ class Trainer:
         self.denom = torch.zeros(n, device=self.device)
         self.max_radii = torch.zeros(n, device=self.device)
 
-    def lr_means_at(self, step: int) -> float:
+    def lr_means_at(self, p: float) -> float:
+        """Position learning rate at training progress ``p`` in [0, 1] (exponential decay)."""
         c = self.cfg
-        t = min(step / max(c.steps, 1), 1.0)
+        t = min(max(p, 0.0), 1.0)
         return math.exp(math.log(c.lr_means * self.extent) * (1 - t) + math.log(c.lr_means_final * self.extent) * t)
 
-    def step(self, it: int) -> float:
-        c, cams = self.cfg, self.train.cameras
-        i = int(self.rng.integers(len(cams)))
-        deg = min(c.sh_degree, it // c.sh_up_every)
+    def views(self) -> list[int]:
+        """This step's views: one per shard, drawn from one generator every rank shares."""
+        return [int(sh[self.rng.integers(len(sh))]) for sh in self.shards]
+
+    def _render_loss(self, i: int, deg: int):
+        c, cams, g = self.cfg, self.train.cameras, self.g
         W, H = cams.width, cams.height
-        g = self.g
         m2d, conics, depths, radii = project(g.means, torch.exp(g.log_scales), g.quats, cams.c2w[i], cams.fx[i],
                                              cams.fy[i], cams.cx[i], cams.cy[i], W, H)
         m2d.retain_grad()
@@ -291,26 +322,49 @@ class Trainer:
                                    ids, W, H, self.bg32)
         gt = self.images[i]
         loss = (1 - c.lambda_dssim) * (img - gt).abs().mean() + c.lambda_dssim * (1 - ssim_torch(img, gt))
+        return loss, m2d, radii
+
+    def step(self, it: int, p: float | None = None) -> float:
+        """One optimisation step at training progress ``p`` (default ``it / steps``): the
+        schedule (SH degree, learning rate, densification window, resets) follows ``p``, so it
+        fits a time budget as well as a step count. Returns the mean loss of the step's views."""
+        c, cams = self.cfg, self.train.cameras
+        p = it / max(c.steps, 1) if p is None else p
+        views = self.views()
+        deg = min(c.sh_degree, int(p / c.sh_up_frac)) if c.sh_up_frac > 0 else c.sh_degree
+        W, H = cams.width, cams.height
+        g, B = self.g, len(views)
+        densifying = p < c.densify_until_frac
         self.opt.zero_grad()
-        loss.backward()
-        self.opt.lr["means"] = self.lr_means_at(it)
+        total = 0.0
+        for b in self.mine:
+            loss, m2d, radii = self._render_loss(views[b], deg)
+            (loss / B).backward()  # the step's gradient is the mean over its views
+            total += float(loss.detach())
+            if densifying:
+                with torch.no_grad():
+                    vis = radii > 0
+                    if m2d.grad is not None:
+                        # 3DGS thresholds each view's gradient w.r.t. NDC coordinates:
+                        # d/d ndc = d/d pixel * (W/2, H/2) (times B: the view's own loss)
+                        gn = (m2d.grad * torch.tensor([0.5 * W * B, 0.5 * H * B], device=self.device)).norm(dim=1)
+                        self.grad_accum[vis] += gn[vis]
+                        self.denom[vis] += 1
+                    self.max_radii[vis] = torch.maximum(self.max_radii[vis], radii[vis].float())
+        total = self.comm.sum_grads(list(self.opt.params.values()), total)
+        self.opt.lr["means"] = self.lr_means_at(p)
         self.opt.step()
         with torch.no_grad():
             g.quats /= g.quats.norm(dim=1, keepdim=True).clamp(min=1e-12)
-            until = int(c.densify_until_frac * c.steps)
-            if it < until:
-                vis = radii > 0
-                if m2d.grad is not None:
-                    # 3DGS thresholds the gradient w.r.t. NDC coordinates: d/d ndc = d/d pixel * (W/2, H/2)
-                    gn = (m2d.grad * torch.tensor([0.5 * W, 0.5 * H], device=self.device)).norm(dim=1)
-                    self.grad_accum[vis] += gn[vis]
-                    self.denom[vis] += 1
-                self.max_radii[vis] = torch.maximum(self.max_radii[vis], radii[vis].float())
-                if it >= min(c.densify_from, until // 4) and it % c.densify_every == 0:
-                    self.densify_and_prune(size_limit=it > c.opacity_reset_every)
-                if c.opacity_reset_every and it % c.opacity_reset_every == 0 and 0 < it < until:
+            if densifying:
+                if p >= c.densify_from_frac and it % c.densify_every == 0:
+                    self.comm.sum_(self.grad_accum, self.denom)
+                    self.comm.max_(self.max_radii)
+                    self.densify_and_prune(size_limit=self.resets > 0)
+                if c.opacity_reset_frac > 0 and p >= (self.resets + 1) * c.opacity_reset_frac:
                     self.reset_opacity()
-        return float(loss.detach())
+                    self.resets += 1
+        return total / B
 
     # -- densification (3DGS section 5.2)
     def _replace(self, new: dict[str, torch.Tensor], keep: torch.Tensor | None, n_added: int):
@@ -393,23 +447,25 @@ def evaluate(g: Gaussians, split, bg, with_ssim: bool = True, limit: int | None 
 
 
 def train(scene, cfg: SplatConfig, minutes: float | None = None, eval_every: int = 500, on_step=None, log=None,
-          device=None, cpu_minutes: float | None = None) -> tuple:
+          device=None, cpu_minutes: float | None = None, comm=None) -> tuple:
     """Train on ``device`` (default the CPU) for ``cfg.steps`` steps or until ``minutes`` of
     wall clock / ``cpu_minutes`` of process CPU time are spent; returns (gaussians, curve
-    [{seconds, cpu_seconds, step, test_psnr, gaussians}], stats)."""
+    [{seconds, cpu_seconds, step, test_psnr, gaussians}], stats). With ``comm``, one rank
+    of a data-parallel run: rank 0 evaluates; every rank takes the same steps."""
     from gpuforge.plugins.radiance.budget import Clock
 
-    tr = Trainer(scene, cfg, device=device)
+    tr = Trainer(scene, cfg, device=device, comm=comm)
     clock = Clock(minutes, cpu_minutes)
     curve = []
     it = 0
     for it in range(1, cfg.steps + 1):
+        p = tr.comm.max_scalar(clock.progress(it, cfg.steps))  # one schedule for all ranks
         with clock:
-            loss = tr.step(it)
+            loss = tr.step(it, p)
         if on_step:
             on_step(it, loss)
-        last = it == cfg.steps or clock.spent()
-        if it % eval_every == 0 or last:
+        last = it == cfg.steps or tr.comm.max_scalar(float(clock.spent())) > 0
+        if (it % eval_every == 0 or last) and tr.comm.rank == 0:
             e = evaluate(tr.g, tr.test, tr.bg, with_ssim=False)
             curve.append({"seconds": round(clock.wall, 2), "cpu_seconds": round(clock.cpu, 2), "step": it,
                           "test_psnr": round(e["psnr"], 3), "gaussians": len(tr.g)})
@@ -419,7 +475,8 @@ def train(scene, cfg: SplatConfig, minutes: float | None = None, eval_every: int
             break
     for k in Gaussians.PARAMS:
         getattr(tr.g, k).requires_grad_(False)
-    return tr.g, curve, {"steps": it, **clock.stats(), "gaussians": len(tr.g), "init": tr.init}
+    return tr.g, curve, {"steps": it, **clock.stats(), "gaussians": len(tr.g), "init": tr.init,
+                         "views_per_step": cfg.views_per_step, "processes": tr.comm.world}
 
 
 # ============================================================================ files
