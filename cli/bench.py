@@ -42,12 +42,15 @@ def run_benchmarks(plugin: str | None, quick: bool, names: list[str] | None = No
         ctx.cpu_peak = {"bandwidth_gbs": prof.get("memory_bandwidth_gbs"), "fp32_gflops": prof.get("fp32_gflops")}
     except Exception as exc:  # the ratios still stand without the peak shares
         get_logger("gpuforge.bench").warning("no CPU peak figures", reason=str(exc))
+    from gpuforge.hardware.cpu import bench_machine
+
     rows: list[dict] = []
     with progress("benchmarks", total=len(benches)) as bar:
         for p, b in benches:
             get_logger("gpuforge.bench").info("running benchmark", plugin=p, bench=b.name)
+            machine = bench_machine()   # every row says what it ran on, and how busy the machine was
             for r in resolve(b.run)(ctx):
-                rows.append({"plugin": p, "bench": b.name, **r})
+                rows.append({"plugin": p, "bench": b.name, **r, **{k: v for k, v in machine.items() if k not in r}})
             bar.advance()
     return rows
 
@@ -72,11 +75,14 @@ def bench(
         from gpuforge.core.output import to_json
 
         dst.tmp.write_text(to_json(rows) + "\n")
-    cols = ["plugin", "name", "impl", "seconds", "baseline", "ratio", "fps", "gbs", "share_of_peak_bw", "gflops",
-            "share_of_peak_flops"]
+    cols = ["plugin", "name", "impl", "seconds", "baseline", "baseline_seconds", "ratio", "fps", "gbs",
+            "share_of_peak_bw", "gflops", "share_of_peak_flops", "load_1m"]
     present = [c for c in cols if any(c in r for r in rows)]
+    # one machine per run: its CPU and SIMD extensions go in the title (every JSON row has them)
+    machines = sorted({f"{r.get('cpu')} ({r.get('simd') or 'no SIMD flags'}), {r.get('cores')} cores" for r in rows})
 
     def human() -> None:
-        print_table([{k: _fmt(v) for k, v in r.items()} for r in rows], columns=present, title="benchmarks")
+        print_table([{k: _fmt(v) for k, v in r.items()} for r in rows], columns=present,
+                    title="benchmarks on " + "; ".join(machines))
 
     run.result(rows, human)

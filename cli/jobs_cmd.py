@@ -10,7 +10,7 @@ from gpuforge.core.run import Run, command
 app = typer.Typer(help="Run a batch job (job.toml): gpuforge commands in order, resumable.")
 
 
-@command(app, "run", device=False)
+@command(app, "run", device=False, distributed=True)
 def run_job_cmd(
     run: Run,
     job: Path = typer.Argument(..., help="The job file: [[step]] entries with args = [gpuforge arguments]."),
@@ -18,7 +18,9 @@ def run_job_cmd(
 ) -> None:
     """Run each step as `gpuforge <args>` in the job file's folder. A rerun skips the
     steps that finished (same arguments); a failing step stops the job with its exit
-    code and leaves finished steps intact. State: <job>.state.json beside the file."""
+    code and leaves finished steps intact. State: <job>.state.json beside the file.
+    With --cluster/--scheduler (global options) steps whose needs are done run at once
+    as Dask tasks; `shard = N` steps run N parts over a folder (see README "Batch jobs")."""
     from gpuforge.core.context import get_context
     from gpuforge.core.jobs import run_job, state_path
 
@@ -33,7 +35,8 @@ def run_job_cmd(
     if ctx.seed is not None:
         passthrough += ["--seed", str(ctx.seed)]
     passthrough += ["--log-format", ctx.log_format]
-    state = run_job(job, restart=restart, extra_args=passthrough)
+    with run.cluster() as client:
+        state = run_job(job, restart=restart, extra_args=passthrough, client=client)
     lines = [f"job {state['job']}: {len(state['steps'])} step(s) done; state in {state_path(job)}"]
     for name, st in state["steps"].items():
         lines.append(f"  {name}: {'skipped (done before)' if st.get('skipped_on_rerun') else st['status']} {st['seconds']} s")

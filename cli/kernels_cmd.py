@@ -40,14 +40,13 @@ def check(
     (then only the small cases). Exits 1 when any case fails.
     """
     from gpuforge.core.conformance import check_kernel, summarize
-    from gpuforge.core.errors import GpuforgeError, UsageError
-    from gpuforge.core.kernels import get_spec, kernel_specs
+    from gpuforge.core.errors import GpuforgeError
+    from gpuforge.core.kernels import check_backend_name, get_spec, kernel_specs
     from gpuforge.core.progress import progress
-    from gpuforge.core.specs import BACKENDS
 
     ctx_backend = backend or get_context().backend
-    if ctx_backend is not None and ctx_backend not in BACKENDS:
-        raise UsageError(f"--backend {ctx_backend!r} is not one of {', '.join(BACKENDS)}")
+    if ctx_backend is not None:
+        check_backend_name(ctx_backend)
     specs = [get_spec(name)] if name else list(kernel_specs().values())
     results = []
     with progress("checking kernels", total=len(specs)) as bar:

@@ -357,12 +357,12 @@ def root(
     tls_key: Optional[str] = typer.Option(None, "--tls-key", help="Client key for a tls:// --scheduler."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
-    from gpuforge.core.specs import BACKENDS
-
     if not _DEVICE.match(device):
         raise UsageError(f"--device {device!r} is not one of auto, cpu, cuda, cuda:N")
-    if backend is not None and backend not in BACKENDS:
-        raise UsageError(f"--backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    if backend is not None:
+        from gpuforge.core.kernels import check_backend_name
+
+        check_backend_name(backend)
     if log_format not in ("console", "json"):
         raise UsageError(f"--log-format {log_format!r} is not one of console, json")
     from gpuforge.core.cluster import parse as parse_cluster

@@ -28,7 +28,7 @@ from gpuforge.core.tomlread import read_toml
 
 _ACCEPTS: dict[str, tuple[type, ...]] = {
     "register_commands": (specs.CommandSpec,),
-    "register_kernels": (specs.KernelSpec,),
+    "register_kernels": (specs.KernelSpec, specs.BackendSpec, specs.KernelImpl),
     "register_hardware": (specs.ProfileDir, specs.TuningSpec),
     "register_benchmarks": (specs.BenchmarkSpec,),
     "register_demos": (specs.DemoSpec,),
@@ -50,6 +50,8 @@ class PluginInfo:
     """``loaded``, ``disabled`` or ``failed``."""
     reason: str = ""
     registered: dict[str, int] = field(default_factory=dict)
+    library: bool = False
+    """A core library (``library = true`` in plugins.toml): always loaded, never disabled."""
     declared_commands: list[str] = field(default_factory=list, repr=False)
     """Command names its hook registered, kept even when the plugin then failed: a user
     who types one is told which plugin it belongs to."""
@@ -64,6 +66,7 @@ class PluginInfo:
             "version": self.version,
             "status": self.status,
             "reason": self.reason,
+            "library": self.library,
             "registered": dict(self.registered),
         }
 
@@ -75,6 +78,9 @@ class Registry:
     plugins: dict[str, PluginInfo] = field(default_factory=dict)
     commands: dict[str, tuple[str, specs.CommandSpec]] = field(default_factory=dict)
     kernels: dict[str, tuple[str, specs.KernelSpec]] = field(default_factory=dict)
+    backends: dict[str, tuple[str, specs.BackendSpec]] = field(
+        default_factory=lambda: {b.name: ("core", b) for b in specs.BUILTIN_BACKENDS})
+    kernel_impls: list[tuple[str, specs.KernelImpl]] = field(default_factory=list)
     profile_dirs: list[tuple[str, specs.ProfileDir]] = field(default_factory=list)
     tuning: dict[str, specs.TuningSpec] = field(default_factory=dict)
     benchmarks: list[tuple[str, specs.BenchmarkSpec]] = field(default_factory=list)
@@ -167,6 +173,15 @@ def validate(item: Any, plugin: str, registry: Registry) -> None:
         for field_name in ("cases", "ptx", "compare"):
             if getattr(item, field_name) is not None:
                 _check_target(getattr(item, field_name), f"kernel {item.name!r} {field_name}")
+    elif isinstance(item, specs.BackendSpec):
+        if not isinstance(item.name, str) or not _COMMAND_NAME.match(item.name):
+            raise InvalidContribution(f"backend name {item.name!r}: use lowercase letters, digits and dashes")
+        if item.device not in ("cpu", "cuda", "any"):
+            raise InvalidContribution(f"backend {item.name!r}: device must be cpu, cuda or any, not {item.device!r}")
+        if item.available is not None:
+            _check_target(item.available, f"backend {item.name!r} available")
+    elif isinstance(item, specs.KernelImpl):
+        _check_target(item.impl, f"kernel {item.kernel!r} backend {item.backend}")
     elif isinstance(item, specs.ProfileDir):
         _check_profiles(registry, item.path)
     elif isinstance(item, specs.TuningSpec):
@@ -202,12 +217,15 @@ class _Collector:
                 if item.name in reg.commands:
                     raise ValueError(f"command {item.name!r} is already provided by plugin {reg.commands[item.name][0]!r}")
                 reg.commands[item.name] = (name, item)
+            elif isinstance(item, specs.BackendSpec):
+                if item.name in reg.backends:
+                    raise ValueError(f"backend {item.name!r} is already provided by {reg.backends[item.name][0]!r}")
+                reg.backends[item.name] = (name, item)
+            elif isinstance(item, specs.KernelImpl):
+                reg.kernel_impls.append((name, item))
             elif isinstance(item, specs.KernelSpec):
                 if "reference" not in item.backends:
                     raise ValueError(f"kernel {item.name!r} has no reference backend")
-                unknown = set(item.backends) - set(specs.BACKENDS)
-                if unknown:
-                    raise ValueError(f"kernel {item.name!r} has unknown backends {sorted(unknown)}")
                 if item.name in reg.kernels:
                     raise ValueError(f"kernel {item.name!r} is already provided by plugin {reg.kernels[item.name][0]!r}")
                 reg.kernels[item.name] = (name, item)
@@ -236,8 +254,9 @@ def _discover() -> list[PluginInfo]:
                 source="builtin",
                 description=entry.get("description", ""),
                 distribution="gpuforge",
-                status="loaded" if entry.get("enabled", True) else "disabled",
-                reason="" if entry.get("enabled", True) else "disabled in plugins.toml",
+                status="loaded" if entry.get("enabled", True) or entry.get("library") else "disabled",
+                reason="" if entry.get("enabled", True) or entry.get("library") else "disabled in plugins.toml",
+                library=bool(entry.get("library", False)),
             )
         )
     names = {p.name for p in found}
@@ -266,6 +285,13 @@ def _apply_switches(plugins: list[PluginInfo]) -> None:
     disabled_cfg = set(load_config().get("plugins", {}).get("disabled", []))
     for p in plugins:
         if p.status != "loaded":
+            continue
+        if p.library:
+            if p.name in disabled_env or p.name in disabled_cfg:
+                from gpuforge.core.log import get_logger
+
+                get_logger("gpuforge.plugins").warning(
+                    f"{p.name} is a core library (the core and other plugins use it); it stays loaded")
             continue
         if only is not None and p.name not in only:
             p.status, p.reason = "disabled", "not in GPUFORGE_LOAD_PLUGINS"
@@ -334,12 +360,47 @@ def load_registry(*, strict: bool = False) -> Registry:
             if pm.get_plugin(info.name) is not None:
                 pm.unregister(name=info.name)
             log.warning("plugin failed to load", plugin=info.name, reason=info.reason)
+    _join_kernel_backends(registry, log)
     if strict:
         failed = registry.failed()
         if failed:
             details = "; ".join(f"{p.name}: {p.reason}" for p in failed)
             raise PluginError(f"plugin(s) failed to load with --strict-plugins: {details}")
     return registry
+
+
+def _join_kernel_backends(registry: Registry, log: Any) -> None:
+    """Once every plugin loaded: add the separately registered implementations to their
+    kernels, and check that every backend a kernel names is a known one. A plugin whose
+    contribution does not fit fails as a whole (its other contributions are dropped)."""
+    from dataclasses import replace
+
+    def fail(plugin: str, reason: str) -> None:
+        info = registry.plugins.get(plugin)
+        if info is None or info.status == "failed":
+            return
+        info.status, info.reason, info.registered = "failed", reason, {}
+        _forget(registry, plugin)
+        log.warning("plugin failed to load", plugin=plugin, reason=reason)
+
+    for plugin, impl in list(registry.kernel_impls):
+        if registry.plugins.get(plugin) and registry.plugins[plugin].status == "failed":
+            continue
+        if impl.kernel not in registry.kernels:
+            fail(plugin, f"backend {impl.backend} for kernel {impl.kernel!r}: no such kernel is loaded")
+            continue
+        if impl.backend not in registry.backends:
+            fail(plugin, f"kernel {impl.kernel!r}: unknown backend {impl.backend!r} (register a BackendSpec)")
+            continue
+        owner, spec = registry.kernels[impl.kernel]
+        if impl.backend in spec.backends:
+            fail(plugin, f"kernel {impl.kernel!r} already has a {impl.backend} backend")
+            continue
+        registry.kernels[impl.kernel] = (owner, replace(spec, backends={**spec.backends, impl.backend: impl.impl}))
+    for name, (plugin, spec) in list(registry.kernels.items()):
+        unknown = sorted(set(spec.backends) - set(registry.backends))
+        if unknown:
+            fail(plugin, f"kernel {name!r} has unknown backends {unknown} (register a BackendSpec for them)")
 
 
 def _command_names(collectors: list[_Collector]) -> list[str]:
@@ -398,6 +459,8 @@ def _forget(registry: Registry, plugin: str) -> None:
     """Drop anything a failed plugin registered before it failed."""
     registry.commands = {k: v for k, v in registry.commands.items() if v[0] != plugin}
     registry.kernels = {k: v for k, v in registry.kernels.items() if v[0] != plugin}
+    registry.backends = {k: v for k, v in registry.backends.items() if v[0] != plugin}
+    registry.kernel_impls = [x for x in registry.kernel_impls if x[0] != plugin]
     registry.estimates = {k: v for k, v in registry.estimates.items() if v[0] != plugin}
     registry.tuning = {k: v for k, v in registry.tuning.items() if k != plugin}
     registry.profile_dirs = [x for x in registry.profile_dirs if x[0] != plugin]

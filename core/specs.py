@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 BACKENDS = ("reference", "numba-cpu", "numba-cuda")
-"""Kernel backends, slowest and most obviously correct first."""
+"""The built-in kernel backends, slowest and most obviously correct first. Plugins add
+more with :class:`BackendSpec`; ``gpuforge.core.kernels.known_backends()`` lists all."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,43 @@ class KernelSpec:
     compare: str | None = None
     """Optional ``"module:attr"`` comparator ``(expected, actual, case) -> None`` that
     raises ``AssertionError``; replaces the default element-wise comparison."""
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """A kernel backend a plugin adds (a name other plugins' kernels can be implemented
+    for), registered through ``register_kernels``. The core's own are ``reference``,
+    ``numba-cpu`` and ``numba-cuda``."""
+
+    name: str
+    device: str
+    """Where its data lives: ``cpu``, ``cuda`` or ``any``."""
+    summary: str = ""
+    priority: int = 0
+    """Automatic choice takes the available backend of the data's device with the highest
+    priority (numba-cpu and numba-cuda have 10; reference is only the fallback); a tie
+    keeps the built-in one. ``--backend NAME`` picks it explicitly whatever its priority."""
+    available: str | None = None
+    """``"module:attr"`` of ``() -> (bool, reason)``: whether it can run here (default: yes)."""
+
+
+@dataclass(frozen=True)
+class KernelImpl:
+    """One backend's implementation of a kernel, registered on its own: a plugin adds a
+    backend to any kernel (its own or another plugin's) without touching its KernelSpec.
+    It must take the reference's arguments and return the same result."""
+
+    kernel: str
+    backend: str
+    impl: str
+    """``"module:attr"``."""
+
+
+BUILTIN_BACKENDS = (
+    BackendSpec("reference", "any", "plain NumPy/torch: the specification", priority=0),
+    BackendSpec("numba-cpu", "cpu", "Numba @njit(parallel=True) on the CPU", priority=10),
+    BackendSpec("numba-cuda", "cuda", "numba.cuda kernels on NVIDIA GPUs (or Numba's simulator)", priority=10),
+)
 
 
 def three_backends(module: str, function: str, cuda_module: str | None = None) -> dict[str, str]:

@@ -76,24 +76,25 @@ def write_state_file(path: str | Path, state: Any, fmt: str) -> None:
     save_file(tensors, str(path), metadata={"format": fmt, META_KEY: json.dumps(skeleton)})
 
 
-def read_state_file(path: str | Path, fmt: str, what: str = "state file") -> Any:
+def read_state_file(path: str | Path, fmt: str, what: str = "state file", kind: str | None = None) -> Any:
     """The state written by :func:`write_state_file` with format ``fmt``; one line (exit 3)
-    for anything else."""
+    for anything else (``kind`` names the expected file in it, e.g. "finetune resume file")."""
+    kind = kind or f"{fmt} file"
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
             if meta.get("format") != fmt or META_KEY not in meta:
-                raise BadInputError(f"{what} {path} is a safetensors file but not a {fmt} file "
-                                    f"(format {meta.get('format')!r})")
+                raise BadInputError(f"{what} {path} is a safetensors file but not a {kind} "
+                                    f"(format {meta.get('format')!r}, expected {fmt})")
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
             skeleton = json.loads(meta[META_KEY])
     except BadInputError:
         raise
     except Exception as exc:  # safetensors raises several types for a damaged file
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise BadInputError(f"{what} {path}: cannot read it ({why}); it is damaged or not a {fmt} file") from None
+        raise BadInputError(f"{what} {path}: cannot read it ({why}); it is damaged or not a {kind}") from None
     try:
         return unflatten(tensors, skeleton)
     except (KeyError, TypeError, ValueError) as exc:

@@ -59,8 +59,8 @@ CASES = [
     (["plan", "quantize", "run", "--bits", "7"], {}, 2, "--bits: invalid choice: 7"),
     (["hw", "list"], {"NUMBA_NUM_THREADS": "abc"}, 2, "NUMBA_NUM_THREADS='abc'"),
     (["hw", "list"], {"NUMBA_NUM_THREADS": "0"}, 2, "NUMBA_NUM_THREADS='0'"),
-    (["hw", "list"], {"GPUFORGE_DISABLE_PLUGINS": "hardware"}, 2, "plugin 'hardware', which is disabled"),
-    (["plan", "finetune", "lora", "--params", "1e9"], {"GPUFORGE_LOAD_PLUGINS": "finetune"}, 2, "GPUFORGE_LOAD_PLUGINS=finetune,hardware"),
+    (["finetune", "plan", "--params", "1e9"], {"GPUFORGE_DISABLE_PLUGINS": "finetune"}, 2,
+     "plugin 'finetune' is disabled"),
     (["--json", "true", "hw", "list"], {}, 2, "--json is a flag and takes no value"),
 ]
 

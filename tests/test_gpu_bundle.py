@@ -125,9 +125,11 @@ def test_bundle_installs_offline_and_the_cli_runs_from_it(tmp_path):
 
 
 def test_gpu_bundle_folders_are_ignored():
-    out = subprocess.run(["git", "check-ignore", gpu_bundle.DEST, gpu_bundle.CACHE], cwd=ROOT, capture_output=True,
-                         text=True).stdout.split()
-    assert out == [gpu_bundle.DEST, gpu_bundle.CACHE]
+    # files inside them, named so that the check holds on a fresh clone where the folders do
+    # not exist yet (a "dir/" pattern matches a bare name only when that folder exists)
+    paths = [f"{gpu_bundle.DEST}/wheels/x.whl", f"{gpu_bundle.CACHE}/x"]
+    out = subprocess.run(["git", "check-ignore", *paths], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    assert out == paths
 
 
 def test_bundle_lists_what_the_gpu_machine_lacks():

@@ -2,9 +2,17 @@
 ones, strict mode, and the enable/disable switches."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+
+from gpuforge.core.safepath import python_argv
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +178,8 @@ def test_disable_and_load_switches(run_cli, with_plugins, tmp_path):
 
     env = {**with_plugins, "GPUFORGE_LOAD_PLUGINS": "hello"}
     plugins = _status(run_cli("plugins", "list", "--all", "--json", env=env))
-    assert [n for n, p in plugins.items() if p["status"] == "loaded"] == ["hello"]
+    # the core libraries stay loaded whatever the switches say
+    assert [n for n, p in plugins.items() if p["status"] == "loaded"] == ["hardware", "kernels", "hello"]
 
     cfg = tmp_path / "cfg"
     (cfg / "gpuforge").mkdir(parents=True)
@@ -213,3 +222,49 @@ def test_every_hook_is_documented():
         fn = getattr(hookspecs, name)
         assert fn.__doc__ and fn.__doc__.strip(), name
         assert f"`{name}`" in doc, f"docs/PLUGINS.md does not document {name}"
+
+
+def test_core_libraries_cannot_be_disabled(run_cli):
+    """hardware and kernels are libraries other plugins import: disabling them is refused
+    with a notice, and their commands keep working."""
+    r = run_cli("--json", "hw", "list", env={"GPUFORGE_DISABLE_PLUGINS": "hardware,kernels"})
+    assert r.code == 0, r
+    assert "core library" in r.stderr
+    r = run_cli("--json", "plugins", "list", "--all", env={"GPUFORGE_LOAD_PLUGINS": "superres"})
+    status = {p["name"]: p["status"] for p in r.json()}
+    assert status["hardware"] == status["kernels"] == "loaded" and status["quantize"] == "disabled"
+
+
+@pytest.fixture(scope="module")
+def toy_backend(tmp_path_factory, isolated_env) -> dict:
+    """The toy-backend fixture plugin installed in a folder of its own."""
+    target = tmp_path_factory.mktemp("toy-site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target",
+                    str(target), str(FIXTURES / "gpuforge-toybackend")], check=True, capture_output=True, text=True)
+    return {"PYTHONPATH": str(target)}
+
+
+def test_a_plugin_adds_a_backend_to_another_plugins_kernel(run_cli, toy_backend, tmp_path):
+    listing = run_cli("--json", "kernels", "list", env=toy_backend)
+    rows = {r["name"]: r for r in listing.json()}
+    assert rows["kernels.blockwise_absmax"]["backends"] == ["reference", "numba-cpu", "numba-cuda", "toy-cpu"]
+    check = run_cli("--json", "kernels", "check", "kernels.blockwise_absmax", "--backend", "toy-cpu", env=toy_backend)
+    assert check.code == 0, check
+    assert check.json()["summary"]["pass"] > 0 and check.json()["summary"]["fail"] == 0
+    # without the plugin the name is unknown: one line, exit 2
+    r = run_cli("--backend", "toy-cpu", "hw", "list")
+    assert r.code == 2 and "toy-cpu" in r.stderr
+
+
+def test_automatic_choice_takes_the_higher_priority_backend_and_records_it(toy_backend):
+    code = ("import numpy as np, json\n"
+            "from gpuforge.core.kernels import call\n"
+            "from gpuforge.core.run import Device, Run, execute\n"
+            "r = Run('t', device=Device('cpu'), backend=None, seed=None, json=False, force=False, threads=None, params={})\n"
+            "x = np.arange(10, dtype=np.float32)\n"
+            "out = execute(r, lambda run: call('kernels.blockwise_absmax', x, 4))\n"
+            "print(json.dumps({'kernels': r.kernels, 'out': out.tolist()}))\n")
+    env = {**os.environ, **toy_backend}
+    proc = subprocess.run([*python_argv(), "-c", code], capture_output=True, text=True, env=env, check=True)
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert res == {"kernels": {"kernels.blockwise_absmax": "toy-cpu"}, "out": [3.0, 7.0, 9.0]}

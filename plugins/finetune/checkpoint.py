@@ -36,7 +36,7 @@ def save(path: Path, state: dict[str, Any]) -> None:
 
 def load(path: Path) -> dict[str, Any]:
     """The state saved by :func:`save`; one line (exit 3) for anything else."""
-    return read_state_file(path, FORMAT, "--resume")
+    return read_state_file(path, FORMAT, "--resume", "finetune resume file")
 
 
 def _legacy(path: Path) -> BadInputError:

@@ -7,11 +7,19 @@
 - ``adamw`` + ``--offload-optimizer cpu``: ZeRO-Offload's layout (Ren et al. 2021): the
   same buffers in host memory; each step copies the gradients to the host, runs the
   numba-cpu kernel and copies the updated weights back to the device tensors.
-- ``torch-adamw``: ``torch.optim.AdamW`` on the trainable tensors (the baseline).
+- ``torch-adamw``: ``torch.optim.AdamW(fused=True)`` on the trainable tensors (the
+  baseline: torch's own fused kernel, ``foreach=False`` on a device it has none for).
 - ``adamw-8bit``: both moments stored as blockwise 8-bit codes with the dynamic map
   (Dettmers et al. 2022): signed code for m, unsigned for v, blocks of 256 that never
   straddle two tensors. Each step dequantizes, runs the fused fp32 update and
-  requantizes, through the registered ``finetune.*_blockwise_8bit`` kernels.
+  requantizes: the registered ``finetune.*_blockwise_8bit`` kernels around
+  ``finetune.adamw_step``, or, for host buffers on numba-cpu, one fused pass per block
+  that gives the same bits without full-size fp32 moments
+  (``adam.adamw8bit_step_inplace_cpu``).
+
+On numba-cpu with host buffers the steps run in place (the registered kernels return
+new arrays: three copies of every buffer per step); the manifest still records the
+registered kernels whose results they are.
 
 All three expose ``step(lr)``, ``zero_grad()``, ``state_dict()`` / ``load_state_dict()``,
 ``state_bytes()`` (optimizer state held) and ``restrict(params)`` (drop frozen tensors,
@@ -30,7 +38,12 @@ BLOCK = 256
 class TorchAdamW:
     def __init__(self, params: list[torch.nn.Parameter], lr: float, weight_decay: float, betas=(0.9, 0.999), eps=1e-8):
         self.params = list(params)
-        self.opt = torch.optim.AdamW(self.params, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps, foreach=False)
+        try:
+            self.opt = torch.optim.AdamW(self.params, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps,
+                                         fused=True)
+        except (RuntimeError, ValueError):   # a device or dtype torch has no fused kernel for
+            self.opt = torch.optim.AdamW(self.params, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps,
+                                         foreach=False)
 
     def step(self, lr: float) -> None:
         for g in self.opt.param_groups:
@@ -125,13 +138,46 @@ class FlatAdamW:
         return self.grad
 
     def step(self, lr: float, gathered: bool = False) -> None:
-        from gpuforge.core.kernels import call
-
         self.t += 1
         if not gathered:
             self.gather_grads()
-        b1, b2 = self.betas
         be = self._backend()
+        if self._in_place(be):
+            self._step_in_place(lr)
+        else:
+            self._step_registry(lr, be)
+        with torch.no_grad():
+            for p, o in zip(self.params, self.offsets):
+                p.copy_(torch.as_tensor(self.master[o:o + p.numel()]).view_as(p).to(p.device, p.dtype))
+
+    def _in_place(self, be: str | None) -> bool:
+        """Host buffers whose kernels would run on numba-cpu: update them in place."""
+        from gpuforge.core.kernels import choose_backend, get_spec
+
+        return self.device is None and choose_backend(get_spec("finetune.adamw_step"), self.master,
+                                                      backend=be) == "numba-cpu"
+
+    def _step_in_place(self, lr: float) -> None:
+        from gpuforge.core.run import active_run
+        from gpuforge.plugins.finetune.adam import adamw8bit_step_inplace_cpu, adamw_step_inplace_cpu
+
+        b1, b2 = self.betas
+        names = ["finetune.adamw_step"]
+        if self.eight_bit:
+            names += ["finetune.dequantize_blockwise_8bit", "finetune.quantize_blockwise_8bit"]
+            adamw8bit_step_inplace_cpu(self.master, self.grad, self.m_codes, self.m_absmax, self.v_codes,
+                                       self.v_absmax, self.t, lr, b1, b2, self.eps, self.wd, BLOCK)
+        else:
+            adamw_step_inplace_cpu(self.master, self.grad, self.m, self.v, self.t, lr, b1, b2, self.eps, self.wd)
+        run = active_run()
+        if run is not None:
+            for name in names:
+                run.record_kernel(name, "numba-cpu")
+
+    def _step_registry(self, lr: float, be: str | None) -> None:
+        from gpuforge.core.kernels import call
+
+        b1, b2 = self.betas
         if self.eight_bit:
             m = call("finetune.dequantize_blockwise_8bit", self.m_codes, self.m_absmax, BLOCK, True, backend=be)
             v = call("finetune.dequantize_blockwise_8bit", self.v_codes, self.v_absmax, BLOCK, False, backend=be)
@@ -144,9 +190,6 @@ class FlatAdamW:
             self.v_codes, self.v_absmax = call("finetune.quantize_blockwise_8bit", v, BLOCK, False, backend=be)
         else:
             self.m, self.v = m, v
-        with torch.no_grad():
-            for p, o in zip(self.params, self.offsets):
-                p.copy_(torch.as_tensor(self.master[o:o + p.numel()]).view_as(p).to(p.device, p.dtype))
 
     def _arrays(self) -> dict[str, np.ndarray]:
         if self.eight_bit:

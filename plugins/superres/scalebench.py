@@ -64,22 +64,21 @@ def _clip(path: Path, w: int, h: int, frames: int) -> Path:
 
 
 def measure(args: list[str], cwd: Path) -> dict:
-    """Run ``gpuforge <args> --json`` in a fresh process: its wall time, its own peak
-    RSS (``os.wait4``'s ru_maxrss for that child alone) and its JSON result."""
-    env = dict(os.environ, PYTHONSAFEPATH="1")
-    cmd = [sys.executable, "-P", "-m", "gpuforge.cli", "--log-format", "json", *args, "--json"]
+    """Run ``gpuforge <args> --json`` in a fresh process: its wall time, its own peak RSS
+    (through :func:`gpuforge.core.peakrss.run_measured`, so this process's size does not
+    count) and its JSON result."""
+    from gpuforge.core.peakrss import run_measured
+    from gpuforge.core.safepath import python_argv, safe_env
+
+    cmd = [*python_argv(), "-m", "gpuforge.cli", "--log-format", "json", *args, "--json"]
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        m = run_measured(cmd, cwd=cwd, env=safe_env(), stdout=out, stderr=err)
         out.seek(0), err.seek(0)
         text, errors = out.read(), err.read()
-    if proc.returncode != 0:
+    if m["returncode"] != 0:
         last = (errors.strip().splitlines() or ["(no output)"])[-1]
-        raise RuntimeError(f"gpuforge {' '.join(args)} exited {proc.returncode}: {last}")
-    return {"wall": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "result": json.loads(text)}
+        raise RuntimeError(f"gpuforge {' '.join(args)} exited {m['returncode']}: {last}")
+    return {"wall": m["seconds"], "peak_rss_mb": m["peak_rss_bytes"] / 2**20, "result": json.loads(text)}
 
 
 def fit_exponent(xs: list[float], ys: list[float]) -> float:

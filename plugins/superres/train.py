@@ -171,7 +171,7 @@ def train(run, cfg: TrainConfig, train_images, val_images, out: Path, resume_pat
         if is_resume_file(resume):
             from gpuforge.core.statefile import read_state_file
 
-            state = read_state_file(resume, RESUME_FORMAT, "--resume")
+            state = read_state_file(resume, RESUME_FORMAT, "--resume", "superres resume file")
             if int(state["scale"]) != cfg.scale or int(state["channels"]) != nch:
                 raise BadInputError(f"--resume {resume} was trained for another scale or channel count")
             model.load_state_dict(state["model"])
