@@ -254,9 +254,9 @@ def check_frame_fits(kind: str, W: int, H: int, device, fixed: int = 0) -> None:
     """Refuse (exit 3) a frame size whose buffers cannot fit, before any work, naming the
     size that would fit (``fixed``: bytes that do not grow with the frame)."""
     need = BYTES_PER_PIXEL[kind] * W * H + fixed
-    from gpuforge.hardware.cpu import _mem_available_bytes
+    from gpuforge.hardware.cpu import mem_available_bytes
 
-    avail, where = _mem_available_bytes(), "memory available"
+    avail, where = mem_available_bytes(), "memory available"
     if device is not None and getattr(device, "type", "cpu") == "cuda":
         import torch
 
