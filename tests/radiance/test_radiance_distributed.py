@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 
@@ -102,3 +103,43 @@ def test_two_processes_equal_one_and_listen_on_loopback_only(tmp_path, isolated_
     theirs = load_file(str(tmp_path / "two" / "gaussians.safetensors"))
     for k, v in g.tensors().items():
         np.testing.assert_allclose(theirs[k], v.numpy(), rtol=1e-6, atol=1e-6, err_msg=k)
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_every_process_and_leaves_nothing(tmp_path, isolated_env, sig, code):
+    """Issue 18's faults for --nproc: a signal to the command mid-training ends it with
+    the documented code, stops its worker (no orphan keeps training), and leaves neither
+    the run folder, its temporary sibling, nor the rendezvous folder behind."""
+    from gpuforge.core.safepath import python_argv
+    from gpuforge.plugins.radiance import synthetic
+
+    scene = tmp_path / "scene"
+    scene.mkdir()
+    synthetic.make_scene(scene, "spheres", views=4, res=16, test_views=1, val_views=0, seed=4)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc = subprocess.Popen([*python_argv(), "-m", "gpuforge.cli", "radiance", "splat", "train", str(scene),
+                             "--out", str(tmp_path / "run"), "--steps", "100000", "--init-points", "50",
+                             "--sh-degree", "1", "--threads", "1", "--nproc", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**isolated_env, "TMPDIR": str(tmp)})
+    deadline = time.monotonic() + 240
+    kids: list[int] = []
+    while time.monotonic() < deadline and proc.poll() is None:  # until the worker runs (its rendezvous folder)
+        kids = kids or _children(proc.pid)
+        if kids and list(tmp.iterdir()):
+            time.sleep(10)  # the worker imports torch and joins; then steps run
+            break
+        time.sleep(0.1)
+    assert kids and proc.poll() is None, proc.communicate()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err, err
+    for _ in range(100):  # the worker got SIGTERM from rank 0 (or from the kernel when rank 0 died)
+        if not any(os.path.exists(f"/proc/{k}") for k in kids):
+            break
+        time.sleep(0.1)
+    assert not any(os.path.exists(f"/proc/{k}") for k in kids), "a worker outlived the command"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene", "tmp"]
+    assert list(tmp.iterdir()) == []
