@@ -19,18 +19,13 @@ import numpy as np
 from numba import cuda
 
 from gpuforge.kernels.arguments import KernelArgumentError
-from gpuforge.kernels.cuda_arrays import Placement, check_threads, zeros_flag
+from gpuforge.kernels.cuda_arrays import Placement, zeros_flag
 from gpuforge.plugins.fraud.kernels import check_core, check_merge, check_min_edge
 
-DEFAULTS = {"threads_per_block": 256}
+def _threads(kernel: str) -> int:
+    from gpuforge.core.tuning import launch_config
 
-
-def _threads(kernel: str, threads_per_block):
-    if threads_per_block is None:
-        from gpuforge.core.tuning import launch_params
-
-        threads_per_block = launch_params("fraud", kernel, DEFAULTS)["threads_per_block"]
-    return check_threads(threads_per_block)
+    return launch_config(kernel).threads
 
 
 # --- core distances ---------------------------------------------------------------------------
@@ -44,13 +39,13 @@ def take_column_kernel(d, col, out):
 _take_column = cuda.jit(take_column_kernel)
 
 
-def core_distances_cuda(x, min_samples: int, *, threads_per_block: int | None = None):
+def core_distances_cuda(x, min_samples: int):
     from gpuforge.kernels.pairwise_cuda import pairwise_topk_cuda
 
     place = Placement()
     x = place.put(x, "x")
     ms = check_core(x, min_samples)
-    threads = _threads("fraud.core_distances", threads_per_block)
+    threads = _threads("fraud.core_distances")
     n = x.shape[0]
     out, handed = place.empty((n,), np.float32)
     if n:
@@ -120,12 +115,12 @@ _component_edge = cuda.jit(component_edge_kernel)
 _init = cuda.jit(init_kernel)
 
 
-def knn_min_edge_cuda(core, knn_d, knn_i, comp, *, threads_per_block: int | None = None):
+def knn_min_edge_cuda(core, knn_d, knn_i, comp):
     place = Placement()
     core, knn_d, knn_i, comp = (place.put(a, name) for a, name in
                                 ((core, "core"), (knn_d, "knn_d"), (knn_i, "knn_i"), (comp, "comp")))
     check_min_edge(core, knn_d, knn_i, comp)
-    threads = _threads("fraud.knn_min_edge", threads_per_block)
+    threads = _threads("fraud.knn_min_edge")
     n = core.shape[0]
     w, w_h = place.empty((n,), np.float64)
     bp, bp_h = place.empty((n,), np.int64)
@@ -191,11 +186,11 @@ _flatten = cuda.jit(flatten_kernel)
 _copy = cuda.jit(copy_kernel)
 
 
-def union_find_merge_cuda(comp, u, v, *, threads_per_block: int | None = None):
+def union_find_merge_cuda(comp, u, v):
     place = Placement()
     comp, u, v = (place.put(a, name) for a, name in ((comp, "comp"), (u, "u"), (v, "v")))
     check_merge(comp, u, v)
-    threads = _threads("fraud.union_find_merge", threads_per_block)
+    threads = _threads("fraud.union_find_merge")
     n, m = comp.shape[0], u.shape[0]
     out, out_h = place.empty((n,), np.int64)
     if n:
