@@ -1,13 +1,20 @@
 """``gpuforge bench fraud``: this HDBSCAN (exact and approx) against the ``hdbscan`` and
 ``fast_hdbscan`` libraries on the same data in one process, plus agreement numbers.
 
-Data: ``blobs(n, d)``: ``make_blobs`` with 10 centres (std 1, centre box +-10,
-``random_state=0``) for 95% of the rows plus 5% uniform noise over the bounding box.
-Parameters: min_cluster_size 50, min_samples 10 (hdbscan convention).
+Data: ``blobs(n, d, noise)``: ``make_blobs`` with 10 centres (std 1, centre box +-10,
+``random_state=0``) for the rows that are not noise, plus uniform noise over the
+bounding box. Rows: 100k x 8 with 5% noise and 50k x 32 with 10% noise (the shapes of
+issue 20). Parameters: min_cluster_size 50, min_samples 10 (hdbscan convention).
 
-Environment knobs: ``GPUFORGE_FRAUD_BENCH_SIZES`` (e.g. ``100000x8,50000x32``),
-``GPUFORGE_FRAUD_BENCH_1M=0`` to skip the 1M x 8 approx run, ``GPUFORGE_FRAUD_BENCH_HDBSCAN_EXACT=0``
-to skip hdbscan with ``approx_min_span_tree=False`` (the MST-weight reference).
+Each row carries the machine (CPU model, SIMD extensions, cores, load average) and, for
+approx mode, the recall of its kNN graph (1000 sampled rows).
+``mst_weights_identical_to_hdbscan_exact`` says whether our tree's sorted weights equal
+those of hdbscan's exact tree (``approx_min_span_tree=False``) bit for bit.
+
+Environment knobs: ``GPUFORGE_FRAUD_BENCH_SIZES`` (e.g. ``100000x8,50000x32@0.1``:
+rows x columns [@ noise share, default 0.05]), ``GPUFORGE_FRAUD_BENCH_1M=0`` to skip the
+1M x 8 approx run, ``GPUFORGE_FRAUD_BENCH_HDBSCAN_EXACT=0`` to skip hdbscan with
+``approx_min_span_tree=False``.
 """
 from __future__ import annotations
 
@@ -15,6 +22,9 @@ import os
 import time
 
 MCS, MS = 50, 10
+DEFAULT_SHAPES = ((100_000, 8, 0.05), (50_000, 32, 0.10))
+QUICK_SHAPES = ((20_000, 8, 0.05),)
+RECALL_ROWS = 1000
 
 
 def blobs(n: int, d: int, seed: int = 0, noise: float = 0.05):
@@ -42,27 +52,52 @@ def agreement(a, b):
     return float(adjusted_rand_score(a, b)), float(np.mean((a == -1) == (b == -1)))
 
 
+def same_weights(ours, theirs) -> bool:
+    """Do two MSTs ((u, v, w) arrays) have bit-identical sorted weights? (Mutual
+    reachability has many equal weights, so two exact MSTs may pick different edges of
+    the same weight; their weights, and so every single-linkage height, still agree.)"""
+    import numpy as np
+
+    return bool(np.array_equal(np.sort(np.asarray(ours[2], np.float64)), np.sort(np.asarray(theirs[2], np.float64))))
+
+
+def machine() -> dict:
+    """CPU model, SIMD extensions, cores and load average of this run."""
+    from gpuforge.hardware import cpu
+
+    if hasattr(cpu, "bench_machine"):
+        return cpu.bench_machine()
+    return {"cpu": cpu.cpu_model(), "cores": cpu.logical_cores(), "load_1m": round(os.getloadavg()[0], 2)}
+
+
+def shapes(quick: bool):
+    spec = os.environ.get("GPUFORGE_FRAUD_BENCH_SIZES")
+    if not spec:
+        return QUICK_SHAPES if quick else DEFAULT_SHAPES
+    out = []
+    for s in spec.split(","):
+        size, _, noise = s.partition("@")
+        n, d = (int(v) for v in size.split("x"))
+        out.append((n, d, float(noise) if noise else 0.05))
+    return out
+
+
 def run(ctx):
-
     from gpuforge.core.bench import row
-    from gpuforge.plugins.fraud.hdbscan_core import hdbscan
+    from gpuforge.plugins.fraud.hdbscan import hdbscan
 
-    sizes = os.environ.get("GPUFORGE_FRAUD_BENCH_SIZES")
-    if sizes:
-        shapes = [tuple(int(v) for v in s.split("x")) for s in sizes.split(",")]
-    else:
-        shapes = [(20000, 8)] if ctx.quick else [(100000, 8), (50000, 32)]
     do_1m = os.environ.get("GPUFORGE_FRAUD_BENCH_1M", "0" if ctx.quick else "1") == "1"
     do_hexact = os.environ.get("GPUFORGE_FRAUD_BENCH_HDBSCAN_EXACT", "1") == "1"
     rows = []
-    warm, _ = blobs(2000, 8)
-    hdbscan(warm, MCS, MS, mode="exact")  # compile (cached on disk after the first run)
-    hdbscan(warm, MCS, MS, mode="approx")
-    for n, d in shapes:
-        X, _ = blobs(n, d)
-        name = f"hdbscan {n}x{d} mcs{MCS} ms{MS}"
+    for n, d, noise in shapes(ctx.quick):
+        warm, _ = blobs(2000, d)
+        hdbscan(warm, MCS, MS, mode="exact")  # compile (cached on disk after the first run)
+        hdbscan(warm, MCS, MS, mode="approx")
+        X, _ = blobs(n, d, noise=noise)
+        name = f"hdbscan {n}x{d} noise {noise:g} mcs{MCS} ms{MS}"
+        at = machine()
         t_exact, ex = _timed(lambda: hdbscan(X, MCS, MS, mode="exact"))
-        t_approx, ap = _timed(lambda: hdbscan(X, MCS, MS, mode="approx"))
+        t_approx, ap = _timed(lambda: hdbscan(X, MCS, MS, mode="approx", recall_rows=RECALL_ROWS))
         base = {}
         try:
             import hdbscan as hdb
@@ -72,7 +107,8 @@ def run(ctx):
             if do_hexact:
                 t_he, he = _timed(lambda: hdb.HDBSCAN(min_cluster_size=MCS, min_samples=MS, approx_min_span_tree=False,
                                                       gen_min_span_tree=True).fit(X))
-                base["hdbscan_exact"] = (t_he, he.labels_, float(he.minimum_spanning_tree_._mst[:, 2].sum()))
+                mst = he.minimum_spanning_tree_._mst
+                base["hdbscan_exact"] = (t_he, he.labels_, (mst[:, 0], mst[:, 1], mst[:, 2]))
         except ImportError:
             pass
         try:
@@ -85,16 +121,20 @@ def run(ctx):
             pass
         ari_ax = agreement(ex.labels, ap.labels)
         for impl, secs, res in (("gpuforge exact", t_exact, ex), ("gpuforge approx", t_approx, ap)):
-            extra = {"n_clusters": res.n_clusters, "mst_weight": res.mst_weight,
-                     "stages_s": {k: round(v, 3) for k, v in res.timings.items()}}
+            extra = {"n_clusters": res.n_clusters, "mst_weight": res.mst_weight, **at,
+                     "kernels": res.info["kernels"], "stages_s": {k: round(v, 3) for k, v in res.timings.items()}}
             if impl.endswith("approx"):
                 extra["ari_vs_exact"], extra["noise_agreement_vs_exact"] = ari_ax
+                extra["knn_recall"] = res.info.get("knn_recall")
             for bname, b in base.items():
                 a, na = agreement(b[1], res.labels)
                 extra[f"ari_vs_{bname}"] = a
                 extra[f"noise_agreement_vs_{bname}"] = na
                 if len(b) > 2:
-                    extra["mst_rel_err_vs_hdbscan_exact"] = abs(res.mst_weight - b[2]) / b[2]
+                    w = float(b[2][2].sum())
+                    extra["mst_rel_err_vs_hdbscan_exact"] = abs(res.mst_weight - w) / w
+                    if impl.endswith("exact"):
+                        extra["mst_weights_identical_to_hdbscan_exact"] = same_weights(res.mst, b[2])
             for bname, b in base.items():
                 rows.append(row(name, impl, secs, baseline=bname, baseline_seconds=b[0], ctx=ctx, **extra))
             if not base:
@@ -103,9 +143,10 @@ def run(ctx):
         X, _ = blobs(1_000_000, 8)
         import resource
 
-        t, res = _timed(lambda: hdbscan(X, MCS, MS, mode="approx"))
+        at = machine()
+        t, res = _timed(lambda: hdbscan(X, MCS, MS, mode="approx", recall_rows=RECALL_ROWS))
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        rows.append(row(f"hdbscan 1000000x8 mcs{MCS} ms{MS}", "gpuforge approx", t, n_clusters=res.n_clusters,
-                        knn=res.info["knn"], max_rss_bytes=rss,
-                        stages_s={k: round(v, 3) for k, v in res.timings.items()}))
+        rows.append(row(f"hdbscan 1000000x8 noise 0.05 mcs{MCS} ms{MS}", "gpuforge approx", t,
+                        n_clusters=res.n_clusters, knn=res.info["knn"], knn_recall=res.info.get("knn_recall"),
+                        max_rss_bytes=rss, **at, stages_s={k: round(v, 3) for k, v in res.timings.items()}))
     return rows

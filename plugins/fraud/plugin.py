@@ -9,12 +9,23 @@ from gpuforge.core.specs import (BenchmarkSpec, CommandSpec, DemoSpec, EstimateS
 
 _PKG = "gpuforge.plugins.fraud"
 
+_HDB = f"{_PKG}.hdbscan"
+
+# name -> (module, function, cases, summary); backends follow three_backends' naming
+# (``module:function``, ``module:function_cpu``, ``module_cuda:function_cuda``)
 _KERNELS = {
-    "core_distances": ("core_cases", "distance of each row to its min_samples-th nearest other row "
-                       "(hdbscan convention), from the tiled pairwise top-k", {"rtol": 1e-5, "atol": 1e-5}),
-    "knn_min_edge": ("min_edge_cases", "Boruvka step: lightest mutual-reachability kNN edge leaving each "
-                     "component (ties to the smaller point)", {}),
-    "union_find_merge": ("merge_cases", "merge components joined by edges; label = smallest representative", {}),
+    "knn": ("knn", "knn", "knn_cases",
+            "exact k nearest other rows (squared distances, ties to the smaller row); core distances"),
+    "knn_local": ("approx", "knn_local", "local_cases",
+                  "approx mode: k nearest among the rows of each row's neighbour cells"),
+    "knn_refine": ("approx", "knn_refine", "refine_cases",
+                   "approx mode: one NN-descent join (k nearest among the lists of the listed rows)"),
+    "knn_forest": ("kruskal", "knn_forest", "forest_cases",
+                   "minimum spanning forest of the kNN mutual-reachability graph (edge order: w2, min row, max row)"),
+    "mst": ("boruvka", "mst", "mst_cases",
+            "exact minimum spanning tree of the mutual-reachability graph (Boruvka), containing a given forest"),
+    "prim": ("prim", "prim", "prim_cases",
+             "Prim's MST with the hdbscan library's tie rules (exact mode above 60 columns)"),
 }
 
 
@@ -26,13 +37,13 @@ def register_commands(register):
 
 @hookimpl
 def register_kernels(register):
-    for name, (cases, summary, extra) in _KERNELS.items():
+    for name, (module, function, cases, summary) in _KERNELS.items():
         register(KernelSpec(
             name=f"fraud.{name}", summary=summary,
-            backends=three_backends(f"{_PKG}.kernels", name),
-            cases=f"{_PKG}.kernels:{cases}",
-            ptx=f"{_PKG}.kernels_cuda:{name}_ptx",
-            **extra,
+            backends=three_backends(f"{_HDB}.{module}", function),
+            cases=f"{_HDB}.{module}:{cases}",
+            ptx=f"{_HDB}.{module}_cuda:{function}_ptx",
+            rtol=0.0, atol=0.0,  # every backend computes the same bits
         ))
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from gpuforge.plugins.fraud.bench import blobs
-from gpuforge.plugins.fraud.hdbscan_core import hdbscan
+from gpuforge.plugins.fraud.hdbscan import hdbscan
 
 hdb = pytest.importorskip("hdbscan")
 from sklearn.metrics import adjusted_rand_score  # noqa: E402
@@ -115,3 +115,24 @@ def test_rejects_bad_arguments():
         hdbscan(X, 20)
     with pytest.raises(ValueError):
         hdbscan(X, 5, mode="fast")
+
+
+@pytest.mark.parametrize("mode,n,d", [("exact", 900, 6), ("approx", 900, 12), ("exact", 300, 64)])
+def test_reference_and_numba_cpu_give_the_same_tree_and_labels(mode, n, d):
+    X, _ = blobs(n, d, seed=6, noise=0.1)
+    ref = hdbscan(X, 20, 5, mode=mode, backend="reference")
+    cpu = hdbscan(X, 20, 5, mode=mode, backend="numba-cpu")
+    assert set(ref.info["kernels"].values()) == {"reference"} and set(cpu.info["kernels"].values()) == {"numba-cpu"}
+    assert all(np.array_equal(a, b) for a, b in zip(ref.mst, cpu.mst))
+    assert np.array_equal(ref.labels, cpu.labels) and np.array_equal(ref.probabilities, cpu.probabilities)
+
+
+def test_exact_mst_weights_are_hdbscans_bit_for_bit():
+    """Mutual reachability ties many edges (every edge lighter than a point's core
+    distance weighs exactly that), so two exact MSTs may pick different edges of equal
+    weight; the sorted weights must agree exactly."""
+    X, _ = blobs(4000, 20, seed=8, noise=0.1)
+    ref = _reference(X, 40, 10)
+    res = hdbscan(X, 40, 10)
+    assert np.array_equal(np.sort(ref.minimum_spanning_tree_._mst[:, 2]), np.sort(res.mst[2]))
+    assert adjusted_rand_score(ref.labels_, res.labels) >= 0.999
