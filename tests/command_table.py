@@ -221,6 +221,10 @@ CASES += [
          frozenset({"fraud.knn_local", "fraud.knn_forest", "fraud.mst"}), out="rep", compare=_same_pipeline),
 ]
 
+from command_table_radiance import ROWS as _RADIANCE  # noqa: E402
+
+CASES += [Case(i, make, args, frozenset(kernels), out=out, compare=cmp) for i, make, args, kernels, out, cmp in _RADIANCE]
+
 
 # ------------------------------------------------------------------ quantize
 # A safetensors state dict of two small linear weights (16x64 and 8x64): every block of
