@@ -16,7 +16,7 @@ export NUMBA_CACHE_DIR ?= $(abspath $(VENV))/numba-cache
 export PYTHONSAFEPATH = 1
 SAFE   := $(shell $(PYTHON) -c 'import sys; print("-P" if sys.version_info >= (3, 11) else "")')
 
-.PHONY: setup demo test test-unit test-cudasim test-latest lock check-lock gpu-check bench clean
+.PHONY: setup demo test test-unit test-cudasim test-latest lock check-lock gpu-bundle gpu-check gpu-check-venv gpu-check-bare bench clean
 
 # Installs exactly the versions in requirements.lock (see `make lock`).
 $(STAMP): pyproject.toml $(LOCK)
@@ -65,15 +65,43 @@ test-latest:
 	$(PYTHON) -m venv .venv-latest
 	.venv-latest/bin/python $(SAFE) -m pip install -q --upgrade pip
 	.venv-latest/bin/python $(SAFE) -m pip install -q torch==2.13.0
-	.venv-latest/bin/python $(SAFE) -m pip install -q --upgrade --upgrade-strategy eager -e ".[dev]"
+	.venv-latest/bin/python $(SAFE) -m pip install -q --upgrade --upgrade-strategy eager -e ".[dev]" torch==2.13.0
 	.venv-latest/bin/python $(SAFE) -m pip freeze --exclude-editable > .venv-latest/versions.txt
 	NUMBA_CACHE_DIR=$(abspath .venv-latest)/numba-cache .venv-latest/bin/pytest -q -m "not gpu and not cudasim" -p no:cacheprovider
 
-gpu-check: setup
-	GPU_REPORT_DIR=$${GPU_REPORT_DIR:-.gpu-report} $(PY) $(SAFE) -m gpuforge.core.gpucheck
+# The lent GPU machine has no network, no venv and no gpuforge (FIELD-NOTES.md "The GPU
+# machine"): `make gpu-bundle` (here) downloads the wheels it lacks for Python 3.12 into
+# $(GPU_BUNDLE), plus gpuforge's own wheel; the device tool carries that folder.
+GPU_BUNDLE ?= .gpu-bundle
+GPU_SITE   ?= /tmp/gpuforge-site
+GPU_REPORT_DIR ?= .gpu-report
+
+gpu-bundle: setup
+	$(PY) $(SAFE) -m gpuforge.core.gpu_bundle build --dest $(GPU_BUNDLE)
+
+# With a venv (here, or any machine that ran `make setup`) it runs from the venv; on the
+# bare GPU machine (no $(VENV)) it installs the bundle offline into $(GPU_SITE) and runs
+# with the machine's own python3. Without a GPU it runs what it can and reports the GPU
+# parts as "no GPU". One JSON report: $(GPU_REPORT_DIR)/gpu-report.json.
+gpu-check:
+	@if [ -x "$(PY)" ]; then \
+		$(MAKE) --no-print-directory gpu-check-venv; \
+	else \
+		$(MAKE) --no-print-directory gpu-check-bare; \
+	fi
+
+gpu-check-venv: setup
+	GPU_REPORT_DIR=$(GPU_REPORT_DIR) $(PY) $(SAFE) -m gpuforge.core.gpucheck
+
+gpu-check-bare:
+	@test -f $(GPU_BUNDLE)/BUNDLE.json || { echo "gpu-check: no $(GPU_BUNDLE)/ here: run 'make gpu-bundle' where pip works and carry it"; exit 2; }
+	rm -rf $(GPU_SITE)
+	$(PYTHON) $(SAFE) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target $(GPU_SITE) $(GPU_BUNDLE)/*.whl
+	PYTHONPATH=$(GPU_SITE) NUMBA_CACHE_DIR=$(GPU_SITE)/numba-cache GPU_REPORT_DIR=$(GPU_REPORT_DIR) \
+		GPU_BUNDLE=$(GPU_BUNDLE) $(PYTHON) $(SAFE) -m gpuforge.core.gpucheck
 
 bench: setup
 	$(VENV)/bin/gpuforge bench
 
 clean:
-	rm -rf $(VENV) .venv-lock .venv-latest build dist *.egg-info gpuforge-demo .gpu-report
+	rm -rf $(VENV) .venv-lock .venv-latest build dist *.egg-info gpuforge-demo .gpu-report $(GPU_BUNDLE) .gpu-bundle-cache

@@ -6,8 +6,8 @@ import sys
 
 import typer
 
-from gpuforge.core.context import get_context
-from gpuforge.core.output import emit, print_table
+from gpuforge.core.output import print_table
+from gpuforge.core.run import Run, command
 
 app = typer.Typer(help="Check Python, torch, Numba, CUDA, devices and plugins.")
 
@@ -80,8 +80,8 @@ def core_checks() -> list[dict]:
     return rows
 
 
-@app.command()
-def doctor(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+@command(app, "doctor", device=False)
+def doctor(run: Run) -> None:
     """Check the installation; exits 0 even when optional parts (a GPU) are missing."""
     from gpuforge.core.lazy import resolve
     from gpuforge.core.plugins import get_registry
@@ -98,4 +98,4 @@ def doctor(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")
         mark = {True: "ok", False: "MISSING", None: "n/a"}
         print_table([{**r, "ok": mark[r["ok"]]} for r in rows], columns=["check", "ok", "detail", "fix"], title="gpuforge doctor")
 
-    emit({"checks": rows, "ok": all(r["ok"] is not False for r in rows)}, human, as_json=json_out or get_context().json)
+    run.result({"checks": rows, "ok": all(r["ok"] is not False for r in rows)}, human)

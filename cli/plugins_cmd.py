@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import typer
 
-from gpuforge.core.context import get_context
-from gpuforge.core.output import emit, print_table
+from gpuforge.core.output import print_table
+from gpuforge.core.run import Run, command
 
 app = typer.Typer(help="List installed plugins and why any failed.", no_args_is_help=True)
 
 
-@app.command("list")
+@command(app, "list", device=False)
 def list_(
-    json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
+    run: Run,
     all_: bool = typer.Option(False, "--all", help="Also show disabled plugins."),
 ) -> None:
     """Every plugin: name, source (builtin or entry point), status and what it registered."""
@@ -33,11 +33,11 @@ def list_(
         ]
         print_table(table, title="gpuforge plugins")
 
-    emit(rows, human, as_json=json_out or get_context().json)
+    run.result(rows, human)
 
 
-@app.command("info")
-def info(name: str = typer.Argument(..., help="Plugin name."), json_out: bool = typer.Option(False, "--json")) -> None:
+@command(app, "info", device=False)
+def info(run: Run, name: str = typer.Argument(..., help="Plugin name.")) -> None:
     """One plugin in detail: module, distribution, status, commands, kernels, demos, benchmarks."""
     from gpuforge.core.plugins import get_registry, plugin_info
 
@@ -50,4 +50,4 @@ def info(name: str = typer.Argument(..., help="Plugin name."), json_out: bool = 
     data["benchmarks"] = [b.name for owner, b in reg.benchmarks if owner == name]
     data["estimates"] = [f"{k[0]} {k[1]}" for k, (owner, _) in reg.estimates.items() if owner == name]
     lines = [f"{k}: {', '.join(v) if isinstance(v, list) else v}" for k, v in data.items() if v not in (None, "", [], {})]
-    emit(data, "\n".join(lines), as_json=json_out or get_context().json)
+    run.result(data, "\n".join(lines))

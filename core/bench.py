@@ -40,6 +40,27 @@ def best_of(fn: Callable[[], Any], repeat: int = 5, warmup: int = 1, sync: Calla
     return best
 
 
+def best_of_interleaved(fns: dict[str, Callable[[], Any]], repeat: int = 5, warmup: int = 1,
+                        sync: Callable[[], None] | None = None) -> dict[str, float]:
+    """:func:`best_of` for several functions taken in turns (a, b, c, a, b, c, ...): on a
+    shared machine the load moves by the second, and a ratio of two best times is only
+    fair when both had the same chances at a quiet moment."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(repeat):
+        for key, fn in fns.items():
+            if sync:
+                sync()
+            t0 = time.perf_counter()
+            fn()
+            if sync:
+                sync()
+            best[key] = min(best[key], time.perf_counter() - t0)
+    return best
+
+
 def row(name: str, impl: str, seconds: float, *, baseline: str | None = None, baseline_seconds: float | None = None,
         bytes_moved: float | None = None, flops: float | None = None, ctx: BenchContext | None = None, **extra: Any) -> dict:
     """One benchmark result row: ratio = baseline time / this time (> 1 is faster)."""

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 from gpuforge.core.kernels import backend_available, get_impl
 from gpuforge.core.lazy import resolve
-from gpuforge.core.specs import BACKENDS, KernelCase, KernelSpec
+from gpuforge.core.specs import KernelCase, KernelSpec
 
 
 @dataclass
@@ -124,7 +124,7 @@ def cases_for(spec: KernelSpec) -> list[KernelCase]:
 
 def check_kernel(spec: KernelSpec, backends: Iterable[str] | None = None) -> list[CaseResult]:
     """Run every requested (or available) non-reference backend on every case."""
-    wanted = [b for b in (backends or BACKENDS) if b != "reference"]
+    wanted = [b for b in (backends or list(spec.backends)) if b != "reference"]
     if "numba-cuda" in wanted and simulator_active():
         from gpuforge.core.cudasim import patch_shared_array_race
 

@@ -23,6 +23,8 @@ class Context:
     """-1 quiet, 0 normal, 1+ verbose."""
     debug: bool = False
     strict_plugins: bool = False
+    cluster: object = None
+    """A :class:`gpuforge.core.cluster.ClusterSpec` (``--cluster``/``--scheduler``), or None."""
 
 
 _current = Context(backend=os.environ.get("GPUFORGE_BACKEND") or None)

@@ -12,7 +12,7 @@ from typing import Any, Callable
 from gpuforge.core.context import get_context
 from gpuforge.core.errors import BackendUnavailableError, UsageError
 from gpuforge.core.lazy import resolve
-from gpuforge.core.specs import BACKENDS, KernelSpec
+from gpuforge.core.specs import BackendSpec, KernelSpec
 
 
 def kernel_specs() -> dict[str, KernelSpec]:
@@ -30,6 +30,20 @@ def get_spec(name: str) -> KernelSpec:
         hint = f" (did you mean {', '.join(close)}?)" if close else "; `gpuforge kernels list` shows them"
         raise UsageError(f"unknown kernel {name!r}{hint}")
     return specs[name]
+
+
+def known_backends() -> dict[str, BackendSpec]:
+    """Every backend name: the built-in ones and those plugins registered."""
+    from gpuforge.core.plugins import get_registry
+
+    return {name: spec for name, (_plugin, spec) in get_registry().backends.items()}
+
+
+def check_backend_name(backend: str, option: str = "--backend") -> str:
+    known = known_backends()
+    if backend not in known:
+        raise UsageError(f"{option} {backend!r} is not one of {', '.join(known)}")
+    return backend
 
 
 @lru_cache(maxsize=None)
@@ -51,7 +65,16 @@ def backend_available(backend: str) -> tuple[bool, str]:
         if cuda.is_available():
             return True, ""
         return False, "no CUDA GPU/driver (set NUMBA_ENABLE_CUDASIM=1 to run CUDA kernels in Numba's simulator)"
-    return False, f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})"
+    spec = known_backends().get(backend)
+    if spec is None:
+        return False, f"unknown backend {backend!r} (known: {', '.join(known_backends())})"
+    if spec.available is None:
+        return True, ""
+    try:
+        ok, why = resolve(spec.available)()
+    except Exception as exc:  # a plugin's check that breaks means "not here"
+        return False, f"its availability check failed ({type(exc).__name__}: {exc})"
+    return bool(ok), str(why or "")
 
 
 def data_on_cuda(*args: Any) -> bool:
@@ -67,11 +90,17 @@ def data_on_cuda(*args: Any) -> bool:
 
 def choose_backend(spec: KernelSpec, *args: Any, backend: str | None = None) -> str:
     """The backend to run ``spec`` on for these arguments. Explicit requests never
-    fall back; automatic choice logs a warning when it has to take a slower path."""
-    requested = backend or get_context().backend
+    fall back; automatic choice logs a warning when it has to take a slower path.
+
+    Automatic choice: data on a CUDA device goes to numba-cuda; otherwise the device of
+    the running command decides (:mod:`gpuforge.core.run`: numba-cuda on a CUDA run,
+    real or simulated, numba-cpu on a CPU run); outside a command, numba-cpu."""
+    from gpuforge.core.run import active_run
+
+    run = active_run()
+    requested = backend or (run.backend if run is not None else get_context().backend)
     if requested:
-        if requested not in BACKENDS:
-            raise UsageError(f"unknown backend {requested!r}; choose one of {', '.join(BACKENDS)}")
+        check_backend_name(requested)
         if requested not in spec.backends:
             raise BackendUnavailableError(
                 f"kernel {spec.name} has no {requested} backend (it has: {', '.join(spec.backends)})"
@@ -80,16 +109,26 @@ def choose_backend(spec: KernelSpec, *args: Any, backend: str | None = None) -> 
         if not ok:
             raise BackendUnavailableError(f"backend {requested} cannot run here: {why}")
         return requested
-    wanted = "numba-cuda" if data_on_cuda(*args) else "numba-cpu"
-    if wanted in spec.backends and backend_available(wanted)[0]:
-        return wanted
+    on_cuda = data_on_cuda(*args) or (run is not None and run._device is not None and run._device.is_cuda)
+    device = "cuda" if on_cuda else "cpu"
+    known = known_backends()
+    candidates = [b for b in spec.backends
+                  if b != "reference" and b in known and known[b].device in (device, "any")]
+    # highest priority first; on a tie the built-in backend
+    candidates.sort(key=lambda b: (known[b].priority, b in ("numba-cpu", "numba-cuda")), reverse=True)
+    for b in candidates:
+        if backend_available(b)[0]:
+            return b
     from gpuforge.core.log import get_logger
 
-    why = "not provided" if wanted not in spec.backends else backend_available(wanted)[1]
+    wanted = "numba-cuda" if on_cuda else "numba-cpu"
+    why = "not provided" if not candidates else backend_available(candidates[0])[1]
+    fallback = "numba-cpu" if on_cuda and not data_on_cuda(*args) and "numba-cpu" in spec.backends \
+        and backend_available("numba-cpu")[0] else "reference"
     get_logger("gpuforge.kernels").warning(
-        "using the slower reference backend", kernel=spec.name, wanted=wanted, reason=why
+        f"using the slower {fallback} backend", kernel=spec.name, wanted=wanted, reason=why
     )
-    return "reference"
+    return fallback
 
 
 @lru_cache(maxsize=None)
@@ -105,7 +144,13 @@ def get_impl(name: str, backend: str) -> Callable[..., Any]:
 
 
 def call(name: str, *args: Any, backend: str | None = None, **kwargs: Any) -> Any:
-    """Run kernel ``name`` on the backend chosen for ``args``."""
+    """Run kernel ``name`` on the backend chosen for ``args``; the running command's
+    manifest records which backend that was."""
+    from gpuforge.core.run import active_run
+
     spec = get_spec(name)
     chosen = choose_backend(spec, *args, backend=backend)
+    run = active_run()
+    if run is not None:
+        run.record_kernel(name, chosen)
     return get_impl(name, chosen)(*args, **kwargs)

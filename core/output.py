@@ -60,15 +60,18 @@ def emit(result: Any, human: str | Callable[[], None] | None = None, *, as_json:
 
 
 def print_table(rows: list[dict], columns: list[str] | None = None, title: str | None = None) -> None:
-    """A plain rich table of ``rows`` on stdout."""
+    """A plain rich table of ``rows`` on stdout. Cells, headers and the title are text,
+    never rich markup: plugin summaries such as ``y[i] = sqrt(sum_j x[i, j]^2)`` would
+    otherwise lose their ``[i]`` and ``[i, j]`` as unknown style tags."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     columns = columns or (list(rows[0].keys()) if rows else [])
-    table = Table(title=title, show_lines=False)
+    table = Table(title=None if title is None else escape(title), show_lines=False)
     for col in columns:
-        table.add_column(col)
+        table.add_column(escape(str(col)))
     for row in rows:
-        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
+        table.add_row(*("" if row.get(c) is None else escape(str(row.get(c))) for c in columns))
     # Piped output (batch jobs, logs) gets a wide fixed width instead of 80 columns.
     Console(width=None if sys.stdout.isatty() else 200).print(table)

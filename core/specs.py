@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 BACKENDS = ("reference", "numba-cpu", "numba-cuda")
-"""Kernel backends, slowest and most obviously correct first."""
+"""The built-in kernel backends, slowest and most obviously correct first. Plugins add
+more with :class:`BackendSpec`; ``gpuforge.core.kernels.known_backends()`` lists all."""
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,11 @@ class CommandSpec:
     """``"module:attr"`` of a ``typer.Typer`` instance."""
     help: str = ""
     """One line shown in ``gpuforge --help`` without importing ``app``."""
+    aliases: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+    """Old names scripts may still call, each for a command of this group:
+    ``{"lora": "train"}`` makes ``gpuforge finetune lora`` and ``gpuforge finetune train``
+    the same command, whichever of the two the app defines; the value is the canonical
+    name (DESIGN.md's shared verbs), the key is kept working and listed as its alias."""
 
 
 @dataclass(frozen=True)
@@ -57,13 +63,53 @@ class KernelSpec:
     """``"module:attr"`` of a callable returning an iterable of :class:`KernelCase`."""
     ptx: str | None = None
     """``"module:attr"`` of a callable returning ``[(python_function, signature), ...]``:
-    the raw CUDA kernels and the Numba signatures to compile them to PTX with."""
+    the raw CUDA kernels and the Numba signatures to compile them to PTX with. An entry
+    may carry a third item, a dict for ``gpuforge kernels inspect``: ``threads_per_block``
+    when the wrapper launches that kernel with a fixed block size rather than the tuned
+    one, ``variant`` to label one of several compiled variants."""
     rtol: float = 1e-6
     atol: float = 1e-6
     """Tolerances for floating outputs; integer and boolean outputs must match exactly."""
     compare: str | None = None
     """Optional ``"module:attr"`` comparator ``(expected, actual, case) -> None`` that
     raises ``AssertionError``; replaces the default element-wise comparison."""
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """A kernel backend a plugin adds (a name other plugins' kernels can be implemented
+    for), registered through ``register_kernels``. The core's own are ``reference``,
+    ``numba-cpu`` and ``numba-cuda``."""
+
+    name: str
+    device: str
+    """Where its data lives: ``cpu``, ``cuda`` or ``any``."""
+    summary: str = ""
+    priority: int = 0
+    """Automatic choice takes the available backend of the data's device with the highest
+    priority (numba-cpu and numba-cuda have 10; reference is only the fallback); a tie
+    keeps the built-in one. ``--backend NAME`` picks it explicitly whatever its priority."""
+    available: str | None = None
+    """``"module:attr"`` of ``() -> (bool, reason)``: whether it can run here (default: yes)."""
+
+
+@dataclass(frozen=True)
+class KernelImpl:
+    """One backend's implementation of a kernel, registered on its own: a plugin adds a
+    backend to any kernel (its own or another plugin's) without touching its KernelSpec.
+    It must take the reference's arguments and return the same result."""
+
+    kernel: str
+    backend: str
+    impl: str
+    """``"module:attr"``."""
+
+
+BUILTIN_BACKENDS = (
+    BackendSpec("reference", "any", "plain NumPy/torch: the specification", priority=0),
+    BackendSpec("numba-cpu", "cpu", "Numba @njit(parallel=True) on the CPU", priority=10),
+    BackendSpec("numba-cuda", "cuda", "numba.cuda kernels on NVIDIA GPUs (or Numba's simulator)", priority=10),
+)
 
 
 def three_backends(module: str, function: str, cuda_module: str | None = None) -> dict[str, str]:

@@ -50,6 +50,30 @@ def prefer_passive_openmp() -> None:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
+def set_threads(n: int) -> None:
+    """``--threads N``: torch's intra-op pool and Numba's pool, once per command (the
+    runtime calls this; plugins do not set thread counts themselves)."""
+    import sys
+
+    if n < 1:
+        from gpuforge.core.errors import UsageError
+
+        raise UsageError(f"--threads {n}: use 1 or more")
+    import numba
+
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    if "torch" in sys.modules or _torch_installed():
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def _torch_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
 def measure(busy: int = 0, timeout: float = 600.0) -> dict[str, float]:
     """Seconds for the mixed torch + numba loop under the default and the passive policy."""
     import subprocess

@@ -34,6 +34,27 @@ def _read(path: str) -> dict[str, Any]:
     return data
 
 
+def check_file(path: str) -> None:
+    """Raise :class:`BadInputError` when a tuning file cannot be read or holds a
+    parameter no launch knows (the plugin manager calls this when a plugin loads)."""
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise BadInputError(f"tuning file {path} does not exist")
+    data = _read(str(path))
+    tables = [data.get("default", {})]
+    for section in ("arch", "cc", "gpu"):
+        tables += [t for t in data.get(section, {}).values() if isinstance(t, dict)]
+    for table in tables:
+        for kernel, params in table.items():
+            if not isinstance(params, dict):
+                raise BadInputError(f"tuning file {path}: {kernel!r} must be a table of launch parameters")
+            unknown = set(params) - _KNOWN_KEYS
+            if unknown:
+                raise BadInputError(f"tuning file {path}: unknown parameters {sorted(unknown)} for {kernel} "
+                                    f"(known: {', '.join(sorted(_KNOWN_KEYS))})")
+
+
 def _layers(data: dict[str, Any], profile: Any | None) -> list[dict[str, Any]]:
     layers = [data.get("default", {})]
     if profile is not None:
@@ -93,9 +114,10 @@ def current_gpu_profile() -> Any | None:
         name = name.decode() if isinstance(name, bytes) else str(name)
     except Exception:
         return None
-    from gpuforge.hardware.profiles import load_profiles, match_device_name
+    from gpuforge.hardware.profiles import match_device_name
+    from gpuforge.hardware.registry import all_profiles
 
-    return match_device_name(name, load_profiles())
+    return match_device_name(name, all_profiles())  # plugins' profiles too
 
 
 def launch_params(plugin: str, kernel: str, defaults: dict[str, Any] | None = None) -> dict[str, Any]:

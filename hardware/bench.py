@@ -168,7 +168,7 @@ def bench_gpu(index: int = 0, quick: bool = False) -> dict:  # pragma: no cover 
 
     det = detect_gpus()
     if det.cpu_only or index >= len(det.gpus):
-        raise UnsupportedError(f"no CUDA GPU {index} here ({det.reason or 'not found'}); run `gpuforge hw bench --device cpu`")
+        raise UnsupportedError(f"no CUDA GPU {index} here ({det.reason or 'not found'}); measure the CPU with `gpuforge --device cpu hw bench`")
     info = det.gpus[index].to_dict()
     from gpuforge.hardware.registry import all_profiles
 

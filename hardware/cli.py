@@ -1,20 +1,19 @@
 """``gpuforge hw ...``: GPU profiles and detection."""
 from __future__ import annotations
 
+from pathlib import Path
+from typing import List, Optional
+
 import typer
 
-from gpuforge.core.context import get_context
-from gpuforge.core.output import emit, print_table
+from gpuforge.core.output import print_table
+from gpuforge.core.run import Run, command
 
 app = typer.Typer(help="GPU profiles, detection, roofline, planning and device benchmarks.", no_args_is_help=True)
 
 
-def _json(flag: bool) -> bool:
-    return flag or get_context().json
-
-
-@app.command("list")
-def list_(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+@command(app, "list", device=False)
+def list_(run: Run) -> None:
     """Every GPU profile: id, compute capability, memory, bandwidth, dense peak rates."""
     from gpuforge.hardware.registry import all_profiles
 
@@ -34,12 +33,11 @@ def list_(json_out: bool = typer.Option(False, "--json", help="Print as JSON."))
         }
         for p in profiles
     ]
-    emit([p.to_dict() for p in profiles], lambda: print_table(rows, title="GPU profiles (dense tensor rates)"), as_json=_json(json_out))
+    run.result([p.to_dict() for p in profiles], lambda: print_table(rows, title="GPU profiles (dense tensor rates)"))
 
 
-@app.command("show")
-def show(gpu_id: str = typer.Argument(..., metavar="ID", help="Profile id (see `gpuforge hw list`)."),
-         json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+@command(app, "show", device=False)
+def show(run: Run, gpu_id: str = typer.Argument(..., metavar="ID", help="Profile id (see `gpuforge hw list`).")) -> None:
     """Every figure of one profile, with its source."""
     from gpuforge.hardware.profiles import get_profile
     from gpuforge.hardware.registry import all_profiles
@@ -52,11 +50,35 @@ def show(gpu_id: str = typer.Argument(..., metavar="ID", help="Profile id (see `
         rows = [{"field": k, "value": v, "source": sources.get(k, "")} for k, v in data.items() if k != "sources"]
         print_table(rows, title=prof.name)
 
-    emit(data, human, as_json=_json(json_out))
+    run.result(data, human)
 
 
-@app.command("detect")
-def detect(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+@command(app, "check", device=False)
+def check_cmd(
+    run: Run,
+    paths: Optional[List[Path]] = typer.Argument(
+        None, metavar="[PATH]...", help="Profile files or folders (default: the built-in ones and every loaded plugin's)."),
+) -> None:
+    """Check GPU profiles against the schema and list every problem.
+
+    Keys and types, plausible ranges, CUDA's limits for the compute capability, the FP32
+    rate implied by SMs x clock, a source for every figure, unique ids. Exit 3 when a
+    profile has a problem."""
+    from gpuforge.core.errors import BadInputError
+    from gpuforge.core.plugins import get_registry
+    from gpuforge.hardware.profiles import BUILTIN_DIR, check_profiles
+
+    if not paths:
+        paths = [BUILTIN_DIR, *(Path(spec.path) for _p, spec in get_registry().profile_dirs)]
+    count, problems = check_profiles(paths)
+    run.result({"profiles": count, "paths": [str(p) for p in paths], "problems": problems},
+               "\n".join(problems) if problems else f"{count} GPU profile(s) pass the schema check")
+    if problems:
+        run.fail_after(BadInputError(f"{len(problems)} problem(s) in {count} GPU profile(s), listed above"))
+
+
+@command(app, "detect", device=False)
+def detect(run: Run) -> None:
     """Find NVIDIA GPUs through the CUDA driver API and match each to a profile.
     Without a driver this says "CPU only" (exit 0)."""
     from gpuforge.hardware.detect import detect_gpus
@@ -72,16 +94,16 @@ def detect(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")
             lines.append(f"GPU {d['index']}: {d['name']} (cc {d['compute_capability']}, {d.get('sm_count')} SMs) "
                          f"profile: {d.get('profile_id') or 'none matched'}")
         human = "\n".join(lines)
-    emit(data, human, as_json=_json(json_out))
+    run.result(data, human)
 
 
-@app.command("roofline")
+@command(app, "roofline", device=False)
 def roofline_cmd(
+    run: Run,
     flops: str = typer.Option(..., "--flops", help="Operations of the work, e.g. 1.1e12 or 2*8192**3."),
     bytes_: str = typer.Option(..., "--bytes", help="Bytes moved to/from device memory, e.g. 4.0e8."),
     dtype: str = typer.Option("bf16", "--dtype", help="fp32|tf32|fp16|bf16|fp8|int8: whose peak rate bounds the compute."),
     gpu: str = typer.Option("all", "--gpu", help="A GPU id, a comma-separated list, or all."),
-    json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     """Roofline time, bound and arithmetic intensity of a workload, per GPU.
 
@@ -105,11 +127,12 @@ def roofline_cmd(
             "peak TFLOPS": f"{r.peak_flops / 1e12:.4g}", "ridge FLOP/B": f"{r.ridge:.4g}", "note": r.note,
         } for r in results], title="roofline (datasheet peaks: lower bounds)")
 
-    emit({"flops": f, "bytes": b, "dtype": dt, "gpus": [r.to_dict() for r in results]}, human, as_json=_json(json_out))
+    run.result({"flops": f, "bytes": b, "dtype": dt, "gpus": [r.to_dict() for r in results]}, human)
 
 
-@app.command("llm")
+@command(app, "llm", device=False)
 def llm_cmd(
+    run: Run,
     params: str = typer.Option(..., "--params", help="Parameters, e.g. 34e9."),
     layers: int = typer.Option(..., "--layers", help="Transformer layers."),
     kv_heads: int = typer.Option(..., "--kv-heads", help="Key/value heads (GQA groups)."),
@@ -120,7 +143,6 @@ def llm_cmd(
     kv_bits: int = typer.Option(16, "--kv-bits", help="16, 8, 4, 3 or 2."),
     dtype: str = typer.Option("bf16", "--dtype", help="Compute dtype for the matmuls."),
     gpu: str = typer.Option("all", "--gpu", help="A GPU id, a comma-separated list, or all."),
-    json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     """KV cache, prefill and decode times, most concurrent users of an LLM, per GPU.
 
@@ -148,14 +170,14 @@ def llm_cmd(
             "tokens/s": f"{r.decode_tokens_per_s:.4g}", "note": r.note,
         } for r in results], title="long-context serving (roofline at datasheet peaks)")
 
-    emit({**info, "gpus": [r.to_dict() for r in results]}, human, as_json=_json(json_out))
+    run.result({**info, "gpus": [r.to_dict() for r in results]}, human)
 
 
-@app.command("plan-serving")
+@command(app, "plan-serving", device=False)
 def plan_serving_cmd(
+    run: Run,
     workload: str = typer.Argument(..., metavar="WORKLOAD.toml", help="Buckets, rates, model, GPUs (see hardware/README.md)."),
     slo_ms: float = typer.Option(None, "--slo-ms", help="Mean time-per-output-token SLO in ms (overrides the file's slo_ms)."),
-    json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     """Mélange: the cheapest GPU mix that serves a workload within a latency SLO.
 
@@ -190,14 +212,14 @@ def plan_serving_cmd(
                     "throughput from": info["throughput_source"][g]} for i, g in enumerate(problem.gpus)]
         print_table(singles, title="GPU types")
 
-    emit(result, human, as_json=_json(json_out))
+    run.result(result, human)
 
 
-@app.command("bench")
+@command(app, "bench")
 def bench_cmd(
+    run: Run,
     quick: bool = typer.Option(False, "--quick", help="Smaller arrays, fewer repeats (seconds, less exact)."),
     no_fingerprint: bool = typer.Option(False, "--no-fingerprint", help="Skip the numerics fingerprint."),
-    json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     """Measure this device's bandwidth and FLOP/s with our own kernels.
 
@@ -208,8 +230,14 @@ def bench_cmd(
     cached (with the numerics fingerprint) for the planner."""
     from gpuforge.hardware.bench import cache_path, run_bench
 
-    device = get_context().device
-    result = run_bench(device, quick=quick, fingerprint=not no_fingerprint)
+    dev = run.device
+    if dev.kind == "cuda-sim":
+        from gpuforge.core.errors import UnsupportedError
+
+        raise UnsupportedError("hw bench measures real hardware, and Numba's simulator is not a GPU: unset "
+                               "NUMBA_ENABLE_CUDASIM, or measure the CPU with `gpuforge --device cpu hw bench`")
+    result = run_bench("cpu" if dev.kind == "cpu" else f"cuda:{dev.index}", quick=quick,
+                       fingerprint=not no_fingerprint)
 
     def human() -> None:
         print(f"{result['device']}: {result['device_name']} (measured in {result['seconds']} s)")
@@ -223,11 +251,11 @@ def bench_cmd(
             print(f"numerics fingerprint: {result['fingerprint']['short']} (torch {result['fingerprint']['torch']})")
         print(f"cached in {cache_path()}")
 
-    emit(result, human, as_json=_json(json_out))
+    run.result(result, human)
 
 
-@app.command("fingerprint")
-def fingerprint_cmd(json_out: bool = typer.Option(False, "--json", help="Print as JSON (with the per-part hashes).")) -> None:
+@command(app, "fingerprint")
+def fingerprint_cmd(run: Run) -> None:
     """A numerics fingerprint of this hardware/software stack.
 
     SHA-256 of the bit patterns of a fixed suite of fp32/fp16/bf16 matrix products and
@@ -238,11 +266,7 @@ def fingerprint_cmd(json_out: bool = typer.Option(False, "--json", help="Print a
         from gpuforge.hardware.fingerprint import fingerprint
     except ImportError as exc:  # pragma: no cover
         raise UnsupportedError(f"the fingerprint needs torch ({exc}); install torch") from None
-    device = get_context().device
-    if device == "auto":
-        from gpuforge.hardware.detect import detect_gpus
-
-        device = "cpu" if detect_gpus().cpu_only else "cuda:0"
-    result = fingerprint(device)
-    emit(result, f"{result['sha256']}  ({result['device_name']}, torch {result['torch']}, "
-                 f"{result['torch_threads']} threads, suite v{result['suite_version']})", as_json=_json(json_out))
+    dev = run.device  # torch stays on the CPU under the simulator: fingerprint what runs
+    result = fingerprint(f"cuda:{dev.index}" if dev.kind == "cuda" else "cpu")
+    run.result(result, f"{result['sha256']}  ({result['device_name']}, torch {result['torch']}, "
+                       f"{result['torch_threads']} threads, suite v{result['suite_version']})")

@@ -39,6 +39,46 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+# The vector extensions our kernels or torch's pick paths by (x86 "flags", Arm "Features"
+# in /proc/cpuinfo; LLVM's names where /proc/cpuinfo is missing).
+SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+              "avx512_bf16", "avx_vnni", "amx_tile", "asimd", "asimddp", "asimdhp", "sve", "sve2", "bf16", "i8mm")
+_LLVM_NAMES = {"sse4.2": "sse4_2", "avx512vnni": "avx512_vnni", "avx512bf16": "avx512_bf16", "avxvnni": "avx_vnni",
+               "amx-tile": "amx_tile", "neon": "asimd", "dotprod": "asimddp", "fullfp16": "asimdhp"}
+
+
+def simd_features() -> list[str]:
+    """This CPU's SIMD extensions among :data:`SIMD_FLAGS`, in that order."""
+    have: set[str] = set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    have = set(value.split())
+                    break
+    except OSError:
+        pass
+    if not have:
+        try:  # macOS, Windows: ask LLVM (llvmlite ships with numba)
+            import llvmlite.binding as llvm
+
+            have = {_LLVM_NAMES.get(k, k) for k, on in llvm.get_host_cpu_features().items() if on}
+        except Exception:
+            pass
+    return [f for f in SIMD_FLAGS if f in have]
+
+
+def bench_machine() -> dict:
+    """What a benchmark row ran on: CPU model, SIMD extensions, usable cores, and the
+    1-minute load average when it started (other jobs on a shared machine move timings)."""
+    try:
+        load = round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        load = None
+    return {"cpu": cpu_model(), "simd": " ".join(simd_features()), "cores": logical_cores(), "load_1m": load}
+
+
 def logical_cores() -> int:
     """Cores this process may run on (respects taskset and container cpusets)."""
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from gpuforge.hardware.profiles import GpuProfile, load_profiles, match_device_name
+from gpuforge.hardware.profiles import GpuProfile, match_device_name
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,10 @@ def detect_gpus(*, _driver: Any = None, profiles: dict[str, GpuProfile] | None =
         reason = _error_name(driver, err) if err != success else "device count 0"
         return _cpu_only(f"the NVIDIA driver sees no GPU ({reason})", version)
 
-    profiles = load_profiles() if profiles is None else profiles
+    if profiles is None:
+        from gpuforge.hardware.registry import all_profiles
+
+        profiles = all_profiles()  # built-in and plugins' profiles: a plugin's GPU is matched too
     gpus = [_read_device(driver, i, profiles) for i in range(count)]
     return DetectionResult(gpus=gpus, cpu_only=False, reason=f"{count} NVIDIA GPU(s)", driver_version=version)
 

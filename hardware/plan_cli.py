@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import typer
 
-from gpuforge.core.context import get_context
 from gpuforge.core.errors import EXIT_INTERNAL, GpuforgeError
-from gpuforge.core.output import emit
+from gpuforge.core.run import Run, command
 
 app = typer.Typer(help="Will this job fit, how long, what does it cost: per GPU profile.", add_completion=False)
 
@@ -52,24 +51,54 @@ def run_estimate(plugin: str, verb: str, args: list[str]):
         raise EstimateFailed(f"the {owner!r} plugin registered an estimate for `{plugin} {verb}` at {spec.run}, "
                              f"but it does not load ({type(exc).__name__}: {exc}); report it to the plugin's "
                              f"authors") from None
+    import contextlib
+    import io
+
+    # An argparse parser inside the estimate prints its usage and error to stderr before
+    # it exits: keep that text, and say it in one line.
+    said = io.StringIO()
     try:
-        est = fn(list(args))
+        with contextlib.redirect_stderr(said):
+            est = fn(list(args))
     except GpuforgeError:
         raise
-    except SystemExit as exc:  # an argparse/click parser inside the estimate
+    except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 2
-        raise UsageError(f"`plan {plugin} {verb}`: the plugin rejected the arguments {' '.join(args)!r} "
-                         f"(exit {code}); see `gpuforge {plugin} {verb} --help`") from None
+        raise UsageError(f"`plan {plugin} {verb}`: {_parser_error(said.getvalue(), args, code)}") from None
+    finally:
+        _replay(said.getvalue())
     return check_estimate(est, f"estimate of `{plugin} {verb}` ({spec.run})")
 
 
-@app.command("plan", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def _parser_error(text: str, args: list[str], code: int) -> str:
+    """argparse's last line ("prog: error: argument --rows: invalid int value: '1e12'")
+    without its program name; the arguments and exit code when it said nothing."""
+    import re
+
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ": error: " in ln]
+    if errors:
+        return re.sub(r"^.*?: error: ", "", errors[-1])
+    return f"the plugin rejected the arguments {' '.join(args)!r} (exit {code})"
+
+
+def _replay(text: str) -> None:
+    """What the estimate wrote to stderr besides a parser's usage (warnings, logs)."""
+    import sys
+
+    keep = [ln for ln in text.splitlines(keepends=True)
+            if ": error: " not in ln and not ln.startswith("usage:") and not ln.startswith(" ")]
+    if keep:
+        sys.stderr.write("".join(keep))
+
+
+@command(app, "plan", device=False, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def plan(
+    run: Run,
     ctx: typer.Context,
     plugin: str = typer.Argument(..., metavar="PLUGIN", help="The plugin (e.g. finetune)."),
     verb: str = typer.Argument(..., metavar="VERB", help="Its command (e.g. lora); its arguments follow."),
     gpu: str = typer.Option("all", "--gpu", help="A GPU id, a comma-separated list, or all."),
-    json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     """Will PLUGIN VERB fit, how long, what does it cost: per GPU profile.
 
@@ -112,4 +141,4 @@ def plan(
         print(f"({result.reserve}; times are roofline lower bounds at datasheet peaks unless noted; "
               f"prices are dated list prices from hardware/pricing.toml)")
 
-    emit(data, human, as_json=json_out or get_context().json)
+    run.result(data, human)

@@ -126,19 +126,25 @@ class GpuProfile:
 _FIELD_NAMES = {f.name for f in fields(GpuProfile)}
 
 
-def _read_profile(path: Path) -> GpuProfile:
+def _read_toml(path: Path) -> dict:
     try:
         with path.open("rb") as fh:
-            data = tomllib.load(fh)
+            return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise BadInputError(f"GPU profile {path}: not valid TOML ({exc}); fix the file or remove it") from None
     except OSError as exc:
         raise BadInputError(f"GPU profile {path}: cannot read it ({exc.strerror})") from None
+
+
+def _read_profile(path: Path) -> GpuProfile:
+    data = _read_toml(path)
     problems = validate_profile(data, str(path))
     if problems:
+        import shlex
+
         more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
         raise BadInputError(f"malformed GPU profile {problems[0]}{more}; "
-                            f"run `gpuforge hw check` to list them all")
+                            f"`gpuforge hw check {shlex.quote(str(path))}` lists them all")
     values = {k: v for k, v in data.items() if k in _FIELD_NAMES}
     values["match"] = tuple(data["match"])
     values["match_exclude"] = tuple(data.get("match_exclude", ()))
@@ -163,6 +169,37 @@ def _load(dirs: tuple[str, ...]) -> dict[str, GpuProfile]:
     return profiles
 
 
+def check_profiles(paths: Iterable[str | Path]) -> tuple[int, list[str]]:
+    """Every problem of every profile in ``paths`` (TOML files or folders of them), ids
+    clashing across them included: ``(profiles read, problems)``. Never raises."""
+    problems: list[str] = []
+    seen: dict[str, Path] = {}
+    count = 0
+    for given in paths:
+        given = Path(given)
+        if given.is_dir():
+            files = sorted(given.glob("*.toml"))
+        elif given.is_file():
+            files = [given]
+        else:
+            problems.append(f"{given}: no such file or folder")
+            continue
+        for path in files:
+            count += 1
+            try:
+                data = _read_toml(path)
+            except BadInputError as exc:
+                problems.append(str(exc))
+                continue
+            problems += validate_profile(data, str(path))
+            pid = data.get("id") if isinstance(data, dict) else None
+            if isinstance(pid, str):
+                if pid in seen and seen[pid].resolve() != path.resolve():
+                    problems.append(f"{path}: id: {pid!r} is also defined by {seen[pid]}; rename one")
+                seen.setdefault(pid, path)
+    return count, problems
+
+
 def load_profiles(extra_dirs: Iterable[str] = ()) -> dict[str, GpuProfile]:
     """Built-in profiles plus those in ``extra_dirs`` (plugins, user folders), by id.
 
@@ -172,6 +209,13 @@ def load_profiles(extra_dirs: Iterable[str] = ()) -> dict[str, GpuProfile]:
     return dict(_load(dirs))  # a copy: callers may filter it without touching the cache
 
 
+def _known() -> dict[str, GpuProfile]:
+    """Built-in profiles and those the loaded plugins registered."""
+    from gpuforge.hardware.registry import all_profiles
+
+    return all_profiles()
+
+
 def clear_cache() -> None:
     """Forget loaded profiles (tests, or after editing a profile in a long-lived process)."""
     _load.cache_clear()
@@ -179,7 +223,7 @@ def clear_cache() -> None:
 
 def get_profile(gpu_id: str, profiles: dict[str, GpuProfile] | None = None) -> GpuProfile:
     """The profile with this id (case-insensitive), or :class:`UnknownGpuError`."""
-    profiles = load_profiles() if profiles is None else profiles
+    profiles = _known() if profiles is None else profiles
     key = gpu_id.strip().lower()
     if key in profiles:
         return profiles[key]
@@ -203,7 +247,7 @@ def match_device_name(name: str, profiles: dict[str, GpuProfile] | None = None) 
 
     The longest matching string wins, so a specific pattern beats a generic one.
     """
-    profiles = load_profiles() if profiles is None else profiles
+    profiles = _known() if profiles is None else profiles
     best: tuple[int, str] | None = None
     for profile in profiles.values():
         if any(_contains_word(name, ex) for ex in profile.match_exclude):
@@ -218,7 +262,7 @@ def match_device_name(name: str, profiles: dict[str, GpuProfile] | None = None) 
 
 def select(gpu: str, profiles: dict[str, GpuProfile] | None = None) -> list[GpuProfile]:
     """Profiles named by ``gpu``: an id, a comma-separated list of ids, or ``all``."""
-    profiles = load_profiles() if profiles is None else profiles
+    profiles = _known() if profiles is None else profiles
     if gpu.strip().lower() == "all":
         return [profiles[k] for k in sorted(profiles)]
     ids = [part for part in (p.strip() for p in gpu.split(",")) if part]

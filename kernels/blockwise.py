@@ -71,7 +71,8 @@ def quantize_code(v, m):
     return q
 
 
-_absmax_step = njit(inline="always")(absmax_step)
+absmax_step_cpu = njit(inline="always")(absmax_step)
+"""Public: :func:`absmax_step` compiled inline for numba-cpu kernels of other packages."""
 _quantize_code = njit(inline="always")(quantize_code)
 
 
@@ -81,7 +82,7 @@ def _absmax_blocks(flat, block_size, absmax):
     for b in prange(absmax.size):
         m = np.float32(0.0)
         for i in range(b * block_size, min((b + 1) * block_size, n)):
-            m = _absmax_step(m, abs(flat[i]))
+            m = absmax_step_cpu(m, abs(flat[i]))
         absmax[b] = m
 
 
@@ -93,7 +94,7 @@ def _quantize_blocks(flat, block_size, codes, absmax):
         stop = min(start + block_size, n)
         m = np.float32(0.0)
         for i in range(start, stop):
-            m = _absmax_step(m, abs(flat[i]))
+            m = absmax_step_cpu(m, abs(flat[i]))
         absmax[b] = m
         for i in range(start, stop):
             codes[i] = np.int8(np.rint(_quantize_code(flat[i], m)))

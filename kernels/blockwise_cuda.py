@@ -17,7 +17,7 @@ MAX_THREADS = 1024
 
 # Device functions are inlined at Numba-IR level: a non-inlined device function is
 # compiled for the *current* device, which makes compile_ptx need a GPU driver.
-_absmax_step = cuda.jit(device=True, inline="always")(absmax_step)
+absmax_step_cuda = cuda.jit(device=True, inline="always")(absmax_step)
 _quantize_code = cuda.jit(device=True, inline="always")(quantize_code)
 
 
@@ -29,31 +29,33 @@ def _block_absmax(flat, block_size, part):
     stop = min(start + block_size, flat.size)
     m = float32(0.0)
     for i in range(start + t, stop, nt):
-        m = _absmax_step(m, abs(flat[i]))
+        m = absmax_step_cuda(m, abs(flat[i]))
     part[t] = m
     cuda.syncthreads()
     s = nt // 2
     while s > 0:
         if t < s:
-            part[t] = _absmax_step(part[t], part[t + s])
+            part[t] = absmax_step_cuda(part[t], part[t + s])
         cuda.syncthreads()
         s //= 2
     return part[0]
 
 
-_block_absmax_dev = cuda.jit(device=True, inline="always")(_block_absmax)
+block_absmax_cuda = cuda.jit(device=True, inline="always")(_block_absmax)
+"""Public device function: every thread of the block gets the absmax of quantization block
+blockIdx.x, reduced through ``part`` (a shared array of ``blockDim.x`` float32)."""
 
 
 def absmax_kernel(flat, block_size, absmax):
     part = cuda.shared.array(MAX_THREADS, float32)
-    m = _block_absmax_dev(flat, block_size, part)
+    m = block_absmax_cuda(flat, block_size, part)
     if cuda.threadIdx.x == 0:
         absmax[cuda.blockIdx.x] = m
 
 
 def quantize_int8_kernel(flat, block_size, codes, absmax):
     part = cuda.shared.array(MAX_THREADS, float32)
-    m = _block_absmax_dev(flat, block_size, part)
+    m = block_absmax_cuda(flat, block_size, part)
     if cuda.threadIdx.x == 0:
         absmax[cuda.blockIdx.x] = m
     start = cuda.blockIdx.x * block_size

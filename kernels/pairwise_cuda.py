@@ -110,4 +110,5 @@ def pairwise_topk_cuda(x, y, k: int, exclude_self: bool = False, *,
 
 def pairwise_topk_ptx():
     sig = "void(float32[:, ::1], float32[:, ::1], int64, boolean, float32[:, ::1], int64[:, ::1])"
-    return [(topk_kernel(16, 32), sig), (topk_kernel(K_BUCKETS[-1], MAX_TILE), sig)]
+    return [(topk_kernel(16, 32), sig, {"variant": "k<=16, tile 32"}),
+            (topk_kernel(K_BUCKETS[-1], MAX_TILE), sig, {"variant": f"k<={K_BUCKETS[-1]}, tile {MAX_TILE}"})]

@@ -103,12 +103,15 @@ def run_cli(isolated_env):
 
 @pytest.fixture(scope="session")
 def fixture_plugins(tmp_path_factory) -> Path:
-    """The example and the deliberately broken third-party plugins, installed with pip
+    """The example plugin of docs/PLUGINS.md and the deliberately broken third-party plugins, installed with pip
     into a folder of their own (put it on PYTHONPATH to "install" them)."""
+    from plugin_doc import write_example
+
+    hello = write_example(tmp_path_factory.mktemp("doc-example"))  # the example of docs/PLUGINS.md
     target = tmp_path_factory.mktemp("site")
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target),
-         str(FIXTURES / "gpuforge-hello"), str(FIXTURES / "gpuforge-broken")],
+         str(hello), *(str(FIXTURES / name) for name in ("gpuforge-broken", "gpuforge-extra-gpu", "gpuforge-steps"))],
         check=True, capture_output=True, text=True,
     )
     return target

@@ -86,7 +86,7 @@ def test_internal_error_is_one_line_unless_debug(monkeypatch, capsys):
     def boom(*a, **k):
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr("gpuforge.cli.plugins_cmd.emit", boom)
+    monkeypatch.setattr("gpuforge.core.output.emit", boom)
     assert cli_main.main(["plugins", "list"]) == 1
     err = capsys.readouterr().err
     assert "internal error: ZeroDivisionError: boom" in err and "Traceback" not in err

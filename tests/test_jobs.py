@@ -58,3 +58,103 @@ def test_job_without_steps_is_bad_input(run_cli, tmp_path):
     job.write_text("[job]\nname = 'x'\n")
     r = run_cli("run", str(job))
     assert r.code == 3 and "no [[step]] entries" in r.stderr
+
+
+# ------------------------------------------------ steps die with their job; recursion
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from gpuforge.core.safepath import python_argv
+
+
+def _slow_job(folder, seconds: float = 60.0):
+    job = folder / "slow.toml"
+    job.write_text(f'[[step]]\nname = "slow"\nargs = ["steps", "slow", "--out", "result.txt", "--seconds", "{seconds}", '
+                   f'"--pid-file", "step.pid"]\n')
+    return job
+
+
+def _start_job(job, env):
+    proc = subprocess.Popen([*python_argv(), "-m", "gpuforge.cli", "run", str(job)], env=env, cwd=job.parent,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    pid_file = job.parent / "step.pid"
+    deadline = time.monotonic() + 120
+    while not (pid_file.exists() and pid_file.read_text()):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the step never started"
+        time.sleep(0.1)
+    return proc, int(pid_file.read_text())
+
+
+def _gone(pid: int, within: float = 30.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        try:  # a zombie of a dead parent counts as gone once init reaps it
+            with open(f"/proc/{pid}/stat") as fh:
+                if fh.read().split(") ")[1].startswith("Z"):
+                    return True
+        except OSError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _leftovers(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".result.txt") or p.name == "result.txt")
+
+
+@pytest.fixture
+def job_env(isolated_env, fixture_plugins):
+    return {**isolated_env, "PYTHONPATH": os.pathsep.join([str(fixture_plugins), os.environ.get("PYTHONPATH", "")])}
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="parent-death signal: Linux")
+def test_kill_9_of_the_job_takes_its_step_along_and_the_rerun_is_clean(tmp_path, job_env, run_cli):
+    """The step used to keep running as an orphan and finish its output; the rerun then
+    failed with "output ... already exists"."""
+    job = _slow_job(tmp_path)
+    proc, step = _start_job(job, job_env)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    assert _gone(step), "the step outlived its job"
+    assert _leftovers(tmp_path) == [], "an interrupted step left output behind"
+    (tmp_path / "step.pid").unlink()
+    _slow_job(tmp_path, seconds=0)
+    r = run_cli("run", str(job), env=job_env)
+    assert r.code == 0, r
+    assert (tmp_path / "result.txt").read_text() == "first half\nsecond half\n"
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_ctrl_c_and_sigterm_stop_the_step_and_record_it(tmp_path, job_env, sig, code):
+    job = _slow_job(tmp_path)
+    proc, step = _start_job(job, job_env)
+    os.kill(proc.pid, sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert _gone(step, within=5)
+    assert _leftovers(tmp_path) == []
+    state = json.loads((tmp_path / "slow.state.json").read_text())
+    assert state["steps"]["slow"]["status"] == "interrupted"
+    assert "Traceback" not in err
+
+
+def test_a_job_that_runs_itself_is_refused(run_cli, tmp_path):
+    job = tmp_path / "recursive.toml"
+    job.write_text('[[step]]\nargs = ["--json", "--device", "cpu", "run", "recursive.toml"]\n')
+    r = run_cli("run", str(job))
+    assert r.code == 3 and "runs another job" in r.stderr, r
+    # However a step reaches it, a job already running further up is refused.
+    job.write_text('[[step]]\nargs = ["hw", "list"]\n')
+    r = run_cli("run", str(job), env={"GPUFORGE_JOB_CHAIN": str(tmp_path / "outer.toml") + os.pathsep + str(job)})
+    assert r.code == 3 and "runs itself" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r
+    assert not (tmp_path / "recursive.state.json").exists()

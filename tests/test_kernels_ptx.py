@@ -63,7 +63,7 @@ def test_cuda_kernels_compile_to_ptx_for_every_profile(spec):
     entries = resolve(spec.ptx)()
     assert entries, f"{spec.name}: ptx() is empty"
     for cc in toolkit_ccs()[0]:
-        for fn, sig in entries:
+        for fn, sig, *_launch in entries:
             ptx, _ = cuda.compile_ptx(fn, sig, cc=cc)
             assert f".target sm_{cc[0]}{cc[1]}" in ptx, (spec.name, fn.__name__, cc)
             assert assemble(ptx, cc), (spec.name, fn.__name__, cc)

@@ -17,16 +17,38 @@ def _copy_tokenizer(dst: Path) -> None:
         shutil.copy(minilm_path() / name, dst / name)
 
 
-def make_tiny_bert(dst: Path, hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
+def _small_tokenizer(dst: Path, words: list[str]) -> int:
+    """A WordPiece tokenizer whose vocabulary is ``words`` plus single characters (so any
+    text still tokenizes): embedding tables of a few hundred rows, which the CUDA
+    simulator quantizes in seconds."""
+    import string
+
+    from transformers import BertTokenizerFast
+
+    chars = sorted(set(string.ascii_lowercase + string.digits + string.punctuation))
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + ["##" + c for c in chars]
+    vocab += sorted({w.lower() for w in words} - set(vocab))
+    (dst / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab={t: i for i, t in enumerate(vocab)}).save_pretrained(str(dst))
+    return len(vocab)
+
+
+def make_tiny_bert(dst: Path, hidden: int = 64, layers: int = 2, seed: int = 0, words: list[str] | None = None,
+                   max_positions: int = 128, dropout: float = 0.1) -> Path:
+    """A random BertModel with MiniLM's tokenizer, or with a small vocabulary of ``words``;
+    ``dropout``: its hidden and attention dropout (BERT's 0.1 by default)."""
     import torch
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-                     intermediate_size=2 * hidden, max_position_embeddings=128)
     dst.mkdir(parents=True, exist_ok=True)
+    vocab_size = _small_tokenizer(dst, words) if words is not None else 30522
+    cfg = BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                     intermediate_size=2 * hidden, max_position_embeddings=max_positions,
+                     hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     BertModel(cfg).save_pretrained(str(dst))
-    _copy_tokenizer(dst)
+    if words is None:
+        _copy_tokenizer(dst)
     return dst
 
 

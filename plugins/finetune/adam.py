@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from gpuforge.core.specs import KernelCase
-from gpuforge.kernels.blockwise import _absmax_step
+from gpuforge.kernels.blockwise import absmax_step_cpu
 
 
 # ---------------------------------------------------------------- dynamic 8-bit code
@@ -126,6 +126,13 @@ def dequantize_blockwise_8bit(codes, absmax, blocksize: int = 256, signed: bool 
 
 
 # ---------------------------------------------------------------- numba-cpu
+@njit(inline="always")
+def _adamw_moments(g, m, v, omb1, b2, omb2):
+    # torch's exp_avg.lerp_(grad, 1 - beta1) and exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2);
+    # shared by the fp32 and the 8-bit steps so both compute the same floats
+    return m + (g - m) * omb1, v * b2 + g * g * omb2
+
+
 @njit(parallel=True, cache=True, fastmath=False)
 def _adamw_inplace(p, g, m, v, lr, beta1, beta2, eps, wd, step_size, bc2_sqrt):
     decay = np.float32(1.0 - lr * wd)
@@ -133,9 +140,7 @@ def _adamw_inplace(p, g, m, v, lr, beta1, beta2, eps, wd, step_size, bc2_sqrt):
     ss, bc, e = np.float32(step_size), np.float32(bc2_sqrt), np.float32(eps)
     # One flat prange loop: numba vectorizes it (a chunked nested loop was 8x slower).
     for i in prange(p.size):
-        gi = g[i]
-        mi = m[i] + (gi - m[i]) * omb1
-        vi = v[i] * b2 + gi * gi * omb2
+        mi, vi = _adamw_moments(g[i], m[i], v[i], omb1, b2, omb2)
         m[i] = mi
         v[i] = vi
         p[i] = p[i] * decay - ss * (mi / (np.sqrt(vi) / bc + e))
@@ -180,7 +185,7 @@ def _quantize_8bit(x, bounds, blocksize, codes, absmax):
         lo, hi = b * blocksize, min(n, (b + 1) * blocksize)
         amax = np.float32(0.0)
         for i in range(lo, hi):
-            amax = _absmax_step(amax, abs(x[i]))
+            amax = absmax_step_cpu(amax, abs(x[i]))
         absmax[b] = amax
         scale = max(amax, np.float32(1e-38))
         for i in range(lo, hi):
@@ -223,6 +228,105 @@ def dequantize_blockwise_8bit_cpu(codes, absmax, blocksize: int = 256, signed: b
 
 def dequantize_blockwise_8bit_into(codes, absmax, out, blocksize: int = 256, signed: bool = True) -> None:
     _dequantize_8bit(codes, absmax, _CODES[signed], blocksize, out)
+
+
+CHUNK_BLOCKS = 64
+"""8-bit blocks per task of the fused 8-bit step (its fp32 scratch: 2 x 64 KiB, in L2)."""
+
+
+def _bucket_table(bounds: np.ndarray, bits: int = 14) -> tuple[np.ndarray, int, int, int]:
+    """A direct-indexed start for the search over ``bounds`` (sorted float32 midpoints):
+    float32 values in [-1, 1] map to monotonic integer keys; the top ``bits`` bits of
+    ``key - key(-1)`` index ``table``, the number of midpoints below the smallest value of
+    that bucket; ``steps`` (the most midpoints inside one bucket) compare-and-step moves
+    then finish the search exactly. Returns (table uint8, key(-1), shift, steps)."""
+    def key(f):
+        u = np.asarray(f, np.float32).view(np.uint32).astype(np.int64)
+        return np.where(u >> 31, 0xFFFFFFFF - u, u | 0x80000000)
+
+    lo, hi = int(key(np.float32(-1))), int(key(np.float32(1)))
+    shift = max(0, (hi - lo).bit_length() - bits)
+    starts = lo + (np.arange(((hi - lo) >> shift) + 1, dtype=np.int64) << shift)
+    keys = key(bounds)
+    table = np.searchsorted(keys, starts, side="left")
+    inside = np.searchsorted(keys, np.minimum(starts + (1 << shift) - 1, hi), side="right") - table
+    return table.astype(np.uint8), lo, shift, int(inside.max())
+
+
+_FAST = {s: _bucket_table(b) for s, b in _BOUNDS.items()}   # 16 KiB each, 1 (signed) / 2 (unsigned) steps
+
+
+@njit(inline="always")
+def _bucket_fast(padded, table, lo, shift, steps, x, bits):
+    # _bucket's answer for x in [-1, 1] (or NaN), from one table load and ``steps``
+    # compares instead of eight dependent ones: 2.2 against 8.4 ns per value on Zen 2
+    if x != x:
+        return 0
+    b = np.int64(bits)
+    k = np.int64(0xFFFFFFFF) - b if b >> 31 else b | np.int64(0x80000000)
+    idx = np.int64(table[(k - lo) >> shift])
+    for _ in range(steps):
+        idx += padded[idx] < x
+    return idx
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def _adamw8bit_inplace(p, g, mq, ma, vq, va, code_m, code_v, bounds_m, bounds_v, fast_m, fast_v, blocksize,
+                       lr, beta1, beta2, eps, wd, step_size, bc2_sqrt):
+    # Per chunk of blocks: dequantize m and v into a small fp32 scratch, update them and p
+    # (the same operations as _adamw_inplace, elementwise so LLVM vectorizes them), then
+    # take each block's new absmax and requantize (as _quantize_8bit, with the table-started
+    # search). Equal, bit for bit, to dequantize -> _adamw_inplace -> quantize, without
+    # full-size fp32 moments.
+    decay = np.float32(1.0 - lr * wd)
+    omb1, omb2, b2 = np.float32(1.0 - beta1), np.float32(1.0 - beta2), np.float32(beta2)
+    ss, bc, e = np.float32(step_size), np.float32(bc2_sqrt), np.float32(eps)
+    n = p.size
+    nblocks = ma.size
+    for c in prange((nblocks + CHUNK_BLOCKS - 1) // CHUNK_BLOCKS):
+        b0 = c * CHUNK_BLOCKS
+        b1 = min(b0 + CHUNK_BLOCKS, nblocks)
+        base = b0 * blocksize
+        mbuf = np.empty(min(n, b1 * blocksize) - base, np.float32)
+        vbuf = np.empty_like(mbuf)
+        mbits, vbits = mbuf.view(np.uint32), vbuf.view(np.uint32)
+        for b in range(b0, b1):
+            lo, hi = b * blocksize, min(n, (b + 1) * blocksize)
+            am, av = ma[b], va[b]
+            for i in range(lo, hi):
+                mi, vi = _adamw_moments(g[i], code_m[mq[i]] * am, code_v[vq[i]] * av, omb1, b2, omb2)
+                mbuf[i - base] = mi
+                vbuf[i - base] = vi
+                p[i] = p[i] * decay - ss * (mi / (np.sqrt(vi) / bc + e))
+        for b in range(b0, b1):
+            lo, hi = b * blocksize - base, min(n, (b + 1) * blocksize) - base
+            new_am = np.float32(0.0)
+            new_av = np.float32(0.0)
+            for i in range(lo, hi):
+                new_am = absmax_step_cpu(new_am, abs(mbuf[i]))
+                new_av = absmax_step_cpu(new_av, abs(vbuf[i]))
+            ma[b] = new_am
+            va[b] = new_av
+            sm = max(new_am, np.float32(1e-38))
+            sv = max(new_av, np.float32(1e-38))
+            for i in range(lo, hi):
+                mbuf[i] = min(max(mbuf[i] / sm, np.float32(-1.0)), np.float32(1.0))
+                vbuf[i] = min(max(vbuf[i] / sv, np.float32(-1.0)), np.float32(1.0))
+            for i in range(lo, hi):
+                mq[base + i] = _bucket_fast(bounds_m, fast_m[0], fast_m[1], fast_m[2], fast_m[3], mbuf[i], mbits[i])
+                vq[base + i] = _bucket_fast(bounds_v, fast_v[0], fast_v[1], fast_v[2], fast_v[3], vbuf[i], vbits[i])
+
+
+def adamw8bit_step_inplace_cpu(p, g, m_codes, m_absmax, v_codes, v_absmax, step, lr, beta1=0.9, beta2=0.999,
+                               eps=1e-8, weight_decay=0.01, blocksize: int = 256) -> None:
+    """AdamW with blockwise 8-bit moments (signed dynamic map for m, unsigned for v), one
+    fused pass updating p, the codes and the block absmax in place: what
+    ``dequantize_blockwise_8bit`` -> ``adamw_step`` -> ``quantize_blockwise_8bit`` give,
+    without full-size fp32 moments (16 bytes per parameter read + written instead of 52,
+    and no 8 bytes per parameter of temporaries)."""
+    _adamw8bit_inplace(p, g, m_codes, m_absmax, v_codes, v_absmax, _CODES[True], _CODES[False], _PADDED[True],
+                       _PADDED[False], _FAST[True], _FAST[False], blocksize, lr, beta1, beta2, eps, weight_decay,
+                       lr / (1 - beta1 ** step), math.sqrt(1 - beta2 ** step))
 
 
 # ---------------------------------------------------------------- conformance cases

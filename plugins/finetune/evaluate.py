@@ -1,4 +1,4 @@
-"""``finetune eval`` and ``finetune merge``.
+"""``finetune eval``, ``finetune predict`` and ``finetune merge``.
 
 The untuned baseline for classification is a linear probe: logistic regression
 (scikit-learn, C=10, max_iter=5000) on frozen mean-pooled, L2-normalised embeddings of
@@ -13,16 +13,16 @@ from typing import Any
 import torch
 
 from gpuforge.core.errors import BadInputError, UsageError
-from gpuforge.core.files import Manifest, atomic_dir, check_output
 from gpuforge.plugins.finetune import lora as L
 from gpuforge.plugins.finetune.dataset import load_jsonl
-from gpuforge.plugins.finetune.tasks import Batcher, TaskModel, evaluate, load_base
+from gpuforge.plugins.finetune.tasks import Batcher, TaskModel, evaluate, load_base, model_device, to_device
 
 PROBE_C = 10.0
 
 
-def load_with_adapter(model_path: str, adapter: str | None, task: str | None):
-    """(TaskModel in eval mode, tokenizer, task, adapter meta)."""
+def load_with_adapter(model_path: str | Path, adapter: str | Path | None, task: str | None,
+                      device: torch.device | str = "cpu"):
+    """(TaskModel in eval mode on ``device``, tokenizer, task, adapter meta)."""
     meta: dict = {}
     if adapter:
         _, meta, _, _ = L.read_adapter(adapter)
@@ -41,16 +41,16 @@ def load_with_adapter(model_path: str, adapter: str | None, task: str | None):
             model.head.load_state_dict({k.removeprefix("head."): v for k, v in head.items()})
         except RuntimeError as exc:
             raise BadInputError(f"adapter {adapter}: its head does not fit this model ({str(exc).splitlines()[0]})") from None
-    model.eval()
+    model.to(device).eval()
     return model, tok, task, meta
 
 
 @torch.no_grad()
 def embeddings(model: TaskModel, batcher: Batcher, batch_size: int = 64) -> torch.Tensor:
-    out = []
+    out, dev = [], model_device(model)
     for s in range(0, len(batcher.rows), batch_size):
         b, _ = batcher.batch(range(s, min(len(batcher.rows), s + batch_size)))
-        out.append(torch.nn.functional.normalize(model.embed(b["enc"]), dim=-1))
+        out.append(torch.nn.functional.normalize(model.embed(to_device(b["enc"], dev)), dim=-1).cpu())
     return torch.cat(out)
 
 
@@ -65,12 +65,13 @@ def linear_probe(model: TaskModel, tok, train_ds, test_ds, labels: list[str]) ->
     return float(clf.score(xte, [str(r["label"]) for r in test_ds.rows]))
 
 
-def eval_model(model_path: str, data: str, adapter: str | None, task: str | None, probe_data: str | None) -> dict[str, Any]:
-    model, tok, task, meta = load_with_adapter(model_path, adapter, task)
+def eval_model(model_path: str, data: str, adapter: str | None, task: str | None, probe_data: str | None,
+               device: torch.device | str = "cpu") -> dict[str, Any]:
+    model, tok, task, meta = load_with_adapter(model_path, adapter, task, device)
     ds = load_jsonl(data, task, "--data")
     task = task or ds.task
     if model.task != task:
-        model = TaskModel(model.backbone, task, meta.get("labels"))
+        model = TaskModel(model.backbone, task, meta.get("labels")).to(device)
         model.eval()
     if task == "classification" and (probe_data or model.head is None or not meta.get("labels")):
         if not probe_data:
@@ -85,9 +86,37 @@ def eval_model(model_path: str, data: str, adapter: str | None, task: str | None
     return {"metric": model.metric, "value": value, "examples": len(ds), "task": task, "adapter": adapter, "how": how}
 
 
-def merge_to_folder(base: str, adapter: str, out: str, force: bool) -> dict[str, Any]:
-    check_output(out, force)
-    manifest = Manifest("finetune merge", {"base": base, "adapter": adapter})
+# ------------------------------------------------------------------ predict
+
+def read_texts(path: Path) -> tuple[list[str], list[str] | None]:
+    """Texts (and labels when every row has one) of a JSONL file of ``{"text"}`` rows."""
+    import json
+
+    texts, labels = [], []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise BadInputError(f"--data {path} is not UTF-8 text ({exc}); save it as UTF-8 JSONL") from None
+    for no, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise BadInputError(f"{path} line {no}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str) or not obj["text"].strip():
+            raise BadInputError(f"{path} line {no}: expected an object with a non-empty \"text\" string")
+        texts.append(obj["text"])
+        labels.append(obj.get("label"))
+    if not texts:
+        raise BadInputError(f"--data {path} holds no texts")
+    return texts, ([str(l) for l in labels] if all(l is not None for l in labels) else None)
+
+
+# ------------------------------------------------------------------ merge
+
+def merge_into(folder: Path, base: str, adapter: str) -> dict[str, Any]:
+    """Write the merged model (+ tokenizer, + head) into ``folder``."""
     cfg, meta, _, head = L.read_adapter(adapter)
     task = meta.get("task") or ("causal-lm" if cfg.get("task_type") == "CAUSAL_LM" else "embedding")
     backbone, tok = load_base(base, task)
@@ -102,13 +131,9 @@ def merge_to_folder(base: str, adapter: str, out: str, force: bool) -> dict[str,
         from gpuforge.plugins.finetune.qlora import dequantize_model
 
         dequantize_model(backbone)
-    with atomic_dir(out, force=force) as tmp:
-        backbone.save_pretrained(str(tmp))
-        tok.save_pretrained(str(tmp))
-        if (Path(adapter) / L.HEAD_WEIGHTS).is_file():
-            shutil.copy(Path(adapter) / L.HEAD_WEIGHTS, tmp / L.HEAD_WEIGHTS)
-            shutil.copy(Path(adapter) / L.OUR_META, tmp / L.OUR_META)
-        manifest.add_input(adapter)
-        manifest.set("result", {"merged_layers": n, "qlora_base_dequantized": bool(meta.get("qlora"))})
-        manifest.write(tmp)
-    return {"out": out, "merged_layers": n, "task": task, "qlora_base_dequantized": bool(meta.get("qlora"))}
+    backbone.save_pretrained(str(folder))
+    tok.save_pretrained(str(folder))
+    if (Path(adapter) / L.HEAD_WEIGHTS).is_file():
+        shutil.copy(Path(adapter) / L.HEAD_WEIGHTS, folder / L.HEAD_WEIGHTS)
+        shutil.copy(Path(adapter) / L.OUR_META, folder / L.OUR_META)
+    return {"merged_layers": n, "task": task, "qlora_base_dequantized": bool(meta.get("qlora"))}

@@ -209,13 +209,18 @@ def read_adapter(folder: str | Path) -> tuple[dict, dict, dict[str, torch.Tensor
     folder = Path(folder)
     if not folder.is_dir():
         raise BadInputError(f"adapter folder not found: {folder}")
+    if not (folder / ADAPTER_WEIGHTS).is_file() and (folder / "adapter_model.bin").is_file():
+        raise BadInputError(f"{folder} holds adapter_model.bin: pickle files are not read; convert to safetensors "
+                            "(peft: model.save_pretrained(folder, safe_serialization=True))")
     for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
         if not (folder / name).is_file():
             raise BadInputError(f"{folder} is not an adapter folder: {name} is missing")
     try:
         cfg = json.loads((folder / ADAPTER_CONFIG).read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadInputError(f"malformed {folder / ADAPTER_CONFIG}: {exc}") from None
+    if not isinstance(cfg, dict):
+        raise BadInputError(f"malformed {folder / ADAPTER_CONFIG}: expected a JSON object")
     if cfg.get("peft_type", "LORA") != "LORA":
         raise UnsupportedError(f"{folder}: peft_type {cfg.get('peft_type')} is not supported (only LORA)")
     for flag in ("use_dora", "fan_in_fan_out"):
@@ -223,12 +228,22 @@ def read_adapter(folder: str | Path) -> tuple[dict, dict, dict[str, torch.Tensor
             raise UnsupportedError(f"{folder}: {flag}=true is not supported by gpuforge's LoRA layers")
     if cfg.get("rank_pattern") or cfg.get("alpha_pattern"):
         raise UnsupportedError(f"{folder}: per-layer rank_pattern/alpha_pattern is not supported")
-    meta = json.loads((folder / OUR_META).read_text()) if (folder / OUR_META).is_file() else {}
+    try:
+        meta = json.loads((folder / OUR_META).read_text()) if (folder / OUR_META).is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"malformed {folder / OUR_META}: {exc}") from None
     try:
         state = load_file(str(folder / ADAPTER_WEIGHTS))
     except Exception as exc:  # safetensors raises several types for a damaged file
         raise BadInputError(f"cannot read {folder / ADAPTER_WEIGHTS}: {exc}") from None
-    head = load_file(str(folder / HEAD_WEIGHTS)) if (folder / HEAD_WEIGHTS).is_file() else None
+    try:
+        head = load_file(str(folder / HEAD_WEIGHTS)) if (folder / HEAD_WEIGHTS).is_file() else None
+    except Exception as exc:
+        raise BadInputError(f"cannot read {folder / HEAD_WEIGHTS}: {exc}") from None
+    for name, tensors in ((ADAPTER_WEIGHTS, state), (HEAD_WEIGHTS, head or {})):
+        bad = [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        if bad:
+            raise BadInputError(f"{folder / name}: tensor {bad[0]} holds NaN or inf; the adapter is damaged")
     return cfg, meta, state, head
 
 
@@ -253,8 +268,11 @@ def apply_adapter(model: nn.Module, folder: str | Path, dropout: float | None = 
     if missing:
         raise BadInputError(f"adapter {folder} targets module {missing[0]} which this model does not have; the adapter "
                             f"was made for a different base model")
-    inject(model, names, int(cfg["r"]), float(cfg["lora_alpha"]),
-           float(cfg.get("lora_dropout", 0.0)) if dropout is None else dropout, bool(cfg.get("use_rslora", False)))
+    try:
+        r, alpha, p = int(cfg["r"]), float(cfg["lora_alpha"]), float(cfg.get("lora_dropout", 0.0))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadInputError(f"{folder}/{ADAPTER_CONFIG}: r and lora_alpha must be numbers ({exc!r})") from None
+    inject(model, names, r, alpha, p if dropout is None else dropout, bool(cfg.get("use_rslora", False)))
     load_lora_state(model, state, where=str(folder))
     return cfg, meta, head
 

@@ -164,38 +164,3 @@ def advice(params, method, r, seq_len, batch, ckpt, offload) -> list[str]:
     return [f"does not fit one {largest.name} ({largest.memory_gib} GiB) even with checkpointing and optimizer "
             f"offload (the {method} weights alone take {weights / GIB:.0f} GiB): shard across "
             f"{math.ceil(weights / (0.8 * cap))}+ GPUs (ZeRO-3/FSDP) or use QLoRA"]
-
-
-def plan_command(params: str, method: str, r: int, seq_len: int, batch: int, gpu: str, ckpt: bool = True,
-                 offload: bool = False) -> tuple[dict, str]:
-    from gpuforge.hardware.profiles import select
-    from gpuforge.hardware.registry import all_profiles
-
-    n = parse_params(params)
-    est = make_estimate(n, method, r, seq_len, batch, ckpt, offload)
-    rows = []
-    for p in select(gpu, all_profiles()):
-        fits = est.memory_bytes <= p.memory_bytes
-        row = {"gpu": p.id, "memory_gib": p.memory_gib, "fits": fits,
-               "headroom_gib": round((p.memory_bytes - est.memory_bytes) / GIB, 2)}
-        if not fits:
-            for label, c, o, m in [("gradient checkpointing", True, offload, method), ("CPU optimizer offload", ckpt, True, method),
-                                   ("checkpointing + optimizer offload", True, True, method),
-                                   ("QLoRA 4-bit base", True, offload, "qlora")]:
-                if m == method and c == ckpt and o == offload:
-                    continue
-                need = sum(breakdown(n, m, r, seq_len, batch, c, o).values())
-                if need <= p.memory_bytes:
-                    row["would_fit_with"] = f"{label} ({need / GIB:.1f} GiB)"
-                    break
-            else:
-                row["would_fit_with"] = "nothing on one GPU: shard (ZeRO-3/FSDP) across several"
-        rows.append(row)
-    res = {"params": n, "method": method, "r": r, "seq_len": seq_len, "batch": batch, "gradient_checkpointing": ckpt,
-           "memory_bytes": est.memory_bytes, "breakdown_bytes": est.breakdown, "notes": est.notes, "gpus": rows}
-    lines = [est.what, f"total {est.memory_bytes / GIB:.1f} GiB: " +
-             ", ".join(f"{k} {v / GIB:.2f}" for k, v in est.breakdown.items())]
-    lines += [f"  {r_['gpu']:<18} {r_['memory_gib']:>5} GiB  " + ("fits" if r_["fits"] else
-              f"does not fit; {r_['would_fit_with']}") for r_ in rows]
-    lines += [f"note: {x}" for x in est.notes]
-    return res, "\n".join(lines)

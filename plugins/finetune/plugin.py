@@ -13,7 +13,8 @@ _PKG = "gpuforge.plugins.finetune"
 @hookimpl
 def register_commands(register):
     register(CommandSpec("finetune", f"{_PKG}.cli:app",
-                         "LoRA / QLoRA fine-tuning, SlimFit freezing, CPU-offloaded AdamW, PEFT-compatible adapters."))
+                         "LoRA / QLoRA fine-tuning, SlimFit freezing, CPU-offloaded AdamW, PEFT-compatible adapters.",
+                         aliases={"lora": "train"}))  # DESIGN.md's verb is train; lora kept for scripts
 
 
 @hookimpl

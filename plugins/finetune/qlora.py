@@ -73,7 +73,7 @@ class NF4Tensor:
         absmax = self.absmax().reshape(self.shape[0], d // NF4_BLOCK)[flat_ids].reshape(-1)
         out = call("quantize.nf4_decode", np.ascontiguousarray(packed), np.ascontiguousarray(absmax),
                    flat_ids.size * d, NF4_BLOCK)
-        return torch.from_numpy(np.asarray(out, np.float32)).reshape(*ids.shape, d)
+        return torch.as_tensor(np.asarray(out, np.float32)).reshape(*ids.shape, d).to(ids.device)
 
     @property
     def nbytes(self) -> int:

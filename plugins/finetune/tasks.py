@@ -21,12 +21,36 @@ from gpuforge.core.errors import BadInputError
 HIGHER_IS_BETTER = {"accuracy": True, "spearman": True, "perplexity": False}
 
 
-def load_base(path: str | Path, task: str):
-    """(model, tokenizer) from a local folder, offline; one clear line if it is not one."""
-    path = Path(path)
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+def check_model_folder(path: Path, what: str = "MODEL") -> None:
+    """A Hugging Face folder whose weights are safetensors: a folder that holds only
+    pickle weights (``pytorch_model.bin`` ...) is refused, never opened."""
     if not (path / "config.json").is_file():
-        raise BadInputError(f"MODEL {path} is not a Hugging Face model folder (no config.json); pass a folder saved "
+        raise BadInputError(f"{what} {path} is not a Hugging Face model folder (no config.json); pass a folder saved "
                             f"with save_pretrained")
+    if not any(path.glob("*.safetensors")):
+        pickled = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if pickled:
+            raise BadInputError(f"{what} {path} holds its weights as {pickled[0]}: pickle files are not read; convert "
+                                f"to safetensors (model.save_pretrained(folder, safe_serialization=True))")
+        raise BadInputError(f"{what} {path} has no *.safetensors weights")
+
+
+def check_finite(model: nn.Module, path: Path, what: str = "MODEL") -> None:
+    """NaN or inf anywhere in the weights would train to loss=nan: refuse them at load."""
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise BadInputError(f"{what} {path}: tensor {name} holds NaN or inf; fix the model's weights (gpuforge "
+                                "does not train or evaluate non-finite weights)")
+
+
+def load_base(path: str | Path, task: str):
+    """(model, tokenizer) from a local folder, offline, on the CPU; one clear line if it is
+    not a safetensors model folder or holds non-finite weights."""
+    path = Path(path)
+    check_model_folder(path)
     from gpuforge.core.hub import offline
 
     with offline():
@@ -35,12 +59,29 @@ def load_base(path: str | Path, task: str):
         try:
             tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
             cls = AutoModelForCausalLM if task == "causal-lm" else AutoModel
-            model = cls.from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
+            model = cls.from_pretrained(str(path), local_files_only=True, dtype=torch.float32, use_safetensors=True)
         except (OSError, ValueError, KeyError) as exc:
             raise BadInputError(f"cannot load MODEL {path} for --task {task}: {str(exc).splitlines()[0]}") from None
+    check_finite(model, path)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return model, tok
+
+
+def to_device(batch, device):
+    """A batch (nested dicts of tensors) on ``device``."""
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch.to(device) if isinstance(batch, torch.Tensor) else batch
+
+
+def shard(batch, rank: int, world: int):
+    """Rank ``rank``'s contiguous share of a batch's rows (data parallelism)."""
+    if world == 1:
+        return batch
+    if isinstance(batch, dict):
+        return {k: shard(v, rank, world) for k, v in batch.items()}
+    return batch.tensor_split(world)[rank] if isinstance(batch, torch.Tensor) else batch
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -68,19 +109,37 @@ class TaskModel(nn.Module):
         out = self.backbone(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
         return mean_pool(out.last_hidden_state, enc["attention_mask"])
 
-    def loss(self, batch: dict) -> torch.Tensor:
+    def loss_terms(self, batch: dict) -> tuple[torch.Tensor, int]:
+        """(sum of the per-example (causal-lm: per-token) losses, their count): the mean is
+        sum / count, and data-parallel ranks divide their sums by the whole batch's count."""
         if self.task == "classification":
-            return nn.functional.cross_entropy(self.head(self.embed(batch["enc"])), batch["y"])
+            y = batch["y"]
+            return nn.functional.cross_entropy(self.head(self.embed(batch["enc"])), y, reduction="sum"), len(y)
         if self.task == "embedding":
             a = nn.functional.normalize(self.embed(batch["enc_a"]), dim=-1)
             b = nn.functional.normalize(self.embed(batch["enc_b"]), dim=-1)
-            return nn.functional.mse_loss((a * b).sum(-1), batch["y"])
-        out = self.backbone(input_ids=batch["enc"]["input_ids"], attention_mask=batch["enc"]["attention_mask"],
-                            labels=batch["labels"])
-        return out.loss
+            y = batch["y"]
+            return nn.functional.mse_loss((a * b).sum(-1), y, reduction="sum"), len(y)
+        out = self.backbone(input_ids=batch["enc"]["input_ids"], attention_mask=batch["enc"]["attention_mask"])
+        # next-token loss, as transformers' ForCausalLMLoss: logits at t predict token t+1
+        logits, labels = out.logits[:, :-1].float(), batch["labels"][:, 1:]
+        total = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                            ignore_index=-100, reduction="sum")
+        return total, count(batch, self.task)
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        total, n = self.loss_terms(batch)
+        return total / max(n, 1)
 
     def head_state(self) -> dict[str, torch.Tensor]:
         return {f"head.{k}": v for k, v in self.head.state_dict().items()} if self.head is not None else {}
+
+
+def count(batch: dict, task: str) -> int:
+    """How many terms a batch's loss averages: examples, or predicted tokens for causal-lm."""
+    if task == "causal-lm":
+        return int((batch["labels"][:, 1:] != -100).sum())
+    return len(batch["y"])
 
 
 class Batcher:
@@ -128,36 +187,43 @@ class Batcher:
         return {"enc": enc, "labels": labels}, int(enc["attention_mask"].sum())
 
 
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 @torch.no_grad()
 def evaluate(model: TaskModel, batcher: Batcher, batch_size: int = 64) -> float:
-    """The task's metric on every row of ``batcher`` (model in eval mode)."""
+    """The task's metric on every row of ``batcher`` (model in eval mode, on its device)."""
     was = model.training
     model.eval()
+    dev = model_device(model)
     n = len(batcher.rows)
+
+    def batches():
+        for s in range(0, n, batch_size):
+            yield to_device(batcher.batch(range(s, min(n, s + batch_size)))[0], dev)
+
     try:
         if model.task == "classification":
             correct = 0
-            for s in range(0, n, batch_size):
-                b, _ = batcher.batch(range(s, min(n, s + batch_size)))
+            for b in batches():
                 correct += int((model.head(model.embed(b["enc"])).argmax(-1) == b["y"]).sum())
             return correct / n
         if model.task == "embedding":
             from scipy.stats import spearmanr
 
             sims = []
-            for s in range(0, n, batch_size):
-                b, _ = batcher.batch(range(s, min(n, s + batch_size)))
+            for b in batches():
                 a = nn.functional.normalize(model.embed(b["enc_a"]), dim=-1)
                 c = nn.functional.normalize(model.embed(b["enc_b"]), dim=-1)
-                sims.append((a * c).sum(-1))
+                sims.append((a * c).sum(-1).cpu())
             rho = spearmanr(torch.cat(sims).numpy(), np.array(batcher.y)).statistic
             return float(rho) if math.isfinite(rho) else 0.0
-        total, count = 0.0, 0
-        for s in range(0, n, batch_size):
-            b, _ = batcher.batch(range(s, min(n, s + batch_size)))
-            k = int((b["labels"][:, 1:] != -100).sum())
-            total += float(model.loss(b)) * k
-            count += k
-        return math.exp(total / max(count, 1))
+        total, terms = 0.0, 0
+        for b in batches():
+            s, k = model.loss_terms(b)
+            total += float(s)
+            terms += k
+        return math.exp(total / max(terms, 1))
     finally:
         model.train(was)

@@ -106,7 +106,7 @@ def estimate(args: list[str]):
     p = argparse.ArgumentParser(prog="gpuforge plan quantize run", add_help=False)
     p.add_argument("--params", default="7e9")
     p.add_argument("--method", default="gptq", choices=["rtn", "nf4", "fp4", "int8", "gptq"])
-    p.add_argument("--bits", type=int, default=4)
+    p.add_argument("--bits", type=int, default=4, choices=[2, 3, 4, 8])
     p.add_argument("--nsamples", type=int, default=128)
     p.add_argument("--seqlen", type=int, default=2048)
     p.add_argument("--hidden", type=int, default=None)

@@ -3,12 +3,35 @@ one process: bitsandbytes' CPU quantize_4bit / dequantize_4bit, a float32 torch 
 and the share of this machine's memory bandwidth measured in the same run."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
 
-from gpuforge.core.bench import BenchContext, best_of, row
+from gpuforge.core.bench import BenchContext, best_of, best_of_interleaved, row
 from gpuforge.core.kernels import get_impl
+
+
+@contextmanager
+def _matvec_flags(**flags):
+    """Force a numba-cpu matvec path (the module switches the tests use)."""
+    from gpuforge.plugins.quantize import matvec
+
+    old = {k: getattr(matvec, k) for k in flags}
+    for k, v in flags.items():
+        setattr(matvec, k, v)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            setattr(matvec, k, v)
+
+
+def _forced(fn, **flags):
+    def run():
+        with _matvec_flags(**flags):
+            return fn()
+    return run
 
 
 def run(ctx: BenchContext) -> list[dict]:
@@ -58,18 +81,22 @@ def run(ctx: BenchContext) -> list[dict]:
     t["d_ws"] = best_of(lambda: impl["nf4_decode"](packed, absmax, n, 64, out=workspace), repeat=rep)
     t["gd"] = best_of(lambda: impl["gptq_dequantize"](*gargs), repeat=rep)
     t["gd_ws"] = best_of(lambda: impl["gptq_dequantize"](*gargs, out=workspace.reshape(side, side)), repeat=rep)
-    # W4A16 decode path: y = W x, one token
-    t["torch_mv"] = best_of(lambda: torch.mv(wt, xt), repeat=rep)
-    t["nf4_mv"] = best_of(lambda: impl["nf4_matvec"](packed, absmax, x, side, 64), repeat=rep)
+    # W4A16 decode path: y = W x, one token. torch's fp32 mv and every matvec kernel in
+    # turns, so that each ratio compares times taken at the same moments.
     from gpuforge.plugins.quantize import matvec, simd
 
-    if simd.AVAILABLE:   # also the portable kernel that CPUs without AVX-512 run
-        matvec.USE_AVX512 = False
-        try:
-            t["nf4_mv_portable"] = best_of(lambda: impl["nf4_matvec"](packed, absmax, x, side, 64), repeat=rep)
-        finally:
-            matvec.USE_AVX512 = True
-    t["gptq_mv"] = best_of(lambda: impl["gptq_matvec"](*gargs, x), repeat=rep)
+    path = matvec.nf4_matvec_path(side, 64)
+    nf4_mv = lambda: impl["nf4_matvec"](packed, absmax, x, side, 64)   # noqa: E731
+    mv = {"torch_mv": lambda: torch.mv(wt, xt), "nf4_mv": nf4_mv, "gptq_mv": lambda: impl["gptq_matvec"](*gargs, x)}
+    # on AVX-512 CPUs also the AVX2 byte shuffles that CPUs without AVX-512 take (the
+    # 16-byte build NEON runs is only tested here: SSSE3 on an x86 core says nothing
+    # about an Arm one)
+    others = {}
+    if path == "avx512" and simd.BYTES_ISA:
+        others[simd.BYTES_ISA] = {"USE_AVX512": False}
+    for isa, flags in others.items():
+        mv[f"nf4_mv_{isa}"] = _forced(nf4_mv, **flags)
+    t.update(best_of_interleaved(mv, repeat=3 * rep))
     pack = get_impl("kernels.pack_int32", "numba-cpu")
     q = gptq.rtn(wt, 4, 128).q.numpy().T.copy()
     t["pack"] = best_of(lambda: pack(q, 4), repeat=rep)
@@ -101,15 +128,15 @@ def run(ctx: BenchContext) -> list[dict]:
         row(f"GPTQ 4-bit dequantize {side}x{side} g128, reused output", "numba-cpu", t["gd_ws"], bytes_moved=g_bytes,
             ctx=ctx),
         row(f"matvec {side}x{side}", "torch float32 mv", t["torch_mv"], bytes_moved=4 * n, flops=2 * n, ctx=ctx),
-        row(f"matvec {side}x{side}", "numba-cpu NF4 W4A16 (fused" + (", AVX-512)" if simd.AVAILABLE else ")"),
+        row(f"matvec {side}x{side}", f"numba-cpu NF4 W4A16 (fused, {matvec.PATH_NAMES[path]})",
             t["nf4_mv"], baseline="torch float32 mv",
-            baseline_seconds=t["torch_mv"], bytes_moved=n / 2 + 4 * n / 64, flops=2 * n, ctx=ctx),
-        *([row(f"matvec {side}x{side}", "numba-cpu NF4 W4A16 (fused, portable lookup tables)",
-               t["nf4_mv_portable"], baseline="torch float32 mv", baseline_seconds=t["torch_mv"],
-               bytes_moved=n / 2 + 4 * n / 64, flops=2 * n, ctx=ctx)] if "nf4_mv_portable" in t else []),
+            baseline_seconds=t["torch_mv"], bytes_moved=n / 2 + 4 * n / 64, flops=2 * n, ctx=ctx, path=path),
+        *[row(f"matvec {side}x{side}", f"numba-cpu NF4 W4A16 (fused, {matvec.PATH_NAMES[isa]}, forced)",
+              t[f"nf4_mv_{isa}"], baseline="torch float32 mv", baseline_seconds=t["torch_mv"],
+              bytes_moved=n / 2 + 4 * n / 64, flops=2 * n, ctx=ctx, path=isa) for isa in others],
         row(f"matvec {side}x{side}", "numba-cpu GPTQ 4-bit g128 W4A16 (fused)", t["gptq_mv"],
             baseline="torch float32 mv", baseline_seconds=t["torch_mv"], bytes_moved=n / 2 + 8 * n / 128,
-            flops=2 * n, ctx=ctx),
+            flops=2 * n, ctx=ctx, path="gptq4 groups" if matvec.USE_GPTQ4_GROUPS else "gptq words"),
         row(f"GPTQ pack 4-bit {side}x{side}", "numba-cpu", t["pack"], bytes_moved=n + n / 2, ctx=ctx),
         row(f"int8 vector-wise quantize 64x{side}", "reference (numpy)", t["vq_ref"], ctx=ctx),
         row(f"int8 vector-wise quantize 64x{side}", "numba-cpu", t["vq"], baseline="reference (numpy)",

@@ -208,6 +208,7 @@ def nf4_matvec_all() -> list[KernelCase]:
         case("tail-rows-11x256-bs64", 11, 256, 64),
         case("bs128-6x512", 6, 512, 128),
         case("bs8-5x24", 5, 24, 8),
+        case("bs256-3x1024", 3, 1024, 256),   # several steps of the byte-shuffle kernel per block
         case("big-512x1024", 512, 1024, 64, sim=False),
         KernelCase("wrong-x-size", (p, a, _normal(42, 63), 8, 64)),
         KernelCase("x-float64", (p, a, _normal(42, 64).astype(np.float64), 8, 64)),
@@ -249,6 +250,10 @@ def gptq_dequantize_all() -> list[KernelCase]:
 def gptq_matvec_all() -> list[KernelCase]:
     return [KernelCase(c.name, c.args + (_normal(60 + i, c.args[3].shape[0]),), simulator=c.simulator)
             for i, c in enumerate(gptq_dequantize_all()[:7])] + [
+        # the 4-bit group kernel: 16-column blocks, single vectors and scalar tail columns;
+        # one group over a partial last word
+        KernelCase("4bit-cols45-64x45-g32", _gptq(62, 64, 45, 4, 32) + (_normal(63, 64),)),
+        KernelCase("4bit-one-group-60x16", _gptq(64, 60, 16, 4, 60) + (_normal(65, 60),)),
         KernelCase("wrong-x-size", _gptq(58, 64, 32, 4, 32) + (_normal(59, 63),))]
 
 

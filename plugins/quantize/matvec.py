@@ -22,7 +22,7 @@ from gpuforge.kernels.arguments import KernelArgumentError, check_choice, check_
 from gpuforge.kernels.packing import gptq_group, unpack_int32_cpu, word_value_cpu
 from gpuforge.plugins.quantize import simd
 from gpuforge.plugins.quantize.nf4 import _workspace, check_decode, code_table
-from gpuforge.plugins.quantize.simd import nf4_row_dot
+from gpuforge.plugins.quantize.simd import gptq4_group_dot, nf4_row_dot, nf4_row_dot_bytes, nf4_row_dot_bytes_128
 
 
 def check_nf4_matvec(packed, absmax, x, out_features, blocksize, quant_type):
@@ -139,6 +139,12 @@ def _nf4_matvec_rows(packed, absmax, x, out_features, bs, code, y):
 USE_AVX512 = True
 """Take the AVX-512 path (simd.py) when the CPU has it; tests switch it off to check the
 portable kernels on machines that have it."""
+USE_BYTES = True
+"""Take the byte-shuffle path (simd.py: AVX2, SSSE3 or NEON) when the CPU has one; tests
+switch it off to check the lookup-table kernel."""
+BYTES_WIDTH: int | None = None
+"""None: the widest byte-shuffle variant this CPU has; 16 forces the 16-byte one (on AVX2
+machines the SSSE3 build of the code NEON runs; tests use it)."""
 LUT_ROWS = 256
 LUT_WORDS = 64
 
@@ -222,6 +228,59 @@ def _nf4_matvec_avx512(packed, absmax, x, out_features, bs, code, y):
         y[o] = nf4_row_dot(packed, o * (n_in // 2), x, absmax, o * nb, code, n_in, bs)
 
 
+@njit(parallel=True, cache=True)
+def _nf4_matvec_bytes(packed, absmax, xp, out_features, bs, planes, narrow, y):
+    # one row per iteration, 2W values per step of byte lookups + unpacks + FMAs (simd.py):
+    # 4096x4096 in ~1.3-1.6 ms on one Zen 2 core against ~3.5 ms for torch's fp32 mv.
+    # narrow: the 16-byte build where the native one is wider (tests, bench)
+    n_in = xp.size
+    nb = n_in // bs
+    for o in prange(out_features):
+        if narrow:
+            y[o] = nf4_row_dot_bytes_128(packed, o * (n_in // 2), xp, absmax, o * nb, planes, n_in, bs)
+        else:
+            y[o] = nf4_row_dot_bytes(packed, o * (n_in // 2), xp, absmax, o * nb, planes, n_in, bs)
+
+
+def _bytes_variant() -> tuple[str, int] | None:
+    """(ISA, bytes per step) of the byte-shuffle kernel to use here, or None."""
+    if not USE_BYTES or simd.BYTES_ISA is None:
+        return None
+    if BYTES_WIDTH == 16:
+        return simd.BYTES_ISA_128, 16
+    return simd.BYTES_ISA, simd.BYTES_WIDTH[simd.BYTES_ISA]
+
+
+PATH_NAMES = {"avx512": "AVX-512 vpermps", "avx2": "AVX2 vpshufb", "ssse3": "SSSE3 pshufb", "neon": "NEON tbl",
+              "lut": "portable lookup tables", "rows": "per-value decode"}
+
+
+def nf4_matvec_path(n_in: int, blocksize: int = 64) -> str:
+    """Which numba-cpu kernel :func:`nf4_matvec_cpu` runs for rows of ``n_in`` values
+    here: a key of :data:`PATH_NAMES` (benchmarks report it)."""
+    whole = blocksize > 0 and n_in % blocksize == 0
+    if simd.AVAILABLE and USE_AVX512 and blocksize % 16 == 0 and whole:
+        return "avx512"
+    variant = _bytes_variant()
+    if variant and blocksize % (2 * variant[1]) == 0 and whole:
+        return variant[0]
+    if blocksize % 8 == 0 and whole:
+        return "lut"
+    return "rows"
+
+
+_BYTES_TABLES: dict = {}
+
+
+def _bytes_inputs(code: np.ndarray, x: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(byte planes of the code table, x in the kernel's lane order), see simd.py."""
+    key = (code.tobytes(), width)
+    if key not in _BYTES_TABLES:
+        _BYTES_TABLES[key] = (simd.bytes_planes(code, width), simd.bytes_value_order(width))
+    planes, order = _BYTES_TABLES[key]
+    return planes, np.ascontiguousarray(x.reshape(-1, 2 * width)[:, order].reshape(-1))
+
+
 def _as_words(packed: np.ndarray) -> np.ndarray:
     """The packed bytes as native 32-bit words (byte 4k is the low byte of word k on the
     little-endian CPUs numba-cpu targets); copies only when the buffer is misaligned."""
@@ -240,9 +299,15 @@ def nf4_matvec_cpu(packed, absmax, x, out_features: int, blocksize: int = 64, qu
     code = code_table(quant_type)
     absmax = np.ascontiguousarray(absmax)
     x = np.ascontiguousarray(x)
-    if simd.AVAILABLE and USE_AVX512 and blocksize % 16 == 0 and x.size % blocksize == 0:
+    path = nf4_matvec_path(x.size, blocksize)
+    if path == "avx512":
         _nf4_matvec_avx512(np.ascontiguousarray(packed), absmax, x, out_features, blocksize, code, y)
-    elif blocksize % 8 == 0 and x.size % blocksize == 0:
+    elif path in ("avx2", "ssse3", "neon"):
+        width = _bytes_variant()[1]
+        planes, xp = _bytes_inputs(code, x, width)
+        _nf4_matvec_bytes(np.ascontiguousarray(packed), absmax, xp, out_features, blocksize, planes,
+                          width != simd.BYTES_WIDTH[simd.BYTES_ISA], y)
+    elif path == "lut":
         # whole blocks per row, whole 32-bit words per block: the lookup-table path
         lut = np.empty((x.size // 2, 256), np.float32)
         _pair_tables(code, x, lut)
@@ -295,6 +360,9 @@ def _gptq_mv(qweight, z, scales, g_idx, bits, group, words, x, y):
 
 
 WORD_COLS = 512
+USE_GPTQ4_GROUPS = True
+"""4-bit layers without act-order take simd.gptq4_group_dot; tests switch it off to check
+the general kernel below on the same layers."""
 
 
 @njit(parallel=True, cache=True, fastmath=True)
@@ -363,6 +431,61 @@ def _gptq_mv_words(qweight, zf, scales, g_idx, bits, x, y):
         y[c0:c1] = acc
 
 
+GPTQ4_TILE = 512
+
+
+@njit(parallel=True, cache=True)
+def _gptq4_mv_groups(qweight, qzeros, scales, group_words, xq, xsum, y):
+    # 4-bit, groups of whole words in storage order (no act-order): per tile of columns
+    # and group, simd.gptq4_group_dot keeps 16 columns' sums in registers over the
+    # group's words; the last cols % 8 columns are summed here.
+    nwr, cols = qweight.shape
+    for t in prange((cols + GPTQ4_TILE - 1) // GPTQ4_TILE):
+        c0 = t * GPTQ4_TILE
+        c1 = min(c0 + GPTQ4_TILE, cols)
+        cv = c0 + (c1 - c0) // 8 * 8
+        for c in range(c0, c1):
+            y[c] = 0.0
+        for g in range(xsum.size):
+            w0 = g * group_words
+            w1 = min(w0 + group_words, nwr)
+            gptq4_group_dot(qweight, w0, w1, c0, cv, xq, xsum[g], scales, qzeros, g, y)
+            for c in range(cv, c1):
+                t_q = np.float32(0.0)
+                for w in range(w0, w1):
+                    v = qweight[w, c]
+                    for j in range(8):
+                        t_q += xq[8 * w + j] * np.float32(((v >> (4 * j)) & 15) << (4 * min(j, 6)))
+                z = np.float32(((qzeros[g, c // 8] >> (4 * (c % 8))) & 15) + 1)
+                y[c] += scales[g, c] * (t_q - z * xsum[g])
+
+
+_X_SCALE = np.ldexp(np.float32(1), -4 * np.minimum(np.arange(8), 6)).astype(np.float32)
+
+
+@njit(cache=True)
+def _gptq4_plan(g_idx, groups, x, words, x_scale):
+    """(gs, xq, xsum) for the group kernel: ``gs`` when ``g_idx == arange(rows) // gs``
+    with groups of whole 32-bit words (or one group) inside ``groups``, else -1 (act-order
+    and other orders); ``xq`` x scaled by 16^-min(j, 6) for input j of each word, padded
+    to whole words; ``xsum`` the sum of x per group (see simd.gptq4_group_dot)."""
+    rows = g_idx.size
+    xq = np.zeros(8 * words, np.float32)
+    gs = 0
+    while gs < rows and g_idx[gs] == 0:
+        gs += 1
+    if gs == 0 or (gs % 8 != 0 and gs < rows) or (rows + gs - 1) // gs > groups:
+        return -1, xq, xq
+    for r in range(rows):
+        if g_idx[r] != r // gs:
+            return -1, xq, xq
+    xsum = np.zeros((rows + gs - 1) // gs, np.float32)
+    for r in range(rows):
+        xq[r] = x[r] * x_scale[r % 8]
+        xsum[r // gs] += x[r]
+    return gs, xq, xsum
+
+
 def _zeros(qzeros, bits, out, dtype=np.int64):
     """The true zero points (groups, out): ``qzeros`` stores ``zero - 1`` packed along the
     output dimension, i.e. the transpose of a ``pack_int32`` array."""
@@ -398,7 +521,12 @@ def gptq_matvec_cpu(qweight, qzeros, scales, g_idx, bits: int, x):
     if not (y.size and x.size):
         return y
     qweight, scales, g_idx, x = (np.ascontiguousarray(a) for a in (qweight, scales, g_idx, x))
-    if 32 % bits == 0:
+    gs, xq, xsum = (_gptq4_plan(g_idx, scales.shape[0], x, qweight.shape[0], _X_SCALE)
+                    if bits == 4 and USE_GPTQ4_GROUPS else (-1, None, None))
+    if gs > 0:
+        bad = False
+        _gptq4_mv_groups(qweight, np.ascontiguousarray(qzeros), scales, -(-gs // 8), xq, xsum, y)
+    elif 32 % bits == 0:
         bad = g_idx.min() < 0 or g_idx.max() >= scales.shape[0]
         if not bad:
             _gptq_mv_words(qweight, _zeros(qzeros, bits, qweight.shape[1], np.float32), scales, g_idx, bits, x, y)

@@ -4,8 +4,10 @@
   one thread per output byte encodes its two values (consecutive threads, consecutive
   bytes);
 - decode: one thread per output value;
-- double quantization: one thread sums absmax in float64 for the mean offset (absmax has
-  n/64 values), one thread per nested block of 256 finds its max and writes its codes.
+- double quantization: the mean offset is a float64 sum of absmax (n/64 values) in two
+  passes, per-block partial sums then one block over them (tree reductions in shared
+  memory; the number of blocks depends only on the length, so the rounding is the same
+  on every GPU); then one thread per nested block of 256 finds its max and writes codes.
 Grid-stride loops everywhere; launch sizes from ``tuning.toml``.
 """
 from __future__ import annotations
@@ -91,13 +93,55 @@ def decode_kernel(packed, absmax, bs, code, out):
         out[i] = code[q] * absmax[i // bs]
 
 
-def mean_kernel(a, total, offset):
-    if cuda.grid(1) == 0:
-        s = float64(0.0)
-        for i in range(a.size):
-            s += float64(a[i])
+SUM_THREADS = 256
+"""Threads of each block of the two-pass float64 sum (a power of two: tree reduction)."""
+SUM_PER_THREAD = 16
+"""At least this many values per thread before another block is added (few blocks for
+short inputs; a one-thread sum took O(n) steps on one lane: `kernels inspect` flagged it)."""
+SUM_MAX_BLOCKS = 1024
+
+
+def _tree_sum(buf, s):
+    """Every thread's float64 ``s`` summed over the block; valid in thread 0."""
+    t = cuda.threadIdx.x
+    buf[t] = s
+    cuda.syncthreads()
+    step = SUM_THREADS // 2
+    while step > 0:
+        if t < step:
+            buf[t] += buf[t + step]
+        cuda.syncthreads()
+        step //= 2
+    return buf[0]
+
+
+_tree_sum_dev = cuda.jit(device=True, inline="always")(_tree_sum)
+
+
+def partial_sum_kernel(a, partial):
+    buf = cuda.shared.array(SUM_THREADS, float64)
+    s = float64(0.0)
+    for i in range(cuda.grid(1), a.size, cuda.gridsize(1)):
+        s += float64(a[i])
+    s = _tree_sum_dev(buf, s)
+    if cuda.threadIdx.x == 0:
+        partial[cuda.blockIdx.x] = s
+
+
+def mean_kernel(partial, n, total, offset):
+    """One block: the sum of the partial sums, and the mean of ``n`` values."""
+    buf = cuda.shared.array(SUM_THREADS, float64)
+    s = float64(0.0)
+    for i in range(cuda.threadIdx.x, partial.size, SUM_THREADS):
+        s += partial[i]
+    s = _tree_sum_dev(buf, s)
+    if cuda.threadIdx.x == 0:
         total[0] = s
-        offset[0] = float32(s / a.size) if a.size > 0 else float32(0.0)
+        offset[0] = float32(s / n) if n > 0 else float32(0.0)
+
+
+def sum_blocks(n: int) -> int:
+    return max(1, min(SUM_MAX_BLOCKS, -(-n // (SUM_THREADS * SUM_PER_THREAD))))
 
 
 _nearest_idx = cuda.jit(device=True, inline="always")(nearest_idx)
@@ -130,6 +174,7 @@ def dq_decode_kernel(q, nested, offset, bs, code, out):
 _absmax = cuda.jit(absmax_kernel)
 _encode = cuda.jit(encode_kernel)
 _decode = cuda.jit(decode_kernel)
+_partial_sum = cuda.jit(partial_sum_kernel)
 _mean = cuda.jit(mean_kernel)
 _dq_encode = cuda.jit(dq_encode_kernel)
 _dq_decode = cuda.jit(dq_decode_kernel)
@@ -185,7 +230,10 @@ def absmax_dq_encode_cuda(absmax, blocksize: int = 256):
     offset, h_offset = place.empty((1,), np.float32)
     total = cuda.device_array(1, np.float64, stream=place.stream)
     a = place.to_device(absmax)
-    place.launch(_mean, 1, 1, a, total, offset)
+    blocks = sum_blocks(m)
+    partial = cuda.device_array(blocks, np.float64, stream=place.stream)
+    place.launch(_partial_sum, blocks, SUM_THREADS, a, partial)
+    place.launch(_mean, 1, SUM_THREADS, partial, m, total, offset)
     if m:
         if not math.isfinite(float(total.copy_to_host(stream=place.stream)[0])):
             raise KernelArgumentError("absmax holds NaN or inf")
@@ -220,7 +268,9 @@ def nf4_decode_ptx():
 
 
 def absmax_dq_encode_ptx():
-    return [(mean_kernel, "void(float32[::1], float64[::1], float32[::1])"),
+    fixed = {"threads_per_block": SUM_THREADS}
+    return [(partial_sum_kernel, "void(float32[::1], float64[::1])", fixed),
+            (mean_kernel, "void(float64[::1], int64, float64[::1], float32[::1])", fixed),
             (dq_encode_kernel, "void(float32[::1], float32[::1], int64, float32[::1], uint8[::1], float32[::1])")]
 
 

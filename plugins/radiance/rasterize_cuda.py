@@ -346,9 +346,11 @@ _RIN = "float32[:, ::1], float32[:, ::1], float32[:, ::1], float32[::1], int32[:
 
 
 def gs_rasterize_fwd_ptx():
-    return [(raster_fwd_kernel, f"void({_RIN}, float32[:, :, ::1], float32[:, ::1], int32[:, ::1])")]
+    return [(raster_fwd_kernel, f"void({_RIN}, float32[:, :, ::1], float32[:, ::1], int32[:, ::1])",
+             {"threads_per_block": TILE * TILE})]
 
 
 def gs_rasterize_bwd_ptx():
     return [(raster_bwd_kernel, f"void({_RIN}, float32[:, ::1], int32[:, ::1], float32[:, :, ::1], "
-                                "float32[:, ::1], float32[:, ::1], float32[:, ::1], float32[::1])")]
+                                "float32[:, ::1], float32[:, ::1], float32[:, ::1], float32[::1])",
+             {"threads_per_block": TILE * TILE})]

@@ -81,6 +81,36 @@ def frame_rows(ctx: BenchContext, h: int = 360, w: int = 640, scale: int = 3) ->
     ]
 
 
+def tiling_rows(ctx: BenchContext, scale: int = 2) -> list[dict]:
+    """The price of bounded memory: a 1920x1080 x2 picture (960x540 with --quick) with the
+    automatic tiles against one forward pass over the whole picture, interleaved best-of-3
+    in this process (the memory side is in the 'scale' benchmark)."""
+    from .estimate import upscale_memory, work_pixels
+    from .pipeline import Upscaler
+    from .scalebench import _photo
+
+    w, h = (960, 540) if ctx.quick else (1920, 1080)
+    pic = _photo(w, h)
+    net = _model(scale)
+    ups = {"whole picture (--tile 0)": Upscaler(net, tile=0), "automatic tiles (bands)": Upscaler(net)}
+    best = {k: float("inf") for k in ups}
+    for u in ups.values():
+        u(pic[:64, :64])  # kernels compiled / loaded
+    for _ in range(3):
+        for k, u in ups.items():
+            best[k] = min(best[k], best_of(lambda: u(pic), repeat=1, warmup=0))
+    label = f"ESPCN x{scale} picture {w}x{h} -> {w * scale}x{h * scale}, tiled vs whole"
+    base = "whole picture (--tile 0)"
+    mem = {k: upscale_memory(h, w, 3, 8, scale, tile=u.tile, tile_pad=u.tile_pad)["activations"] / 2**20
+           for k, u in ups.items()}
+    return [
+        row(label, base, best[base], work_pixels=h * w, activations_mb_estimated=round(mem[base])),
+        row(label, "automatic tiles (bands)", best["automatic tiles (bands)"], baseline=base,
+            baseline_seconds=best[base], work_pixels=work_pixels(h, w, None, 8),
+            activations_mb_estimated=round(mem["automatic tiles (bands)"])),
+    ]
+
+
 def shuffle_rows(ctx: BenchContext, h: int = 360, w: int = 640, r: int = 3) -> list[dict]:
     rng = np.random.default_rng(1)
     feats = rng.uniform(-0.1, 1.1, (r * r, h, w)).astype(np.float32)
@@ -153,4 +183,4 @@ def tile_rows(ctx: BenchContext) -> list[dict]:
 
 def run(ctx: BenchContext) -> list[dict]:
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    return frame_rows(ctx) + shuffle_rows(ctx) + resize_rows(ctx) + tile_rows(ctx)
+    return frame_rows(ctx) + tiling_rows(ctx) + shuffle_rows(ctx) + resize_rows(ctx) + tile_rows(ctx)

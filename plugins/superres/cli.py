@@ -11,17 +11,10 @@ from typing import List, Optional
 
 import typer
 
-from gpuforge.core.context import get_context
 from gpuforge.core.errors import UsageError
-from gpuforge.core.output import emit
+from gpuforge.core.run import Run, command
 
 app = typer.Typer(help="ESPCN super-resolution (Shi et al. 2016) for images and video.", no_args_is_help=True)
-
-_JSON = typer.Option(False, "--json", help="Print the result as JSON.")
-
-
-def _json(flag: bool) -> bool:
-    return flag or get_context().json
 
 
 def _check_scale(scale: int) -> None:
@@ -29,8 +22,9 @@ def _check_scale(scale: int) -> None:
         raise UsageError(f"--scale {scale}: use an integer from 2 to 8 (built-in models: 2, 3, 4)")
 
 
-@app.command()
+@command(app, "train", outputs=True, seeded=True, threads=True)
 def train(
+    run: Run,
     data_dir: Path = typer.Argument(..., help="Folder of training photographs (PNG/JPEG...)."),
     scale: int = typer.Option(..., "--scale", help="Upscaling factor."),
     out: Path = typer.Option(..., "--out", help="Output model (.safetensors); best validation checkpoint."),
@@ -41,16 +35,13 @@ def train(
     batch: int = typer.Option(64, "--batch", help="Patches per step."),
     channels: str = typer.Option("y", "--channels", help="y (luma only, as the paper) or rgb."),
     val: Optional[Path] = typer.Option(None, "--val", help="Folder of validation images (PSNR each epoch)."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Resume file (<out>.resume.pt) or a model to start from."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Resume file (<out>.resume.safetensors) or a model to start from."),
     lr: float = typer.Option(1e-3, "--lr", help="Initial Adam learning rate (cosine decay to --lr-min)."),
     lr_min: float = typer.Option(1e-4, "--lr-min"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
-    force: bool = typer.Option(False, "--force", help="Overwrite --out."),
-    json_out: bool = _JSON,
 ) -> None:
-    """Train ESPCN on DATA_DIR: random patches, flips/rotations, validation PSNR each epoch, best kept."""
-    from gpuforge.core.files import Manifest, check_output, require_input
+    """Train ESPCN on DATA_DIR: random patches, flips/rotations, validation PSNR each epoch, best kept.
 
+    A resume file <OUT>.resume.safetensors is kept beside the model (it survives an interrupted run)."""
     _check_scale(scale)
     if channels not in ("y", "rgb"):
         raise UsageError(f"--channels {channels!r}: use y or rgb")
@@ -58,56 +49,39 @@ def train(
         raise UsageError("--patch must be >= 4 and --batch, --epochs, --epoch-steps, --steps >= 1")
     if out.suffix != ".safetensors":
         raise UsageError(f"--out {out}: the model is written as safetensors; name it *.safetensors")
-    require_input(data_dir, "DATA_DIR")
+    run.input(data_dir, "DATA_DIR")
     if val is not None:
-        require_input(val, "--val folder")
+        run.input(val, "--val folder")
     if resume is not None:
-        require_input(resume, "--resume file")
-    check_output(out, force)
+        run.input(resume, "--resume file")
+    model_out = run.output(out, kind="file")
+    from .train import is_resume_file, resume_path_for
 
-    import torch
-
-    from gpuforge.core.progress import progress
+    resume_file = run.state_file(resume_path_for(out), resuming=resume is not None and is_resume_file(resume))
 
     from .images import load_folder
     from .train import TrainConfig
     from .train import train as run_train
 
-    if threads:
-        torch.set_num_threads(threads)
-    seed = get_context().seed
     cfg = TrainConfig(scale=scale, channels=channels, epochs=epochs, epoch_steps=epoch_steps, steps=steps,
-                      patch=patch, batch=batch, lr=lr, lr_min=lr_min, seed=0 if seed is None else seed)
+                      patch=patch, batch=batch, lr=lr, lr_min=lr_min, seed=run.seed_or(0))
     train_images = load_folder(data_dir, "DATA_DIR")
     val_images = load_folder(val, "--val folder") if val is not None else None
-    command = "gpuforge superres " + " ".join(sys.argv[sys.argv.index("train"):] if "train" in sys.argv else [])
-    manifest = Manifest("superres train", {"scale": scale, "channels": channels, "steps": cfg.total_steps,
-                                           "epoch_steps": epoch_steps, "patch": patch, "batch": batch, "lr": lr,
-                                           "lr_min": lr_min, "seed": cfg.seed})
-    manifest.add_input(data_dir)
-    if val is not None:
-        manifest.add_input(val)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with manifest.timed("train"), progress(f"training x{scale}", total=cfg.total_steps) as bar:
-        result = run_train(cfg, train_images, val_images, out, resume, command, bar=bar)
-    manifest.add_output(out)
-    manifest.set("result", result)
-    manifest.write(out.parent, out.name + ".manifest.json")
+    cmdline = "gpuforge superres " + " ".join(sys.argv[sys.argv.index("train"):] if "train" in sys.argv else [])
+    with run.timed("train"), run.progress(f"training x{scale}", total=cfg.total_steps) as bar:
+        result = run_train(run, cfg, train_images, val_images, model_out.tmp, resume_file, resume, cmdline, bar=bar)
     result["out"] = str(out)
-    emit(result, f"x{scale} model -> {out}: best validation PSNR ({channels}) {result['best_val_psnr']:.2f} dB after {result['steps']} steps",
-         as_json=_json(json_out))
+    run.result(result, f"x{scale} model -> {out}: best validation PSNR ({channels}) {result['best_val_psnr']:.2f} dB "
+                       f"after {result['steps']} steps")
 
 
-@app.command()
+@command(app, "photos", outputs=True, device=False)
 def photos(
+    run: Run,
     out: Path = typer.Option(..., "--out", help="Folder to write PNGs into."),
     split: str = typer.Option("train", "--split", help="train, val or heldout (see the plugin README)."),
-    force: bool = typer.Option(False, "--force"),
-    json_out: bool = _JSON,
 ) -> None:
     """Write scikit-image's bundled photographs of one split as PNG (the built-in models' data)."""
-    from gpuforge.core.files import Manifest, atomic_dir
-
     from .images import SKIMAGE_SPLITS, skimage_photo, write_image
 
     if split not in SKIMAGE_SPLITS:
@@ -119,81 +93,81 @@ def photos(
 
         raise UnsupportedError("scikit-image is not installed; pip install scikit-image (it carries the photos)")
     names = SKIMAGE_SPLITS[split]
-    with atomic_dir(out, force=force) as tmp:
-        for name in names:
-            write_image(skimage_photo(name), tmp / f"{name}.png")
-        Manifest("superres photos", {"split": split, "images": names}).write(tmp)
-    emit({"out": str(out), "split": split, "images": names}, f"{len(names)} {split} photos -> {out}", as_json=_json(json_out))
+    folder = run.output(out, kind="dir")
+    for name in names:
+        write_image(skimage_photo(name), folder.tmp / f"{name}.png")
+    run.result({"out": str(out), "split": split, "images": names}, f"{len(names)} {split} photos -> {out}")
 
 
 def _model_option():
     return typer.Option("builtin", "--model", help="builtin (shipped x2/x3/x4 weights) or an ESPCN .safetensors file.")
 
 
-@app.command()
+@command(app, "upscale", outputs=True, threads=True)
 def upscale(
-    inputs: List[Path] = typer.Argument(..., help="Image files, folders of images, or videos (mp4/mkv/webm/avi/mov)."),
-    scale: int = typer.Option(..., "--scale", help="2, 3 or 4 (must match the model)."),
-    out: Path = typer.Option(..., "--out", help="Output file (one image/video input) or folder (several, or a folder)."),
-    model: str = _model_option(),
-    tile: Optional[int] = typer.Option(None, "--tile", help="Run the network on LR tiles of N x N pixels (bounded memory)."),
-    tile_pad: int = typer.Option(8, "--tile-pad", help="LR context pixels around each tile (>= 4: seamless)."),
+    run: Run,
+    inputs: Optional[List[Path]] = typer.Argument(None, help="Image files, folders of images, or videos (mp4/mkv/webm/avi/mov)."),
+    input_: Optional[List[Path]] = typer.Option(None, "-i", "--input", help="An input (repeatable), as Real-ESRGAN's -i."),
+    scale: Optional[int] = typer.Option(None, "--scale", min=2, max=8,
+                                        help="Network scale: 2, 3 or 4 for the built-ins (default: the model's, "
+                                             "else the one nearest --outscale, else 3)."),
+    outscale: Optional[float] = typer.Option(None, "-s", "--outscale", min=0.25, max=16.0,
+                                             help="Final scale (any, e.g. 3.5): the nearest model scale, then a "
+                                                  "bicubic resize."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output file (one image/video input) or a new folder "
+                                                           "(several inputs, or a folder)."),
+    output_dir: Optional[Path] = typer.Option(None, "-o", "--output", help="Folder to add <name>_<suffix>.<ext> "
+                                                                            "results to (Real-ESRGAN's layout)."),
+    suffix: Optional[str] = typer.Option(None, "--suffix", help="Appended to output names in folders "
+                                                                 "(default 'out' with -o, none with --out)."),
+    ext: str = typer.Option("auto", "--ext", help="Image format of folder outputs: auto (the input's), png, jpg, "
+                                                  "webp, tif, bmp. Alpha is always written as PNG."),
+    model: str = typer.Option("builtin", "--model", help="builtin (shipped x2/x3/x4 weights) or an ESPCN .safetensors file."),
+    tile: Optional[int] = typer.Option(None, "-t", "--tile", min=0,
+                                       help="LR tile size (bounded memory; the output is the same). Default: "
+                                            "automatic above 512x512 LR pixels (up to 512, fitted to the width); "
+                                            "0 never tiles."),
+    tile_pad: int = typer.Option(8, "--tile-pad", min=4, max=64, help="LR context pixels around each tile (>= 4: seamless)."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 or bf16 for the convolutions."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
-    force: bool = typer.Option(False, "--force", help="Overwrite --out."),
-    json_out: bool = _JSON,
+    alpha_upsampler: str = typer.Option("bicubic", "--alpha-upsampler",
+                                        help="bicubic, or espcn (the network on the alpha plane)."),
 ) -> None:
-    """Upscale images, folders and videos with ESPCN (output mirrors the input)."""
-    from gpuforge.core.files import check_output
-
-    _check_scale(scale)
+    """Upscale images, folders and videos with ESPCN; 16-bit, gray and alpha are kept."""
     if precision not in ("fp32", "fp16", "bf16"):
         raise UsageError(f"--precision {precision!r}: use fp32, fp16 or bf16")
-    check_output(out, force)
+    if alpha_upsampler not in ("bicubic", "espcn"):
+        raise UsageError(f"--alpha-upsampler {alpha_upsampler!r}: use bicubic or espcn")
 
-    import torch
-
-    from .espcn import resolve_model
+    from .espcn import pick_model
     from .pipeline import Upscaler, check_tile_args
-    from .upscale import plan_outputs, run
+    from .upscale import upscale_all
 
     check_tile_args(tile, tile_pad)
-    plan_outputs(list(inputs), out)
-    if threads:
-        torch.set_num_threads(threads)
-    from gpuforge.core.device import torch_device
-
-    device = torch_device()
-    net, meta, model_path = resolve_model(model, scale)
-    upscaler = Upscaler(net, tile=tile, tile_pad=tile_pad, precision=precision, device=device)
-    params = {"scale": scale, "model": model_path, "tile": tile, "tile_pad": tile_pad, "precision": precision,
-              "device": str(device)}
-    from gpuforge.core.progress import progress
-
-    with progress(f"upscaling x{scale} (images/frames)") as bar:
-        result = run(list(inputs), out, upscaler, force, params, bar=bar)
-    result.update(scale=scale, model=model_path)
-    emit(result, f"upscaled {len(result['items'])} item(s) x{scale} -> {out} in {result['seconds']:.1f} s",
-         as_json=_json(json_out))
+    net, meta, model_path = pick_model(model, scale, outscale)
+    upscaler = Upscaler(net, tile=tile, tile_pad=tile_pad, precision=precision, device=run.torch_device,
+                        alpha=alpha_upsampler)
+    run.params["model"] = model_path
+    result = upscale_all(run, list(inputs or []) + list(input_ or []), out, upscaler, output_dir=output_dir,
+                         suffix=suffix, ext=ext, outscale=outscale)
+    result.update(model=model_path)
+    where = out if out is not None else output_dir
+    run.result(result, f"upscaled {len(result['items'])} item(s) x{result['outscale']:g} -> {where} "
+                       f"in {result['seconds']:.1f} s")
 
 
-@app.command("eval")
+@command(app, "eval", outputs=True)
 def eval_(
+    run: Run,
     data_dir: Path = typer.Argument(..., help="Folder (or one file) of high-resolution photographs."),
     scale: int = typer.Option(..., "--scale", help="2, 3 or 4."),
     model: str = _model_option(),
     ssim: bool = typer.Option(True, "--ssim/--no-ssim", help="Also compute SSIM (slower)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Also write the result as JSON here (with a manifest)."),
-    force: bool = typer.Option(False, "--force"),
-    json_out: bool = _JSON,
 ) -> None:
     """Y-PSNR and SSIM (scale-pixel border cropped) of ESPCN vs bicubic, per image + mean."""
-    from gpuforge.core.files import check_output, require_input
-
     _check_scale(scale)
-    require_input(data_dir, "DATA_DIR")
-    if out is not None:
-        check_output(out, force)
+    run.input(data_dir, "DATA_DIR")
+    report = run.output(out, kind="file") if out is not None else None
 
     from gpuforge.core.output import print_table
 
@@ -208,33 +182,26 @@ def eval_(
     small = [n for n, im in images if min(im.shape[:2]) < MIN_SIDE * scale]
     if small:
         raise UsageError(f"{data_dir}/{small[0]} is too small for x{scale} evaluation (needs {MIN_SIDE * scale} pixels a side)")
-    from gpuforge.core.device import torch_device
-
-    result = evaluate(images, Upscaler(net, device=torch_device()), with_ssim=ssim)
+    result = evaluate(images, Upscaler(net, device=run.torch_device), with_ssim=ssim)
     result["model"] = model_path
-    if out is not None:
-        from gpuforge.core.files import Manifest, write_text_atomic
+    if report is not None:
         from gpuforge.core.output import to_json
 
-        write_text_atomic(out, to_json(result) + "\n", force=True)
-        m = Manifest("superres eval", {"scale": scale, "model": model_path})
-        m.add_input(data_dir)
-        m.add_output(out)
-        m.write(out.parent, out.name + ".manifest.json")
+        report.tmp.write_text(to_json(result) + "\n")
 
     def human() -> None:
         rows = result["images"] + [{"image": "mean", **result["mean"]}]
         cols = ["image", "psnr_bicubic", "psnr_espcn", "gain_db"] + (["ssim_bicubic", "ssim_espcn"] if ssim else [])
         print_table(rows, cols, title=f"x{scale} Y-PSNR (dB) / SSIM, {scale}-pixel border cropped; model {model_path}")
 
-    emit(result, human, as_json=_json(json_out))
+    run.result(result, human)
 
 
-@app.command()
+@command(app, "bench", device=False)
 def bench(
+    run: Run,
     quick: bool = typer.Option(False, "--quick", help="Fewer repeats."),
-    only: str = typer.Option("all", "--only", help="all, frame, shuffle, resize or tiles."),
-    json_out: bool = _JSON,
+    only: str = typer.Option("all", "--only", help="all, frame, tiling, shuffle, resize or tiles."),
 ) -> None:
     """fps of 640x360 -> 1920x1080 x3, ours vs a plain torch module; kernel timings."""
     from gpuforge.core.bench import BenchContext
@@ -242,7 +209,8 @@ def bench(
 
     from . import bench as b
 
-    parts = {"frame": b.frame_rows, "shuffle": b.shuffle_rows, "resize": b.resize_rows, "tiles": b.tile_rows}
+    parts = {"frame": b.frame_rows, "tiling": b.tiling_rows, "shuffle": b.shuffle_rows, "resize": b.resize_rows,
+             "tiles": b.tile_rows}
     if only != "all" and only not in parts:
         raise UsageError(f"--only {only!r}: use all, {', '.join(parts)}")
     try:
@@ -263,4 +231,4 @@ def bench(
         fmt = [{k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
         print_table(fmt, cols, title="superres benchmarks (ratio = baseline time / this time; > 1 is faster)")
 
-    emit({"rows": rows}, human, as_json=_json(json_out))
+    run.result({"rows": rows}, human)

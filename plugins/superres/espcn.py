@@ -120,9 +120,19 @@ def load_model(path: str | Path) -> tuple[ESPCN, dict]:
         raise BadInputError(f"{path} is not a safetensors model file ({type(exc).__name__}); pass an ESPCN .safetensors") from None
     if meta.get("format") != FORMAT:
         raise BadInputError(f"{path} is not a gpuforge ESPCN model (metadata format={meta.get('format')!r})")
-    scale = int(meta["scale"])
-    channels = 1 if meta.get("channels", "y") == "y" else 3
-    features = tuple(json.loads(meta.get("features", "[64, 32]")))
+    for name, t in state.items():  # NaN/inf weights would upscale to black or garbage, silently
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise BadInputError(f"{path}: weight {name} holds NaN or inf values; the model is broken "
+                                "(retrain it or pass another --model)")
+    try:
+        scale = int(meta["scale"])
+        channels = 1 if meta.get("channels", "y") == "y" else 3
+        features = tuple(int(f) for f in json.loads(meta.get("features", "[64, 32]")))
+        if not 2 <= scale <= 8 or len(features) != 2 or min(features) < 1 or max(features) > 1024:
+            raise ValueError("out of range")
+    except (KeyError, ValueError, TypeError) as exc:
+        raise BadInputError(f"{path}: its metadata (scale {meta.get('scale')!r}, features {meta.get('features')!r}) "
+                            f"is not a valid ESPCN description ({exc})") from None
     model = ESPCN(scale, channels, features, skip=meta.get("skip", "none") == "bicubic")  # type: ignore[arg-type]
     try:
         model.load_state_dict(state)
@@ -149,3 +159,25 @@ def resolve_model(spec: str, scale: int) -> tuple[ESPCN, dict, str]:
     if meta["scale"] != scale:
         raise UsageError(f"model {path} is for x{meta['scale']}, not --scale {scale}; pass --scale {meta['scale']} or another --model")
     return model, meta, str(path)
+
+
+BUILTIN_SCALES = (2, 3, 4)
+DEFAULT_SCALE = 3
+
+
+def nearest_scale(outscale: float, scales=BUILTIN_SCALES) -> int:
+    """The model scale for ``--outscale``: the nearest one, the larger on a tie (a
+    downsized larger upscale keeps more detail than an enlarged smaller one)."""
+    return min(scales, key=lambda s: (abs(s - outscale), -s))
+
+
+def pick_model(spec: str, scale: int | None, outscale: float | None) -> tuple[ESPCN, dict, str]:
+    """``--model`` / ``--scale`` / ``--outscale`` -> (model, metadata, description).
+    The scale is ``--scale``, else the model file's, else the built-in nearest
+    ``--outscale``, else 3; a model file at another scale than ``--scale`` is a usage error."""
+    if scale is None:
+        if spec != "builtin":
+            model, meta = load_model(Path(spec))
+            return model, meta, spec
+        scale = nearest_scale(outscale) if outscale is not None else DEFAULT_SCALE
+    return resolve_model(spec, scale)

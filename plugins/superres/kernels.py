@@ -108,17 +108,29 @@ def _clamp01(v: np.ndarray) -> np.ndarray:
     return np.where(v >= 0, np.minimum(v, np.float32(1)), np.float32(0)).astype(np.float32)
 
 
-def shuffle_ycbcr_rgb(feats, cbcr) -> np.ndarray:
-    """(r*r, h, w) luma sub-pixels + (h*r, w*r, 2) CbCr -> (h*r, w*r, 3) uint8 RGB."""
+def pixel_shuffle(feats: np.ndarray) -> np.ndarray:
+    """(r*r, h, w) -> (h*r, w*r): channel i*r + j of LR pixel (y, x) is HR pixel (y*r + i, x*r + j)."""
+    rr, h, w = feats.shape
+    r = math.isqrt(rr)
+    return feats.reshape(r, r, h, w).transpose(2, 0, 3, 1).reshape(h * r, w * r)
+
+
+def shuffle_ycbcr_rgb_float(feats, cbcr) -> np.ndarray:
+    """The reference's arithmetic before rounding: float32 RGB in [0, 1] (NaN -> 0).
+    16-bit pictures are rounded from it to 65535 levels (no fused 16-bit kernel)."""
     feats, cbcr = _f32("feats", feats), _f32("cbcr", cbcr)
-    r, h, w = shuffle_shapes(feats.shape, cbcr.shape)
-    # channel i*r + j of LR pixel (y, x) is HR pixel (y*r + i, x*r + j)
-    y = _clamp01(feats.reshape(r, r, h, w).transpose(2, 0, 3, 1).reshape(h * r, w * r))
+    shuffle_shapes(feats.shape, cbcr.shape)
+    y = _clamp01(pixel_shuffle(feats))
     cb, cr = cbcr[..., 0] - np.float32(0.5), cbcr[..., 1] - np.float32(0.5)
     rgb = np.stack([y + np.float32(CR_R) * cr,
                     y - np.float32(CB_G) * cb - np.float32(CR_G) * cr,
                     y + np.float32(CB_B) * cb], axis=-1)
-    return np.floor(_clamp01(rgb) * np.float32(255) + np.float32(0.5)).astype(np.uint8)
+    return _clamp01(rgb)
+
+
+def shuffle_ycbcr_rgb(feats, cbcr) -> np.ndarray:
+    """(r*r, h, w) luma sub-pixels + (h*r, w*r, 2) CbCr -> (h*r, w*r, 3) uint8 RGB."""
+    return np.floor(shuffle_ycbcr_rgb_float(feats, cbcr) * np.float32(255) + np.float32(0.5)).astype(np.uint8)
 
 
 def bicubic_resize(x, out_h: int, out_w: int, clamp: bool = False) -> np.ndarray:

@@ -191,3 +191,21 @@ def ptx():
         (split_kernel, f"void({f3}, {i1}, {i1}, {f4})"),
         (stitch_kernel, f"void({f4}, {i1}, {i1}, int64, {f3})"),
     ]
+
+
+# One list per registered kernel, so that `gpuforge kernels inspect` reports each raw
+# kernel once, under the kernel (and the tuning.toml entry) that launches it.
+def shuffle_ycbcr_rgb_ptx():
+    return [e for e in ptx() if e[0] is shuffle_kernel]
+
+
+def bicubic_resize_ptx():
+    return [e for e in ptx() if e[0] in (resize_h_kernel, resize_v_kernel)]
+
+
+def tile_split_ptx():
+    return [e for e in ptx() if e[0] is split_kernel]
+
+
+def tile_stitch_ptx():
+    return [e for e in ptx() if e[0] is stitch_kernel]

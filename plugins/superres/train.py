@@ -124,25 +124,34 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * t))
 
 
-def _save_resume(path: Path, model, opt, step: int, best: float, cfg: TrainConfig) -> None:
-    import os
-    import tempfile
+RESUME_FORMAT = "gpuforge.superres.resume/1"
+RESUME_SUFFIX = ".resume.safetensors"
 
-    state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": torch.tensor(step),
-             "best": torch.tensor(best), "scale": torch.tensor(cfg.scale),
-             "channels": torch.tensor(1 if cfg.channels == "y" else 3)}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+
+def resume_path_for(out: Path) -> Path:
+    return out.with_name(out.name + RESUME_SUFFIX)
+
+
+def is_resume_file(path: Path) -> bool:
+    """A resume state file (not a model to start from), by its metadata."""
+    from safetensors import safe_open
+
     try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with safe_open(str(path), framework="pt") as fh:
+            return (fh.metadata() or {}).get("format") == RESUME_FORMAT
+    except Exception:  # not safetensors at all: load_model says so in one line
+        return False
 
 
-def train(cfg: TrainConfig, train_images, val_images, out: Path, resume: Path | None, command: str,
-          on_epoch=None, bar=None) -> dict:
+def _resume_state(model, opt, step: int, best: float, cfg: TrainConfig) -> dict:
+    return {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
+            "scale": cfg.scale, "channels": 1 if cfg.channels == "y" else 3}
+
+
+def train(run, cfg: TrainConfig, train_images, val_images, out: Path, resume_path: Path, resume: Path | None,
+          command: str, on_epoch=None, bar=None) -> dict:
+    """Train; the best model so far is written to ``out`` (the run's temporary output)
+    after each epoch that improved, the resume state to ``resume_path`` after each epoch."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     nch = 1 if cfg.channels == "y" else 3
@@ -156,27 +165,27 @@ def train(cfg: TrainConfig, train_images, val_images, out: Path, resume: Path | 
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step, best = 0, -math.inf
     if resume is not None:
-        if resume.suffix == ".safetensors":
-            init, meta = load_model(resume)
-            if meta["scale"] != cfg.scale or init.channels != nch:
-                raise BadInputError(f"--resume {resume} is x{meta['scale']} {meta['channels']}, not x{cfg.scale} {cfg.channels}")
-            model.load_state_dict(init.state_dict())
-        else:
-            try:
-                state = torch.load(resume, map_location="cpu", weights_only=True)
-                ok = int(state["scale"]) == cfg.scale and int(state["channels"]) == nch
-            except Exception as exc:
-                raise BadInputError(f"--resume {resume} is not a superres resume file ({type(exc).__name__})") from None
-            if not ok:
+        if resume.suffix in (".pt", ".pth", ".bin", ".pkl", ".ckpt"):
+            raise BadInputError(f"--resume {resume}: pickle files are not read (resume files of earlier gpuforge "
+                                f"versions were); start again, or from the model: --resume <model>.safetensors")
+        if is_resume_file(resume):
+            from gpuforge.core.statefile import read_state_file
+
+            state = read_state_file(resume, RESUME_FORMAT, "--resume", "superres resume file")
+            if int(state["scale"]) != cfg.scale or int(state["channels"]) != nch:
                 raise BadInputError(f"--resume {resume} was trained for another scale or channel count")
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["opt"])
             step, best = int(state["step"]), float(state["best"])
+        else:
+            init, meta = load_model(resume)
+            if meta["scale"] != cfg.scale or init.channels != nch:
+                raise BadInputError(f"--resume {resume} is x{meta['scale']} {meta['channels']}, not x{cfg.scale} {cfg.channels}")
+            model.load_state_dict(init.state_dict())
     model.train()
     base = bicubic_psnr(val_pairs, cfg.scale)
     log.info("validation baseline", bicubic_psnr=round(base, 4), start_psnr=round(validate(model, val_pairs), 4))
     sampler = PatchSampler(train_pairs, cfg.scale, cfg.patch, rng)
-    resume_path = out.with_name(out.name + ".resume.pt")
     history = []
     t0 = time.perf_counter()
     extra = {"command": command, "train_images": [n for n, _, _ in train_pairs],
@@ -204,11 +213,11 @@ def train(cfg: TrainConfig, train_images, val_images, out: Path, resume: Path | 
             best = val
             extra["val_psnr_y"] = f"{val:.4f}"
             extra["step"] = str(step)
-            from gpuforge.core.files import atomic_path
+            save_model(model, out, extra)
+        state = _resume_state(model, opt, step, best, cfg)
+        from gpuforge.core.statefile import write_state_file
 
-            with atomic_path(out, force=True) as tmp:
-                save_model(model, tmp, extra)
-        _save_resume(resume_path, model, opt, step, best, cfg)
+        run.write_state(resume_path, lambda tmp: write_state_file(tmp, state, RESUME_FORMAT))
         rec = {"epoch": math.ceil(step / cfg.epoch_steps), "step": step, "train_loss": loss_sum / max(chunk, 1),
                "val_psnr": round(val, 4), "gain_db": round(val - base, 3), "best": improved, "seconds": round(time.perf_counter() - t0, 1)}
         history.append(rec)

@@ -7,6 +7,7 @@ packets are copied unchanged (no re-encoding) when the container has audio.
 """
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
@@ -70,10 +71,43 @@ def probe(path: str | Path) -> dict:
         container.close()
 
 
+def frame_count(path: str | Path) -> int | None:
+    """Frames the container says the video has (its header, else duration x rate);
+    None when it says neither. For progress totals: nothing is decoded."""
+    container = _open_input(Path(path))
+    try:
+        vs = container.streams.video[0]
+        if vs.frames:
+            return int(vs.frames)
+        rate = vs.average_rate or vs.guessed_rate
+        if vs.duration is not None and vs.time_base is not None:
+            seconds = float(vs.duration * vs.time_base)
+        elif container.duration is not None:
+            seconds = container.duration / 1_000_000
+        else:
+            return None
+        return max(1, round(seconds * float(rate))) if rate else None
+    finally:
+        container.close()
+
+
+def frame_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of the video stream, from the header."""
+    container = _open_input(Path(path))
+    try:
+        ctx = container.streams.video[0].codec_context
+        return int(ctx.width), int(ctx.height)
+    finally:
+        container.close()
+
+
 def upscale_video(src: Path, dst: Path, scale: int, frame_fn: Callable[[np.ndarray], np.ndarray],
-                  on_frame: Callable[[], None] | None = None) -> dict:
-    """Write ``dst`` (a temporary path the caller moves into place)."""
+                  on_frame: Callable[[], None] | None = None, outscale: float | None = None) -> dict:
+    """Write ``dst`` (a temporary path the caller moves into place). ``outscale``: the
+    output is resized to floor(side x outscale), rounded down to even (yuv420p)."""
     import av
+
+    from .upscale import out_size
 
     codec = VIDEO_CODECS.get(dst.suffix.lower())
     if codec is None:
@@ -87,9 +121,15 @@ def upscale_video(src: Path, dst: Path, scale: int, frame_fn: Callable[[np.ndarr
         expected = vs.frames  # 0 when the container does not say (mkv, webm)
         rate = vs.average_rate or vs.guessed_rate or 25
         ovs = out.add_stream(codec, rate=rate)
-        ovs.width, ovs.height = vs.codec_context.width * scale, vs.codec_context.height * scale
+        w, h = vs.codec_context.width, vs.codec_context.height
+        oh, ow = out_size(h, w, float(outscale if outscale is not None else scale), video=True)
+        ovs.width, ovs.height = ow, oh
         ovs.pix_fmt = "yuv420p"
-        ovs.time_base = vs.time_base
+        # AVI counts frames, not time: its time base must be one frame (1/rate), or it
+        # declares the time base as the frame rate (600 fps for a 1/600 base). The others
+        # keep the input's time base, so every frame keeps its timestamp exactly.
+        ticks = fmt == "avi"
+        ovs.time_base = (1 / Fraction(rate)) if ticks else vs.time_base
         if codec == "libx264":
             ovs.options = {"crf": "16", "preset": "veryfast"}
         elif codec == "mpeg4":
@@ -102,11 +142,20 @@ def upscale_video(src: Path, dst: Path, scale: int, frame_fn: Callable[[np.ndarr
             except (ValueError, av.error.FFmpegError) as exc:
                 raise UnsupportedError(f"{dst.suffix} cannot hold the {audio_in.codec_context.name} audio of {src.name} "
                                        f"({str(exc).splitlines()[0]}); choose .mkv") from None
+
+        def fit(rgb: np.ndarray) -> np.ndarray:
+            up = frame_fn(rgb)
+            if up.shape[:2] != (oh, ow):
+                from .pipeline import resize_picture
+
+                up = resize_picture(up, oh, ow)
+            return up
+
         streams = [vs] + ([audio_in] if audio_in is not None else [])
         for packet in inp.demux(*streams):
             if packet.stream is vs:
                 for frame in packet.decode():
-                    frames += _encode(frame, frame_fn, ovs, out)
+                    frames += _encode(frame, fit, ovs, out, Fraction(rate) if ticks else None)
                     if on_frame:
                         on_frame()
             elif packet.dts is not None:
@@ -125,16 +174,21 @@ def upscale_video(src: Path, dst: Path, scale: int, frame_fn: Callable[[np.ndarr
     if expected and frames < expected:
         raise BadInputError(f"{src}: only {frames} of the {expected} frames its header lists could be decoded; "
                             "the file may be truncated")
-    return {"frames": frames, "codec": codec, "audio_copied": audio_out is not None}
+    return {"frames": frames, "codec": codec, "audio_copied": audio_out is not None, "out_size": [ow, oh]}
 
 
-def _encode(frame, frame_fn, ovs, out) -> int:
+def _encode(frame, frame_fn, ovs, out, rate: Fraction | None = None) -> int:
+    """Encode one upscaled frame at its timestamp (``rate``: in frame ticks, for AVI)."""
     import av
 
     rgb = frame.to_ndarray(format="rgb24")
     up = frame_fn(rgb)
     new = av.VideoFrame.from_ndarray(up, format="rgb24")
-    new.pts, new.time_base = frame.pts, frame.time_base
+    if rate is None:
+        new.pts, new.time_base = frame.pts, frame.time_base
+    else:
+        pts = frame.pts if frame.pts is not None else 0
+        new.pts, new.time_base = round(pts * frame.time_base * rate), 1 / rate
     for packet in ovs.encode(new):
         out.mux(packet)
     return 1

@@ -37,12 +37,114 @@ def test_adamw_matches_torch_over_100_steps(backend):
     np.testing.assert_allclose(v, st["exp_avg_sq"].numpy(), rtol=1e-5, atol=1e-9)
 
 
-def test_fused_adamw_is_3x_faster_than_torch_foreach_on_50M():
-    """One run of the benchmark (ratio in the same process, not an absolute time)."""
+def test_bench_runs_every_optimizer_on_the_same_parameters():
+    """The benchmark's rows (small n): torch fused and foreach, our fp32 and 8-bit steps,
+    all present with positive times; ratios are reported, never asserted (shared machine)."""
     from gpuforge.plugins.finetune.bench import adamw_vs_torch
 
-    r = adamw_vs_torch(50_000_000, repeat=2)
-    assert r["ratio"] >= 3.0, r
+    r = adamw_vs_torch(300_000, repeat=1, bnb=False)
+    assert {"torch_fused_s", "torch_foreach_s", "fused_s", "fused8_s"} <= r.keys(), r
+    assert all(r[k] > 0 for k in ("torch_fused_s", "torch_foreach_s", "fused_s", "fused8_s")), r
+
+
+@pytest.mark.parametrize("n", [1000, 64 * 256 + 300, 3 * 64 * 256])
+def test_fused_8bit_step_equals_the_three_kernels_bit_for_bit(n):
+    """One pass per block (adamw8bit_step_inplace_cpu) against dequantize -> adamw_step ->
+    quantize with the registered numba-cpu kernels (equal bits, NaN/inf gradients and a
+    partial last block included), and within float tolerance of the same chain of
+    references."""
+    rng = np.random.default_rng(n)
+    p = rng.standard_normal(n).astype(np.float32)
+    p_ref, p_np = p.copy(), p.copy()
+    mq, ma = adam.quantize_blockwise_8bit_cpu(rng.standard_normal(n).astype(np.float32) * 1e-2, 256, True)
+    vq, va = adam.quantize_blockwise_8bit_cpu(rng.random(n).astype(np.float32) * 1e-4, 256, False)
+    ref = [mq.copy(), ma.copy(), vq.copy(), va.copy()]
+    npy = [mq.copy(), ma.copy(), vq.copy(), va.copy()]
+    for step in range(1, 6):
+        g = rng.standard_normal(n).astype(np.float32) * 1e-2
+        if step == 3:
+            g[:3] = [np.nan, np.inf, -np.inf]
+        adam.adamw8bit_step_inplace_cpu(p, g, mq, ma, vq, va, step, 1e-3, 0.9, 0.999, 1e-8, 0.01)
+        chains = ((ref, p_ref, "numba-cpu"), (npy, p_np, "reference")) if step < 3 else ((ref, p_ref, "numba-cpu"),)
+        for st, pp, backend in chains:
+            m = call("finetune.dequantize_blockwise_8bit", st[0], st[1], 256, True, backend=backend)
+            v = call("finetune.dequantize_blockwise_8bit", st[2], st[3], 256, False, backend=backend)
+            pp[:], m, v = call("finetune.adamw_step", pp, g, m, v, step, 1e-3, 0.9, 0.999, 1e-8, 0.01, backend=backend)
+            st[0], st[1] = call("finetune.quantize_blockwise_8bit", m, 256, True, backend=backend)
+            st[2], st[3] = call("finetune.quantize_blockwise_8bit", v, 256, False, backend=backend)
+        for a, b in zip((p, mq, ma, vq, va), (p_ref, *ref)):
+            assert np.array_equal(a, b, equal_nan=True), step
+        if step < 3:
+            np.testing.assert_allclose(p, p_np, rtol=1e-6, atol=1e-7)
+            assert np.abs(mq.astype(int) - npy[0].astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_table_started_search_equals_searchsorted(signed):
+    """The fused 8-bit step's search (one table load, then 1-2 compares) against NumPy's
+    searchsorted on the midpoints, at and next to every midpoint, +-0, +-1 and random
+    values; NaN gives code 0 like the eight-step search."""
+    from numba import njit
+
+    bounds = adam._BOUNDS[signed]
+    table = adam._FAST[signed]
+
+    @njit
+    def codes(x, padded, fast, out):
+        bits = x.view(np.uint32)
+        for i in range(x.size):
+            out[i] = adam._bucket_fast(padded, fast[0], fast[1], fast[2], fast[3], x[i], bits[i])
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([bounds, np.nextafter(bounds, 2), np.nextafter(bounds, -2), [0.0, -0.0, 1.0, -1.0, 1e-38, -1e-38],
+                        rng.uniform(-1, 1, 100_000), rng.standard_normal(10_000) * 1e-3]).astype(np.float32)
+    x = np.clip(x, -1, 1).astype(np.float32)
+    out = np.empty(x.size, np.int64)
+    codes(x, adam._PADDED[signed], table, out)
+    assert np.array_equal(out, np.searchsorted(bounds, x, side="left"))
+    codes(np.array([np.nan], np.float32), adam._PADDED[signed], table, out[:1])
+    assert out[0] == adam._bucket(adam._PADDED[signed], np.float32(np.nan)) == 0
+
+
+def test_optimizer_choices():
+    """`adamw` (default) and `adamw-8bit`: our flat-buffer steps; `torch-adamw`: torch's
+    fused kernel, the strongest baseline torch has on the CPU."""
+    from gpuforge.plugins.finetune.optim import FlatAdamW, TorchAdamW, make_optimizer
+
+    p = torch.nn.Parameter(torch.zeros(10))
+    opt = make_optimizer([p], "torch-adamw", "none", 1e-3, 0.0)
+    assert isinstance(opt, TorchAdamW) and opt.opt.defaults["fused"] is True
+    assert isinstance(make_optimizer([p], "adamw", "none", 1e-3, 0.0), FlatAdamW)
+    assert make_optimizer([p], "adamw-8bit", "none", 1e-3, 0.0).eight_bit
+
+
+@pytest.mark.parametrize("eight_bit", [False, True])
+def test_flat_adamw_in_place_equals_the_registered_kernels(eight_bit):
+    """Host buffers on numba-cpu are updated in place (fused 8-bit pass, in-place fp32
+    core): the same bits as the same optimizer stepping through the registered numba-cpu
+    kernels (which return new arrays)."""
+    from gpuforge.plugins.finetune.optim import FlatAdamW
+
+    torch.manual_seed(0)
+    ps = [torch.nn.Parameter(torch.randn(300, 7)), torch.nn.Parameter(torch.randn(1000))]
+    a = FlatAdamW(ps, 1e-3, 0.01, eight_bit=eight_bit)
+    b = FlatAdamW([torch.nn.Parameter(p.detach().clone()) for p in ps], 1e-3, 0.01, eight_bit=eight_bit)
+    assert a._in_place(a._backend())
+    for _ in range(5):
+        grads = [torch.randn_like(p) * 0.01 for p in ps]
+        for opt in (a, b):
+            for p, g in zip(opt.params, grads):
+                p.grad = g.clone()
+        a.step(1e-3)
+        b.t += 1
+        b.gather_grads()
+        b._step_registry(1e-3, "numba-cpu")
+        with torch.no_grad():
+            for p, o in zip(b.params, b.offsets):
+                p.copy_(torch.as_tensor(b.master[o:o + p.numel()]).view_as(p))
+    for k, arr in a._arrays().items():
+        assert np.array_equal(arr, getattr(b, k)), k
+    assert np.array_equal(a.master, b.master)
 
 
 def test_dynamic_map_and_quantization_match_bitsandbytes():

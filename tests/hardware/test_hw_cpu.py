@@ -67,3 +67,16 @@ def test_profile_carries_hw_bench_results_when_cached(monkeypatch):
     assert prof["hw_bench"] == {"triad": {"value": 9.5, "unit": "GB/s", "share": 0.8}}
     monkeypatch.setattr(bench, "cached_cpu_result", lambda: None)
     assert "hw_bench" not in cpu.cpu_profile()
+
+
+def test_simd_features_and_bench_machine():
+    from gpuforge.hardware.cpu import SIMD_FLAGS, bench_machine, simd_features
+
+    feats = simd_features()
+    assert feats == [f for f in SIMD_FLAGS if f in feats]          # known names, in table order
+    import platform
+    if platform.machine() in ("x86_64", "AMD64"):
+        assert "sse4_2" in feats or not feats
+    m = bench_machine()
+    assert m["cpu"] and m["simd"] == " ".join(feats) and m["cores"] >= 1
+    assert m["load_1m"] is None or m["load_1m"] >= 0

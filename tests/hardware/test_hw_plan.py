@@ -129,7 +129,8 @@ def test_plan_cli_human_output(capsys, fake_registry):
     (["plan", "nope", "job"], 2, "no estimate for `nope job`"),
     (["plan", "fake", "job", "--params", "7e9", "--gpu", "h1000"], 3, "unknown GPU"),
     (["plan", "fake", "job", "--params=-7e9"], 3, "--params must be positive"),
-    (["plan", "fake", "job", "--bogus"], 2, "rejected the arguments"),
+    (["plan", "fake", "job", "--params", "7e9", "--bogus"], 2, "`plan fake job`: unrecognized arguments: --bogus"),
+    (["plan", "fake", "job"], 2, "`plan fake job`: the following arguments are required: --params"),
     (["plan", "fake", "missing"], 1, "does not load"),
 ])
 def test_plan_cli_bad_inputs(capsys, fake_registry, args, code, needle):
@@ -137,6 +138,7 @@ def test_plan_cli_bad_inputs(capsys, fake_registry, args, code, needle):
     assert rc == code, err
     errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and needle in errors[0], err
+    assert len(err.strip().splitlines()) == 1, err   # argparse's usage lines are not repeated
     assert out == ""
 
 

@@ -199,3 +199,11 @@ def test_bench_quick_reports_ratios_and_in_run_bandwidth(run_cli, tmp_path):
     mv = {row["impl"]: row for row in rows if row["name"].startswith("matvec")}
     assert any(i.startswith("numba-cpu NF4 W4A16 (fused") for i in mv) and "numba-cpu GPTQ 4-bit g128 W4A16 (fused)" in mv
     assert all(row["ratio"] > 0 for impl, row in mv.items() if impl != "torch float32 mv")
+    # every row says what it ran on; the NF4 row which SIMD path (issue 20)
+    from gpuforge.hardware.cpu import cpu_model, simd_features
+    from gpuforge.plugins.quantize.matvec import PATH_NAMES, nf4_matvec_path
+
+    assert all(row["cpu"] == cpu_model() and row["simd"] == " ".join(simd_features()) and "load_1m" in row
+               for row in rows)
+    nf4 = next(row for impl, row in mv.items() if impl.startswith("numba-cpu NF4") and "forced" not in impl)
+    assert nf4["path"] == nf4_matvec_path(1024, 64) and PATH_NAMES[nf4["path"]] in nf4["impl"]

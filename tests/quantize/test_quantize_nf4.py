@@ -147,9 +147,9 @@ def test_gptq_chosen_codes_load_through_bitsandbytes_and_lower_output_error(quan
 @pytest.mark.parametrize("quant_type", ["nf4", "fp4"])
 @pytest.mark.parametrize("path", ["avx512", "lookup-table", "per-value"])
 def test_matvec_paths_agree_with_reference(monkeypatch, quant_type, path):
-    """numba-cpu nf4_matvec has three paths (AVX-512 vpermps, byte-pair lookup tables,
-    per-value decode); the conformance cases reach the ones this CPU takes, this test
-    forces each on the same layer."""
+    """numba-cpu nf4_matvec has four paths (AVX-512 vpermps, byte shuffles, byte-pair
+    lookup tables, per-value decode); the conformance cases reach the ones this CPU
+    takes, this test forces each on the same layer (byte shuffles: test_quantize_matvec.py)."""
     from gpuforge.plugins.quantize import matvec, simd
 
     if path == "avx512" and not simd.AVAILABLE:
@@ -158,6 +158,7 @@ def test_matvec_paths_agree_with_reference(monkeypatch, quant_type, path):
     p, a = formats.call("quantize.nf4_encode", _normal((rows, cols), 8).reshape(-1), bs, quant_type)
     x = _normal(cols, 9)
     monkeypatch.setattr(matvec, "USE_AVX512", path == "avx512")
+    monkeypatch.setattr(matvec, "USE_BYTES", False)
     if path == "per-value":
         y = np.zeros(rows, np.float32)
         matvec._nf4_matvec_rows(p, a, x, rows, bs, matvec.code_table(quant_type), y)

@@ -12,84 +12,7 @@ from PIL import Image  # noqa: E402
 
 from gpuforge.plugins.superres.espcn import builtin_path  # noqa: E402
 
-
-def _photo(h=30, w=40, seed=0) -> np.ndarray:
-    g = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    img = np.stack([xx * 6, yy * 8, (xx + yy) * 3], -1) + g.normal(0, 10, (h, w, 3))
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("imgs")
-    Image.fromarray(_photo()).save(d / "a.png")
-    Image.fromarray(_photo(26, 33, 1)).save(d / "b.jpg", quality=95)
-    (d / "sub").mkdir()
-    Image.fromarray(_photo(20, 20, 2)).save(d / "sub" / "c.png")
-    return d
-
-
-def make_clip(path: Path, n: int = 6, w: int = 32, h: int = 24, audio: bool = True, codec: str = "mpeg4") -> Path:
-    import av
-
-    out = av.open(str(path), "w")
-    vs = out.add_stream(codec, rate=12)
-    vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
-    a = None
-    if audio:
-        a = out.add_stream("aac", rate=16000)
-        a.layout = "mono"
-    for i in range(n):
-        img = _photo(h, w, i)
-        for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-            out.mux(p)
-    for p in vs.encode(None):
-        out.mux(p)
-    if a is not None:
-        samples = int(16000 * n / 12)
-        data = (0.3 * np.sin(2 * np.pi * 440 * np.arange(samples) / 16000)).astype(np.float32)[None]
-        for k in range(0, samples, 1024):
-            fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(data[:, k:k + 1024]), format="fltp", layout="mono")
-            fr.sample_rate, fr.pts = 16000, k
-            for p in a.encode(fr):
-                out.mux(p)
-        for p in a.encode(None):
-            out.mux(p)
-    out.close()
-    return path
-
-
-needs_x3 = pytest.mark.skipif(not builtin_path(3).exists(), reason="built-in x3 weights missing")
-
-
-class _Result:
-    def __init__(self, code, out, err):
-        self.code, self.stdout, self.stderr = code, out, err
-
-    def json(self):
-        import json
-
-        return json.loads(self.stdout)
-
-    def __repr__(self):
-        return f"<exit {self.code}\nstdout: {self.stdout[-1500:]}\nstderr: {self.stderr[-1500:]}>"
-
-
-@pytest.fixture
-def gf(capsys):
-    """The CLI in this process (saves torch/numba start-up per call): gf(*args) -> result."""
-    from gpuforge.cli.main import main
-
-    def _run(*args):
-        capsys.readouterr()
-        code = main(["--log-format", "json", *args])
-        out, err = capsys.readouterr()
-        # structlog lines are JSON on stderr; the error line is the plain "error: ..." one
-        err = "\n".join(ln for ln in err.splitlines() if not ln.startswith("{"))
-        return _Result(code, out, err)
-
-    return _run
+from superres_media import _photo, make_clip, needs_x3  # noqa: E402
 
 
 @needs_x3
@@ -253,3 +176,42 @@ def test_train_rgb_model_and_tiled_upscale(gf, tmp_path):
               "--tile", "10", "--tile-pad", "4").code == 0
     x, y = np.asarray(Image.open(a)).astype(int), np.asarray(Image.open(b)).astype(int)
     assert x.shape == (96, 96, 3) and np.abs(x - y).max() <= 1
+
+
+@needs_x3
+def test_avi_output_declares_the_input_rate(gf, tmp_path):
+    # Before: the AVI stream took the mp4's time base (1/12288 here, 1/600 elsewhere) and
+    # declared it as its frame rate, with 300 "frames" for 6 and a wrong duration.
+    import av
+
+    from gpuforge.plugins.superres.video import probe
+
+    clip = make_clip(tmp_path / "clip.mp4", audio=False)
+    out = tmp_path / "clip.avi"
+    r = gf("superres", "upscale", str(clip), "--scale", "2", "--out", str(out))
+    assert r.code == 0, r
+    with av.open(str(out)) as c:
+        vs = c.streams.video[0]
+        assert vs.average_rate == 12 and vs.frames == 6, (vs.average_rate, vs.frames, vs.time_base)
+    b = probe(out)
+    assert b["frames"] == 6 and b["video_duration_s"] == pytest.approx(0.5)
+
+
+@needs_x3
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_video_progress_total_is_the_frame_count(gf, tmp_path, monkeypatch, suffix):
+    # Before: the bar had no total ("48/?") although the container lists the frames.
+    from gpuforge.core.run import Run
+
+    totals = []
+    real = Run.progress
+
+    def spy(self, description, total=None):
+        totals.append(total)
+        return real(self, description, total)
+
+    monkeypatch.setattr(Run, "progress", spy)
+    clip = make_clip(tmp_path / f"clip{suffix}", n=5, audio=False)  # mkv lists no count: duration x rate
+    r = gf("superres", "upscale", str(clip), "--scale", "2", "--out", str(tmp_path / f"o{suffix}"))
+    assert r.code == 0, r
+    assert totals == [5]

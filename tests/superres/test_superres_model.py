@@ -83,9 +83,12 @@ def test_estimate_counts_espcn_flops():
     assert est.flops == pytest.approx(flops_per_lr_pixel(3) * 640 * 360)
     assert flops_per_lr_pixel(3, skip=False) == 2 * (25 * 64 + 9 * 64 * 32 + 9 * 32 * 9)
     tiled = estimate(["--size", "4000x3000", "--scale", "3", "--tile", "256"])
-    untiled = estimate(["--size", "4000x3000", "--scale", "3"])
-    assert tiled.breakdown["activations"] < untiled.breakdown["activations"] / 50
+    untiled = estimate(["--size", "4000x3000", "--scale", "3", "--tile", "0"])
+    auto = estimate(["--size", "3840x2160", "--scale", "2"])  # large: tiled automatically
+    assert tiled.breakdown["activations"] < untiled.breakdown["activations"] / 40
     assert tiled.flops > untiled.flops  # the overlap is computed twice
+    assert "automatic" in auto.what
+    assert auto.flops < 1.08 * flops_per_lr_pixel(2) * 3840 * 2160  # tiles fitted to the width: < 8% overlap
 
 
 def test_make_lr_crops_to_multiple():

@@ -1,0 +1,157 @@
+"""The table "product command -> kernels it dispatches", checked against the manifests
+on the CPU (tests/test_command_kernels.py) and on simulated CUDA
+(tests/test_command_kernels_cuda_sim.py), with the outputs of both runs compared.
+
+Each entry builds its inputs in a folder, names the command's arguments (``{out}`` is
+the output path), the kernels its manifest must list (every one of them, and no
+other), and how to compare the CPU and CUDA outputs. Inputs are tiny: the simulator
+runs each CUDA thread in Python.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    make: Callable[[Path], None]
+    """Writes the inputs into the folder."""
+    args: list[str]
+    """The command (after `gpuforge`), with {dir} and {out} placeholders."""
+    kernels: frozenset[str]
+    out: str = "out"
+    """The output path under the folder (its manifest is read)."""
+    compare: Callable[[Path, Path], None] | None = None
+    """Checks the CPU output (first) against the CUDA output (second)."""
+    global_args: list[str] = field(default_factory=list)
+
+    def argv(self, folder: Path, out: Path) -> list[str]:
+        return [a.format(dir=folder, out=out) for a in self.args]
+
+
+def _image(folder: Path, h: int = 12, w: int = 16) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / "a.png")
+
+
+def _rgba_image(folder: Path) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (12, 16, 4), dtype=np.uint8), "RGBA").save(folder / "a.png")
+
+
+def _gray16_image(folder: Path) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    Image.fromarray(rng.integers(0, 65535, (20, 20), dtype=np.uint16)).save(folder / "a.png")
+
+
+def _same_image(tolerance: int) -> Callable[[Path, Path], None]:
+    def check(a: Path, b: Path) -> None:
+        from PIL import Image
+
+        x = np.asarray(Image.open(a)).astype(int)
+        y = np.asarray(Image.open(b)).astype(int)
+        assert x.shape == y.shape
+        # float32 convolutions give the same uint8 pixels up to rounding at .5 boundaries
+        assert np.abs(x - y).max() <= tolerance, np.abs(x - y).max()
+
+    return check
+
+
+CASES: list[Case] = [
+    Case("superres upscale", _image, ["superres", "upscale", "{dir}/a.png", "--scale", "3", "--out", "{out}"],
+         frozenset({"superres.bicubic_resize", "superres.shuffle_ycbcr_rgb"}), out="up.png",
+         compare=_same_image(1)),
+    Case("superres upscale --tile", lambda d: _image(d, 20, 20),
+         ["superres", "upscale", "{dir}/a.png", "--scale", "2", "--tile", "8", "--out", "{out}"],
+         frozenset({"superres.bicubic_resize", "superres.shuffle_ycbcr_rgb", "superres.tile_split",
+                    "superres.tile_stitch"}), out="up.png", compare=_same_image(1)),
+    # RGBA with -s 2.5: x3 network, alpha and the final resize through the bicubic kernel
+    Case("superres upscale RGBA -s 2.5", _rgba_image, ["superres", "upscale", "{dir}/a.png", "-s", "2.5", "--out", "{out}"],
+         frozenset({"superres.bicubic_resize", "superres.shuffle_ycbcr_rgb"}), out="up.png", compare=_same_image(2)),
+    # 16-bit gray: the network on the plane only (no chroma, no fused RGB kernel)
+    Case("superres upscale 16-bit gray --tile", _gray16_image,
+         ["superres", "upscale", "{dir}/a.png", "--scale", "2", "--tile", "8", "--out", "{out}"],
+         frozenset({"superres.tile_split", "superres.tile_stitch"}), out="up.png", compare=_same_image(2)),
+]
+
+
+# ------------------------------------------------------------------ finetune
+# A one-layer BERT, hidden 32, with a vocabulary of the training words (a few hundred
+# embedding rows; 9k NF4 weights that the simulator dequantizes per forward in about a
+# second), 8 labelled rows.
+_FT_STEPS = ["--max-steps", "2", "--batch-size", "4", "--r", "2", "--alpha", "4", "--max-len", "16",
+             "--checkpoint-every", "100"]
+_QLORA_KERNELS = frozenset({"quantize.nf4_encode", "quantize.nf4_decode", "finetune.quantize_blockwise_8bit",
+                            "finetune.dequantize_blockwise_8bit"})
+
+
+def _ft_inputs(folder: Path) -> None:
+    import json
+    import re
+
+    from tiny_models import make_tiny_bert
+
+    src = Path(__file__).resolve().parents[1] / "plugins" / "finetune" / "data" / "negsent_train.jsonl"
+    lines = src.read_text().splitlines()[:8]
+    (folder / "train.jsonl").write_text("\n".join(lines) + "\n")
+    words = {w for line in lines for w in re.findall(r"[a-z]+", json.loads(line)["text"].lower())}
+    make_tiny_bert(folder / "m", hidden=32, layers=1, words=sorted(words), max_positions=32)
+
+
+def _ft_inputs_with_qlora_adapter(folder: Path) -> None:
+    from gpuforge.plugins.finetune.api import train_adapter
+
+    _ft_inputs(folder)
+    train_adapter(folder / "m", folder / "train.jsonl", folder / "ad", qlora=True, max_steps=1, batch_size=4, r=2,
+                  max_len=16)
+
+
+def _same_adapter(a: Path, b: Path) -> None:
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    x, y = load_file(str(a / "adapter_model.safetensors")), load_file(str(b / "adapter_model.safetensors"))
+    assert x.keys() == y.keys()
+    for k in x:
+        # float32 AdamW on two backends: the simulator runs the kernel's sqrt and division
+        # in Python floats, so the updates differ by a few float32 ulps per step.
+        torch.testing.assert_close(x[k], y[k], rtol=1e-4, atol=1e-6)
+    # the first step's loss comes before any optimizer step: the forward passes (NF4
+    # decode included) agree exactly
+    first = [json.loads((d / "train_log.jsonl").read_text().splitlines()[0])["loss"] for d in (a, b)]
+    assert first[0] == first[1], first
+
+
+def _same_eval(a: Path, b: Path) -> None:
+    import json
+
+    # NF4 codes, block scales and their 8-bit double quantization are identical across
+    # backends, so the dequantized weights and the metric are equal, not just close
+    x, y = json.loads(a.read_text()), json.loads(b.read_text())
+    assert x["value"] == y["value"] and x["examples"] == y["examples"] == 8, (x, y)
+
+
+CASES += [
+    Case("finetune lora", _ft_inputs,
+         ["finetune", "lora", "{dir}/m", "--data", "{dir}/train.jsonl", "--out", "{out}", *_FT_STEPS],
+         frozenset({"finetune.adamw_step"}), out="ad", compare=_same_adapter),
+    Case("finetune lora --qlora", _ft_inputs,
+         ["finetune", "lora", "{dir}/m", "--data", "{dir}/train.jsonl", "--out", "{out}", "--qlora", *_FT_STEPS],
+         frozenset({"finetune.adamw_step"}) | _QLORA_KERNELS, out="ad", compare=_same_adapter),
+    Case("finetune eval (qlora adapter)", _ft_inputs_with_qlora_adapter,
+         ["finetune", "eval", "{dir}/m", "--adapter", "{dir}/ad", "--data", "{dir}/train.jsonl", "--out", "{out}"],
+         _QLORA_KERNELS, out="eval.json", compare=_same_eval),
+]
