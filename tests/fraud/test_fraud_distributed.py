@@ -62,6 +62,22 @@ def test_uneven_parts_and_more_tasks_than_parts(data, client):
     same(hdbscan_distributed(parts, client, min_cluster_size=MCS, tasks=5), ref)
 
 
+def test_wide_rows_with_the_join_step(client):
+    """Above approx.GEMM_MIN_COLUMNS columns the kNN runs float32-screened blocks and one
+    NN-descent join step, which reads lists two hops out: still the one-process result."""
+    from gpuforge.plugins.fraud.hdbscan import hdbscan
+    from gpuforge.plugins.fraud.hdbscan.approx import GEMM_MIN_COLUMNS, REFINE_STEPS
+    from gpuforge.plugins.fraud.hdbscan.distributed import hdbscan_distributed
+    from gpuforge.plugins.fraud.hdbscan.knn import _blobs
+
+    X = _blobs(8, 6000, 24)
+    assert X.shape[1] > GEMM_MIN_COLUMNS and REFINE_STEPS[False] >= 1
+    ref = hdbscan(X, min_cluster_size=MCS, mode="approx")
+    r = hdbscan_distributed(np.array_split(X, 3), client, min_cluster_size=MCS)
+    same(r, ref)
+    assert r.info["bytes_moved"]["refine"] > 0
+
+
 def test_merge_forests_is_the_forest_of_the_union():
     from gpuforge.plugins.fraud.hdbscan.distributed import merge_forests
     from gpuforge.plugins.fraud.hdbscan.kruskal import knn_edges, knn_forest

@@ -62,11 +62,11 @@ log = get_logger("fraud.hdbscan")
 NONE = np.int64(1 << 62)
 """Row sentinel of "no edge yet" (ranks after every real row)."""
 
-SHELLS_PER_BATCH = 16
+SHELLS_PER_BATCH = 32
 """Query shells per parallel call: the components' bounds tighten between calls, and
 Ctrl-C is seen there."""
 
-PROBES_PER_CALL = 256
+PROBES_PER_CALL = 1024
 
 
 # --- argument checks (every backend) ---------------------------------------------------------

@@ -80,13 +80,14 @@ def chunks(n: int, size: int):
         yield lo, min(n, lo + size)
 
 
-@njit(parallel=True, cache=True)
-def _assign(X, CT, lab, dist2, lo, hi):
+def _assign_rows(X, CT, lab, dist2, lo, hi):
     """Nearest centre of each point in [lo, hi) (ties to the lower centre)."""
     m = CT.shape[1]
     d = X.shape[1]
     for p in prange(lo, hi):
-        acc = np.zeros(m)
+        acc = np.empty(m)
+        for j in range(m):
+            acc[j] = 0.0
         for c in range(d):
             xc = X[p, c]
             for j in range(m):
@@ -98,6 +99,15 @@ def _assign(X, CT, lab, dist2, lo, hi):
                 b = j
         lab[p] = b
         dist2[p] = acc[b]
+
+
+_assign = njit(parallel=True, cache=True)(_assign_rows)
+_assign_serial = njit(cache=True)(_assign_rows)  # prange runs as range
+
+SERIAL_WORK = 1 << 22
+"""Below this many multiply-adds a call runs on one thread: on a loaded machine each
+parallel region can wait a scheduler slice for its second thread, which dwarfs small
+calls (two-level cells made ~300 such calls: 3.7 s parallel)."""
 
 
 @njit(cache=True)
@@ -113,18 +123,32 @@ def _sums(X, lab, m):
     return S, cnt
 
 
+@njit(cache=True)
+def _count_below(r, a, b, limit):
+    """Per range a[j]:b[j] of the sorted r, how many values are <= limit[j]."""
+    out = np.empty(a.shape[0], np.int64)
+    for j in range(a.shape[0]):
+        out[j] = np.searchsorted(r[a[j]:b[j]], limit[j], side="right")
+    return out
+
+
 def _assign_all(X, C, lab, dist2):
     CT = np.ascontiguousarray(C.T)
+    run = _assign_serial if X.shape[0] * C.shape[0] * X.shape[1] < SERIAL_WORK else _assign
     for lo, hi in chunks(X.shape[0], CHUNK):
-        _assign(X, CT, lab, dist2, lo, hi)
+        run(X, CT, lab, dist2, lo, hi)
 
 
-def build_cells(X: np.ndarray, seed: int = 0) -> Cells:
-    """About sqrt(n) cells of about sqrt(n) points."""
-    X = np.ascontiguousarray(X, np.float64)
-    n, d = X.shape
-    m = max(1, int(math.ceil(math.sqrt(n))))
-    rng = np.random.default_rng(seed)
+FLAT_MAX_CELLS = 1024
+"""Above this many cells, points are assigned in two levels (a coarse k-means first, then
+cells inside each coarse cell): n x (m1 + m2) distances instead of n x m."""
+
+
+def _kmeans(X: np.ndarray, m: int, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(centres, label, squared distance) of a few Lloyd steps on a sample, then one
+    assignment of every row (empty cells dropped)."""
+    n = X.shape[0]
+    m = max(1, min(m, n))
     C = X[np.sort(rng.choice(n, m, replace=False))].copy()
     ns = min(n, SAMPLE_PER_CELL * m)
     S_ = X if ns == n else np.ascontiguousarray(X[np.sort(rng.choice(n, ns, replace=False))])
@@ -140,30 +164,48 @@ def build_cells(X: np.ndarray, seed: int = 0) -> Cells:
     _assign_all(X, C, lab, dist2)
     cnt = np.bincount(lab, minlength=C.shape[0])
     keep = cnt > 0
-    lab = (np.cumsum(keep) - 1)[lab]
-    C = np.ascontiguousarray(C[keep])  # r is measured to these centres: keep them as they are
-    m = C.shape[0]
+    return np.ascontiguousarray(C[keep]), (np.cumsum(keep) - 1)[lab], dist2
+
+
+def build_cells(X: np.ndarray, seed: int = 0, cell_size: int | None = None) -> Cells:
+    """Cells of about ``cell_size`` points (default sqrt(n))."""
+    X = np.ascontiguousarray(X, np.float64)
+    n, d = X.shape
+    size = cell_size or max(1, int(math.ceil(math.sqrt(n))))
+    m = max(1, int(math.ceil(n / size)))
+    rng = np.random.default_rng(seed)
+    if m <= FLAT_MAX_CELLS:
+        C, lab, dist2 = _kmeans(X, m, rng)
+    else:
+        top, tlab, _ = _kmeans(X, int(math.ceil(math.sqrt(m))), rng)
+        parts, labs, dist2 = [], np.empty(n, np.int64), np.empty(n)
+        base = 0
+        for j in range(top.shape[0]):
+            rows = np.flatnonzero(tlab == j)
+            Cj, lj, dj = _kmeans(np.ascontiguousarray(X[rows]), int(math.ceil(rows.size / size)), rng)
+            parts.append(Cj)
+            labs[rows] = lj + base
+            dist2[rows] = dj
+            base += Cj.shape[0]
+        C, lab = np.ascontiguousarray(np.vstack(parts)), labs
+    m = C.shape[0]  # r is measured to these centres: keep them as they are
     r = np.sqrt(dist2)
     order = np.lexsort((np.arange(n), r, lab))
     lab_s, r_s = lab[order], r[order]
     cell_start = np.searchsorted(lab_s, np.arange(m + 1))
-    starts, cells, halo = [], [], []
-    for j in range(m):
-        a, b = int(cell_start[j]), int(cell_start[j + 1])
-        cuts = {a, b}
-        cuts.update(a + int(round(f * (b - a))) for f in SHELL_QUANTILES)
-        med = r_s[a + (b - a) // 2]
-        halo.append(a + int(np.searchsorted(r_s[a:b], HALO * med, side="right")))
-        cuts.add(halo[-1])
-        cuts = sorted(cuts)
-        for s, e in zip(cuts[:-1], cuts[1:]):
-            if e > s:
-                starts.append(s)
-                cells.append(j)
-    shell_start = np.array(starts + [n], np.int64)
-    shell_cell = np.array(cells, np.int64)
+    a, b = cell_start[:-1].astype(np.int64), cell_start[1:].astype(np.int64)
+    med = r_s[a + (b - a) // 2]
+    # first position of each cell beyond HALO x its median radius (r is sorted inside a cell)
+    halo = a + _count_below(r_s, a, b, HALO * med)
+    # shell cuts: quantiles, the halo cut and the cell's ends; duplicates and empty shells dropped
+    cuts = np.concatenate([a[:, None], a[:, None] + np.round(np.outer(b - a, SHELL_QUANTILES)).astype(np.int64),
+                           halo[:, None], b[:, None]], axis=1)
+    cuts.sort(axis=1)
+    keep = np.diff(cuts, axis=1) > 0
+    shell_start = np.append(cuts[:, :-1][keep], n).astype(np.int64)
+    shell_cell = np.repeat(np.arange(m, dtype=np.int64), keep.sum(1))
     cell_shell = np.searchsorted(shell_cell, np.arange(m + 1)).astype(np.int64)
-    shell_of = np.repeat(np.arange(len(cells), dtype=np.int64), np.diff(shell_start))
+    shell_of = np.repeat(np.arange(shell_cell.size, dtype=np.int64), np.diff(shell_start))
     Xs = np.ascontiguousarray(X[order])
     pos = np.empty(n, np.int64)
     pos[order] = np.arange(n)
@@ -171,7 +213,7 @@ def build_cells(X: np.ndarray, seed: int = 0) -> Cells:
                  centreT=np.ascontiguousarray(C.T), radius=r_s[cell_start[1:] - 1].copy(), cell_shell=cell_shell,
                  shell_start=shell_start, shell_lo=r_s[shell_start[:-1]].copy(),
                  shell_hi=r_s[shell_start[1:] - 1].copy(), shell_cell=shell_cell, shell_of=shell_of,
-                 cell_start=cell_start.astype(np.int64), halo_start=np.array(halo, np.int64))
+                 cell_start=cell_start.astype(np.int64), halo_start=halo)
 
 
 @njit(inline="always")

@@ -39,8 +39,25 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from numba import njit
 
 from gpuforge.plugins.fraud.hdbscan.fit import APPROX_MIN_KNN, Result
+from gpuforge.plugins.fraud.hdbscan.union_find import union
+
+
+@njit(cache=True)
+def _kruskal(a, b, n):
+    """Positions of the edges (already in (w2, u, v) order) that Kruskal keeps."""
+    parent = np.arange(n, dtype=np.int64)
+    keep = np.empty(max(n - 1, 0), np.int64)
+    m = 0
+    for i in range(a.shape[0]):
+        if m == n - 1:
+            break
+        if union(parent, a[i], b[i]):
+            keep[m] = i
+            m += 1
+    return keep[:m]
 
 
 # --- tasks (run on the workers; module-level so Dask ships them by reference) ----------------
@@ -82,7 +99,6 @@ def forest_task(core2, kd2, ki, query_pos, rows):
 def merge_forests(f, g):
     """The minimum spanning forest of the union of two forests (Kruskal on (w2, u, v))."""
     from gpuforge.plugins.fraud.hdbscan.edge_order import sort_edges
-    from gpuforge.plugins.fraud.hdbscan.kruskal import _kruskal
 
     u = np.concatenate([f[0], g[0]])
     v = np.concatenate([f[1], g[1]])
@@ -122,7 +138,7 @@ def hdbscan_distributed(parts, client, min_cluster_size: int = 5, min_samples: i
     the Dask ``client``. ``tasks``: cell groups per step (default: the number of parts).
     ``info["bytes_moved"]`` counts the arrays sent to and from the workers."""
     from gpuforge.core.kernels import call
-    from gpuforge.plugins.fraud.hdbscan.approx import REFINE_STEPS, partition
+    from gpuforge.plugins.fraud.hdbscan.approx import GEMM_MIN_COLUMNS, REFINE_STEPS, partition
     from gpuforge.plugins.fraud.hdbscan.condense import condense_tree
     from gpuforge.plugins.fraud.hdbscan.linkage import single_linkage
     from gpuforge.plugins.fraud.hdbscan.selection import select_clusters
@@ -179,7 +195,7 @@ def hdbscan_distributed(parts, client, min_cluster_size: int = 5, min_samples: i
     # 3. the join step(s)
     t0 = time.perf_counter()
     bytes_out = bytes_in = 0
-    for _ in range(REFINE_STEPS):
+    for _ in range(REFINE_STEPS[X.shape[1] <= GEMM_MIN_COLUMNS]):
         futs, held = [], []
         for qrows, _rows in qrows_of:
             one = np.unique(ki[qrows])

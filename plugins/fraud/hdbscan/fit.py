@@ -64,7 +64,7 @@ def hdbscan(X, min_cluster_size: int = 5, min_samples: int | None = None, select
     """Cluster the rows of ``X`` (finite). ``min_samples`` defaults to
     ``min_cluster_size`` and counts neighbours excluding the point (hdbscan's
     convention). approx mode: ``knn_cells`` neighbour cells per row for the kNN graph
-    (default ``approx.NEIGHBOUR_CELLS``; 0 = the exact kNN), and the graph's recall is
+    (default from ``approx.CELLS``; 0 = the exact kNN), and the graph's recall is
     measured on ``recall_rows`` sampled rows. ``backend`` forces one kernel backend for
     every step (default: the registry's choice)."""
     from gpuforge.plugins.fraud.hdbscan.condense import condense_tree

@@ -24,8 +24,10 @@ from gpuforge.plugins.fraud.hdbscan.edge_order import neighbour_before, sq_dist,
 ROWS_PER_STEP = 256
 """Rows per step of the reference (bounds its (rows, n) temporaries)."""
 
-CHUNK = 2048
-"""Rows per parallel call of the numba-cpu search (Ctrl-C is seen between calls)."""
+CHUNK = 8192
+"""Rows per parallel call of the per-row search (Ctrl-C is seen between calls; on a loaded
+machine every parallel call can wait a scheduler slice for its second thread, so calls
+must not be tiny)."""
 
 
 # --- argument checks (every backend) ---------------------------------------------------------
@@ -143,8 +145,8 @@ EPS32 = 1e-6
 float32 moves a squared distance by at most 4 u (|a|^2 + |b|^2) and the float32 dot product
 by d u (|a|^2 + |b|^2), u = 2^-24 = 6e-8: the slack is ~16 times that."""
 
-BULK_CELLS = 8
-"""Cells per parallel call of the bulk search (Ctrl-C is seen between calls)."""
+BULK_ROWS = 8192
+"""Rows (whole cells) per parallel call of the bulk search (Ctrl-C is seen between calls)."""
 
 
 @njit(cache=True)
@@ -278,8 +280,9 @@ def search_cells(cells: Cells, k: int):
     pos = np.empty((n, k), np.int64)
     cc = centre_matrix(cells.centre)
     m = cells.n_cells
+    step = max(1, BULK_ROWS * m // max(n, 1))
     with blas_one_thread():
-        for lo, hi in chunks(m, BULK_CELLS):
+        for lo, hi in chunks(m, step):
             _bulk(cells.X, cells.row, cells.r, cells.centre, cc, cells.radius, cells.cell_start, cells.halo_start,
                   cells.cell_shell, cells.shell_start, cells.shell_lo, cells.shell_hi, k,
                   np.arange(lo, hi, dtype=np.int64), d2, pos)

@@ -7,10 +7,9 @@ components).
   the forest is unique.
 - Returns its edges as rows ``u < v`` with ``w2``, sorted by (w2, u, v).
 
-Backends: the reference and numba-cpu run Kruskal (edges sorted by the order, union-find;
-NumPy + a Python loop, and Numba); numba-cuda (``kruskal_cuda.py``) runs Boruvka rounds
-restricted to the kNN edges. With a strict total order the forest is unique, so all
-three agree.
+Backends: the reference runs Kruskal (edges sorted by the order, union-find in a Python
+loop); numba-cpu (below) and numba-cuda (``kruskal_cuda.py``) run Boruvka rounds over
+the kNN edges. With a strict total order the forest is unique, so all three agree.
 """
 from __future__ import annotations
 
@@ -19,7 +18,8 @@ from numba import njit
 
 from gpuforge.kernels.arguments import KernelArgumentError, check_ndim
 from gpuforge.plugins.fraud.hdbscan.knn import _blobs, knn
-from gpuforge.plugins.fraud.hdbscan.union_find import union
+from gpuforge.plugins.fraud.hdbscan.edge_order import edge_before, sort_edges
+from gpuforge.plugins.fraud.hdbscan.union_find import find, union
 
 
 def check_forest(core2, knn_d2, knn_i) -> None:
@@ -78,26 +78,55 @@ def knn_forest(core2, knn_d2, knn_i):
 # --- numba-cpu --------------------------------------------------------------------------------
 
 @njit(cache=True)
-def _kruskal(a, b, n):
-    parent = np.arange(n, dtype=np.int64)
-    keep = np.empty(max(n - 1, 0), np.int64)
-    m = 0
-    for i in range(a.shape[0]):
-        if m == n - 1:
-            break
-        if union(parent, a[i], b[i]):
-            keep[m] = i
-            m += 1
-    return keep[:m]
+def _boruvka_lists(core2, knn_d2, knn_i, parent, eu, ev, ew):
+    """Boruvka over the listed edges: each round every edge (listed by either end) is
+    offered to the components of both ends, and each component keeps the first in the
+    edge order; no sort of the n k edges is needed."""
+    n, k = knn_d2.shape
+    comp = np.empty(n, np.int64)
+    W = np.empty(n)
+    A = np.empty(n, np.int64)
+    B = np.empty(n, np.int64)
+    ne = 0
+    while True:
+        for i in range(n):
+            comp[i] = find(parent, i)
+            W[i] = np.inf
+            A[i] = n
+            B[i] = n
+        for p in range(n):
+            cp = comp[p]
+            for j in range(k):
+                q = knn_i[p, j]
+                cq = comp[q]
+                if cp == cq:
+                    continue
+                w = max(core2[p], core2[q], knn_d2[p, j])
+                a = min(p, q)
+                b = max(p, q)
+                if edge_before(w, a, b, W[cp], A[cp], B[cp]):
+                    W[cp], A[cp], B[cp] = w, a, b
+                if edge_before(w, a, b, W[cq], A[cq], B[cq]):
+                    W[cq], A[cq], B[cq] = w, a, b
+        before = ne
+        for c in range(n):
+            if comp[c] == c and A[c] < n and union(parent, A[c], B[c]):
+                eu[ne] = A[c]
+                ev[ne] = B[c]
+                ew[ne] = W[c]
+                ne += 1
+        if ne == before:
+            return ne
 
 
 def knn_forest_cpu(core2, knn_d2, knn_i):
     core2, knn_d2, knn_i = (np.ascontiguousarray(a) for a in (core2, knn_d2, knn_i))
     check_forest(core2, knn_d2, knn_i)
     check_forest_values(core2, knn_i)
-    a, b, w2 = knn_edges(core2, knn_d2, knn_i)
-    keep = _kruskal(a, b, core2.shape[0])
-    return a[keep], b[keep], w2[keep]
+    n = core2.shape[0]
+    eu, ev, ew = np.empty(max(n - 1, 0), np.int64), np.empty(max(n - 1, 0), np.int64), np.empty(max(n - 1, 0))
+    ne = _boruvka_lists(core2, knn_d2, knn_i, np.arange(n, dtype=np.int64), eu, ev, ew) if n else 0
+    return sort_edges(eu[:ne], ev[:ne], ew[:ne])
 
 
 # --- cases ------------------------------------------------------------------------------------
