@@ -1,0 +1,133 @@
+"""Partitioned parquet datasets: a folder of ``*.parquet`` files is one table, its rows
+in file-name order (the layout Spark, Dask and pyarrow datasets write).
+
+Reading goes by row group, and only the asked-for columns, so memory is bounded by one
+row group of the raw table plus the columns kept. Writing a partitioned output writes
+one file per piece into a temporary folder that is renamed into place at the end:
+nothing half-written is ever visible under the output name.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+from gpuforge.core.errors import BadInputError
+
+PART_NAME = "part-{:05d}.parquet"
+
+
+def is_dataset(path: str | Path) -> bool:
+    """Is ``path`` a folder holding parquet files?"""
+    p = Path(path)
+    return p.is_dir() and any(p.glob("*.parquet"))
+
+
+def files(path: str | Path, what: str = "dataset") -> list[Path]:
+    p = Path(path)
+    if not p.is_dir():
+        raise BadInputError(f"{what} {p} is not a folder")
+    out = sorted(f for f in p.glob("*.parquet") if f.is_file())
+    if not out:
+        raise BadInputError(f"{what} {p} holds no .parquet files")
+    return out
+
+
+def schema_names(path: str | Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return list(pq.ParquetFile(files(path)[0]).schema_arrow.names)
+
+
+def row_groups(path: str | Path, columns: list[str] | None = None, what: str = "dataset") -> Iterator:
+    """pandas DataFrames, one per row group of each file, in order."""
+    import pyarrow.parquet as pq
+
+    names = None
+    for f in files(path, what):
+        try:
+            pf = pq.ParquetFile(f)
+        except Exception as exc:  # pyarrow's parse errors
+            raise BadInputError(f"cannot read {what} file {f}: {str(exc).splitlines()[0]}") from None
+        if names is None:
+            names = pf.schema_arrow.names
+        elif pf.schema_arrow.names != names:
+            raise BadInputError(f"{what} {path}: {f.name} has columns {pf.schema_arrow.names}, the first file {names}")
+        if columns:
+            missing = [c for c in columns if c not in names]
+            if missing:
+                raise BadInputError(f"{what} {path}: column(s) {', '.join(missing)} not found; "
+                                    f"available: {', '.join(names[:20])}")
+        for g in range(pf.num_row_groups):
+            yield pf.read_row_group(g, columns=columns).to_pandas()
+
+
+def read_numeric(path: str | Path, columns: list[str] | None, what: str = "dataset"):
+    """(parts, used columns, ids, id column, rows per file): each row group's used columns
+    as a float64 array, and the id column (if any) as one array. Without ``columns`` the
+    first row group decides which columns are used; later groups read only those."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from gpuforge.plugins.fraud.cluster import ID_COLUMNS, numeric_matrix
+
+    names = schema_names(path)
+    id_col = next((c for c in ID_COLUMNS if c in names), None)
+    used = list(columns) if columns else None
+    parts, ids, sizes = [], [], []
+    for f in files(path, what):
+        pf = pq.ParquetFile(f)
+        sizes.append(pf.metadata.num_rows)
+        for g in range(pf.num_row_groups):
+            cols = None if used is None else used + ([id_col] if id_col and id_col not in used else [])
+            missing = [c for c in (cols or []) if c not in pf.schema_arrow.names]
+            if missing:
+                raise BadInputError(f"{what} {path}: column(s) {', '.join(missing)} not found in {f.name}")
+            df = pf.read_row_group(g, columns=cols).to_pandas()
+            X, used = numeric_matrix(df, used, str(path))
+            parts.append(X)
+            if id_col is not None:
+                ids.append(df[id_col].to_numpy())
+            del df
+    if sum(len(p) for p in parts) == 0:
+        raise BadInputError(f"{what} {path} has no rows")
+    return parts, used, (np.concatenate(ids) if ids else None), id_col, sizes
+
+
+class DatasetWriter:
+    """``with DatasetWriter(folder, force) as w: w.write(df)`` writes part-00000.parquet,
+    part-00001.parquet, ... into a hidden temporary folder beside ``folder`` and renames
+    it into place on success (removed on failure)."""
+
+    def __init__(self, folder: str | Path, force: bool = False):
+        self.folder = Path(folder)
+        self.force = force
+        self.n = 0
+        self.tmp = self.folder.with_name(f".gpuforge-{self.folder.name}-{uuid.uuid4().hex[:8]}")
+
+    def __enter__(self):
+        if self.folder.exists() and not self.force:
+            raise BadInputError(f"output {self.folder} exists; pass --force to replace it")
+        self.tmp.mkdir(parents=True)
+        return self
+
+    def write(self, df) -> Path:
+        p = self.tmp / PART_NAME.format(self.n)
+        df.to_parquet(p, index=False)
+        self.n += 1
+        return p
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return False
+        if self.folder.exists():
+            old = self.folder.with_name(f".gpuforge-old-{self.folder.name}-{uuid.uuid4().hex[:8]}")
+            os.replace(self.folder, old)
+            os.replace(self.tmp, self.folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(self.tmp, self.folder)
+        return False
