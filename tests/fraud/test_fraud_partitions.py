@@ -1,0 +1,65 @@
+"""A folder of parquet files is a valid input and output of `fraud cluster`: same rows
+and labels as the one-file table, read by row group, written all or nothing."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory):
+    from gpuforge.plugins.fraud.hdbscan.knn import _blobs
+
+    d = tmp_path_factory.mktemp("parts")
+    X = _blobs(3, 3000, 5)
+    df = pd.DataFrame(X, columns=[f"f{i}" for i in range(5)])
+    df.insert(0, "session_id", np.arange(3000) * 7)
+    df["note"] = "x"  # not numeric: left out, and never read after the first row group
+    (d / "ds").mkdir()
+    for i, rows in enumerate(np.array_split(np.arange(3000), 3)):
+        df.iloc[rows].to_parquet(d / "ds" / f"p{i}.parquet", index=False, row_group_size=400)
+    df.to_parquet(d / "one.parquet", index=False)
+    return d
+
+
+def test_folder_in_folder_out_equals_one_file(tables, tmp_path):
+    from gpuforge.plugins.fraud.cluster import run_cluster
+
+    a = run_cluster(str(tables / "one.parquet"), str(tmp_path / "a.parquet"), mode="approx", min_cluster_size=20)
+    b = run_cluster(str(tables / "ds"), str(tmp_path / "out"), mode="approx", min_cluster_size=20)
+    assert a["mst_weight"] == b["mst_weight"] and a["columns"] == b["columns"] == [f"f{i}" for i in range(5)]
+    files = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert files == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    sizes = [len(pd.read_parquet(tmp_path / "out" / f)) for f in files]
+    assert sizes == [len(pd.read_parquet(p)) for p in sorted((tables / "ds").glob("*.parquet"))]
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a.parquet"), pd.read_parquet(tmp_path / "out"))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".gpuforge-")]
+
+
+def test_read_numeric_by_row_group(tables):
+    from gpuforge.plugins.fraud.partitions import read_numeric
+
+    parts, used, ids, id_col, sizes = read_numeric(tables / "ds", None)
+    assert len(parts) == 9 and max(len(p) for p in parts) == 400  # 3 files x 3 row groups
+    assert id_col == "session_id" and np.array_equal(ids, np.arange(3000) * 7) and sizes == [1000] * 3
+
+
+def test_bad_folders(tables, tmp_path):
+    from gpuforge.core.errors import BadInputError
+    from gpuforge.plugins.fraud.cluster import run_cluster
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(BadInputError):
+        run_cluster(str(empty), str(tmp_path / "o.parquet"), mode="approx")
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    pd.read_parquet(tables / "ds" / "p0.parquet").to_parquet(mixed / "a.parquet")
+    pd.read_parquet(tables / "ds" / "p1.parquet").drop(columns=["f2"]).to_parquet(mixed / "b.parquet")
+    with pytest.raises(BadInputError, match="f2"):
+        run_cluster(str(mixed), str(tmp_path / "o2"), mode="approx", min_cluster_size=20)
+    assert not (tmp_path / "o2").exists()
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(BadInputError, match="--force"):
+        run_cluster(str(tables / "ds"), str(tmp_path / "taken"), mode="approx", min_cluster_size=20)
