@@ -131,3 +131,72 @@ class DatasetWriter:
         else:
             os.replace(self.tmp, self.folder)
         return False
+
+
+# --- per-partition maps of simulate and features ------------------------------------------------
+
+SESSIONS_PER_FILE = 250_000
+"""Sessions per file of a simulated dataset (~2.5M events, ~100 MB in memory at a time)."""
+
+
+def simulate_dataset(folder: str | Path, sessions: int, fraud_rate: float = 0.02, seed: int = 0,
+                     per_file: int = SESSIONS_PER_FILE, force: bool = False) -> dict:
+    """A click stream of ``sessions`` sessions as a folder of parquet files, one
+    independent site population per file (its own seed from ``seed``; users, devices and
+    IPs prefixed with the file number, session ids offset), so each file is what
+    ``simulate`` makes and memory is bounded by one file."""
+    import numpy as np
+
+    from gpuforge.plugins.fraud.simulate import simulate
+
+    if sessions < 1 or per_file < 1:
+        raise ValueError("sessions and per_file must be >= 1")
+    seeds = np.random.SeedSequence(seed).spawn((sessions + per_file - 1) // per_file)
+    events, by_label = 0, {}
+    with DatasetWriter(folder, force) as w:
+        for i, ss in enumerate(seeds):
+            lo = i * per_file
+            n = min(per_file, sessions - lo)
+            df = simulate(n, fraud_rate, int(ss.generate_state(1)[0]))
+            df["session_id"] += lo
+            for col in ("user_id", "device", "ip"):
+                df[col] = f"p{i}-" + df[col]
+            w.write(df)
+            events += len(df)
+            for k, v in df.groupby("label")["session_id"].nunique().items():
+                by_label[k] = by_label.get(k, 0) + int(v)
+            del df
+    return {"output": str(folder), "sessions": sessions, "events": events, "files": len(seeds),
+            "sessions_by_label": by_label}
+
+
+def features_dataset(clicks: str | Path, folder: str | Path, force: bool = False) -> dict:
+    """``compute_features`` file by file (a per-partition map): every session must lie in
+    one file, and per-user/device/IP history is that file's (as ``simulate_dataset``
+    writes them). Memory: one input file and its features."""
+    import numpy as np
+    import pandas as pd
+
+    from gpuforge.plugins.fraud.features import compute_features
+
+    seen: list = []
+    info_all = {"sessions": 0, "events": 0, "unsorted_sessions": 0, "sessions_with_duplicate_timestamps": 0}
+    cols = None
+    with DatasetWriter(folder, force) as w:
+        for f in files(clicks, "click dataset"):
+            try:
+                df = pd.read_parquet(f)
+            except Exception as exc:
+                raise BadInputError(f"cannot read click dataset file {f}: {str(exc).splitlines()[0]}") from None
+            feats, info, _ = compute_features(df, str(f))
+            del df
+            seen.append(feats["session_id"].to_numpy())
+            cols = cols or [c for c in feats.columns if c != "session_id"]
+            w.write(feats)
+            for k in info_all:
+                info_all[k] += info[k]
+        ids = np.concatenate(seen)
+        if np.unique(ids).size != ids.size:
+            raise BadInputError(f"click dataset {clicks}: some sessions span several files; "
+                                "write each session's events into one file")
+    return {"output": str(folder), **info_all, "features": cols}

@@ -63,3 +63,27 @@ def test_bad_folders(tables, tmp_path):
     (tmp_path / "taken").mkdir()
     with pytest.raises(BadInputError, match="--force"):
         run_cluster(str(tables / "ds"), str(tmp_path / "taken"), mode="approx", min_cluster_size=20)
+
+
+def test_simulate_and_features_per_file(tmp_path):
+    from gpuforge.core.errors import BadInputError
+    from gpuforge.plugins.fraud.features import compute_features
+    from gpuforge.plugins.fraud.partitions import features_dataset, simulate_dataset
+
+    s = simulate_dataset(tmp_path / "clicks", 1200, per_file=500)
+    files = sorted((tmp_path / "clicks").glob("*.parquet"))
+    assert s["files"] == len(files) == 3 and s["sessions"] == sum(s["sessions_by_label"].values()) == 1200
+    clicks = pd.read_parquet(tmp_path / "clicks")
+    assert clicks["session_id"].nunique() == 1200 and len(clicks) == s["events"]
+    f = features_dataset(tmp_path / "clicks", tmp_path / "feats")
+    assert f["sessions"] == 1200
+    one, _, _ = compute_features(pd.read_parquet(files[1]))
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "feats" / "part-00001.parquet"), one)
+    split = tmp_path / "split"
+    split.mkdir()
+    first = pd.read_parquet(files[0])
+    first.iloc[:7].to_parquet(split / "a.parquet")  # one session cut in two files
+    first.iloc[7:].to_parquet(split / "b.parquet")
+    with pytest.raises(BadInputError, match="span"):
+        features_dataset(split, tmp_path / "f2")
+    assert not (tmp_path / "f2").exists()
