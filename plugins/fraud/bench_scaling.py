@@ -8,7 +8,13 @@ the one-process time in the same process as the baseline, parallel efficiency
 to and from the workers, and whether labels and MST weight equal the one-process run.
 A warm-up run on each cluster compiles the kernels in the workers first.
 
-Knobs (environment): ``GPUFORGE_FRAUD_SCALING`` = strong | weak | both (default strong),
+``GPUFORGE_FRAUD_SCALING=memory`` instead measures peak RSS (``core.peakrss``, each step
+in a fresh process) of the partitioned steps at ``GPUFORGE_FRAUD_SCALING_ROWS`` sessions:
+``simulate_dataset`` and ``features_dataset`` (one file of ``SESSIONS_PER_FILE`` sessions
+at a time), then approx ``fraud cluster`` of the feature folder (the n x d matrix and
+the n x k graph) and, for comparison, of the same features as one parquet file.
+
+Knobs (environment): ``GPUFORGE_FRAUD_SCALING`` = strong | weak | both | memory (default strong),
 ``GPUFORGE_FRAUD_WORKERS`` (default ``1,2``), ``GPUFORGE_FRAUD_SCALING_ROWS`` (rows, or
 rows per worker for weak scaling; default 200000, quick 20000), 8 columns, 5% noise.
 """
@@ -39,6 +45,37 @@ def measure(X, workers: int, tasks: int | None = None):
         return time.perf_counter() - t0, res
 
 
+_STEP = {
+    "simulate": "from gpuforge.plugins.fraud.partitions import simulate_dataset as f; f({d!r} + '/clicks', {n})",
+    "features": "from gpuforge.plugins.fraud.partitions import features_dataset as f; f({d!r} + '/clicks', {d!r} + '/feats')",
+    "cluster folder": "from gpuforge.plugins.fraud.cluster import run_cluster as f; "
+                      "f({d!r} + '/feats', {d!r} + '/labels', mode='approx', min_cluster_size=50)",
+    "to one file": "import pandas as pd; pd.read_parquet({d!r} + '/feats').to_parquet({d!r} + '/feats.parquet')",
+    "cluster one file": "from gpuforge.plugins.fraud.cluster import run_cluster as f; "
+                        "f({d!r} + '/feats.parquet', {d!r} + '/labels.parquet', mode='approx', min_cluster_size=50)",
+}
+
+
+def memory_rows(ctx, n: int) -> list[dict]:
+    import tempfile
+
+    from gpuforge.core.bench import row
+    from gpuforge.core.peakrss import run_measured
+    from gpuforge.core.safepath import python_argv
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="gpuforge-fraud-scale-") as d:
+        for step, code in _STEP.items():
+            r = run_measured([*python_argv(), "-c", code.format(d=d, n=n)])
+            if r["returncode"] != 0:
+                raise RuntimeError(f"fraud scale step {step!r} failed (exit {r['returncode']})")
+            if step == "to one file":
+                continue
+            rows.append(row(f"peak RSS, {n} sessions", step, r["seconds"], ctx=ctx, sessions=n,
+                            peak_rss_mib=round(r["peak_rss_bytes"] / 2**20, 1)))
+    return rows
+
+
 def run(ctx):
     import numpy as np
 
@@ -48,6 +85,8 @@ def run(ctx):
     kinds = os.environ.get("GPUFORGE_FRAUD_SCALING", "strong")
     kinds = ["strong", "weak"] if kinds == "both" else [kinds]
     base = int(os.environ.get("GPUFORGE_FRAUD_SCALING_ROWS", "20000" if ctx.quick else "200000"))
+    if kinds == ["memory"]:
+        return memory_rows(ctx, base)
     rows = []
     for kind in kinds:
         t1 = None
