@@ -130,7 +130,20 @@ def _nbytes(*arrays) -> int:
     return int(sum(a.nbytes for a in arrays if isinstance(a, np.ndarray)))
 
 
-def hdbscan_distributed(parts, client, min_cluster_size: int = 5, min_samples: int | None = None,
+def hdbscan_distributed(parts, client, *args, **kwargs) -> Result:
+    """Approx-mode HDBSCAN of the rows of ``parts`` (float64 arrays, same columns, rows
+    in order: together the matrix ``hdbscan(np.vstack(parts), mode="approx")`` gets) on
+    the Dask ``client``; see :func:`_run` for the options."""
+    import warnings
+
+    with warnings.catch_warnings():
+        # each task's rows travel inside the task on purpose: data scattered to a worker
+        # dies with it, while a task's own arguments let the scheduler rerun it elsewhere
+        warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
+        return _run(parts, client, *args, **kwargs)
+
+
+def _run(parts, client, min_cluster_size: int = 5, min_samples: int | None = None,
                         selection: str = "eom", epsilon: float = 0.0, knn: int | None = None,
                         knn_cells: int | None = None, tasks: int | None = None, log=None) -> Result:
     """Approx-mode HDBSCAN of the rows of ``parts`` (float64 arrays, same columns, rows
