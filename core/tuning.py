@@ -16,8 +16,10 @@ The merged parameters are checked against the device's limits before launch.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Iterator
 
 from gpuforge.core.errors import BadInputError, UnsupportedError
 from gpuforge.core.tomlread import read_toml
@@ -128,3 +130,72 @@ def launch_params(plugin: str, kernel: str, defaults: dict[str, Any] | None = No
     if path:
         params.update(lookup(path, kernel, current_gpu_profile()))
     return params
+
+
+# ----------------------------------------------------------------------------- launch config
+# The one place a CUDA host wrapper gets its launch size from: the kernel's tuning.toml
+# entry for the current GPU over the wrapper's defaults, then any override a test or a
+# benchmark sweep has set. Backends keep the reference's signature: launch parameters are
+# never keyword arguments of a backend.
+
+MAX_GRID_BLOCKS = 65535 * 32
+"""Default cap of grid-stride launches: past it, each thread loops over more items."""
+
+_overrides: dict[str, dict[str, Any]] = {}
+
+
+@dataclass(frozen=True)
+class Launch:
+    """A kernel's launch parameters: ``threads`` per block, the other tuned keys in
+    ``params`` (e.g. ``tile``), and :meth:`blocks` for a grid over ``n`` items."""
+
+    kernel: str
+    threads: int
+    params: dict[str, Any]
+
+    def blocks(self, n: int, per_block: int | None = None) -> int:
+        """Blocks covering ``n`` items at ``per_block`` items a block (default: one item per
+        thread): for kernels where each thread handles its own item and checks the bound."""
+        return -(-int(n) // (per_block or self.threads))
+
+    def stride_blocks(self, n: int, cap: int = MAX_GRID_BLOCKS) -> int:
+        """Blocks for a grid-stride kernel over ``n`` items: one item per thread up to
+        ``cap`` blocks, past which each thread loops over several."""
+        return max(1, min(self.blocks(n), cap))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.params.get(key, default)
+
+
+def launch_config(kernel: str, defaults: dict[str, Any] | None = None, *, power_of_two: bool = False,
+                  max_threads: int = 1024) -> Launch:
+    """Launch parameters of ``kernel`` (``"<plugin>.<name>"``) on the current device:
+    ``{"threads_per_block": 256}`` and ``defaults``, then the plugin's ``tuning.toml``
+    (checked against the GPU's limits), then :func:`override_launch`."""
+    plugin = kernel.split(".", 1)[0]
+    params = launch_params(plugin, kernel, {"threads_per_block": 256, **(defaults or {})})
+    params.update(_overrides.get(kernel, {}))
+    tpb = params.pop("threads_per_block")
+    if not isinstance(tpb, int) or isinstance(tpb, bool) or not 1 <= tpb <= max_threads:
+        raise UnsupportedError(f"{kernel}: threads_per_block must be an integer in 1..{max_threads}, got {tpb!r}")
+    if power_of_two and tpb & (tpb - 1):
+        raise UnsupportedError(f"{kernel}: threads_per_block must be a power of two, got {tpb}")
+    return Launch(kernel, tpb, params)
+
+
+@contextmanager
+def override_launch(kernel: str, **params: Any) -> Iterator[None]:
+    """Within the block, ``kernel`` launches with ``params`` over its tuned values: for
+    tests of odd block sizes and for benchmark sweeps, never for product code."""
+    unknown = set(params) - _KNOWN_KEYS
+    if unknown:
+        raise ValueError(f"unknown launch parameters {sorted(unknown)} (known: {', '.join(sorted(_KNOWN_KEYS))})")
+    before = _overrides.get(kernel)
+    _overrides[kernel] = {**(before or {}), **params}
+    try:
+        yield
+    finally:
+        if before is None:
+            _overrides.pop(kernel, None)
+        else:
+            _overrides[kernel] = before

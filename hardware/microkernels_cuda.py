@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda, float32
 
-from gpuforge.core.tuning import launch_params
+from gpuforge.core.tuning import launch_config
 from gpuforge.hardware.microkernels import _same_shape, _scalar
 from gpuforge.kernels.arguments import check_float32, check_int
-from gpuforge.kernels.cuda_arrays import Placement, check_threads
+from gpuforge.kernels.cuda_arrays import Placement
 
 SMEM_WORDS = 4096
 """float32 words of shared memory the bandwidth kernel reads (16 KiB, a power of two)."""
@@ -70,30 +70,19 @@ _empty = cuda.jit(empty_kernel)
 _smem = cuda.jit(smem_read_kernel)
 
 
-def _threads(kernel: str, given: int | None) -> int:
-    """An explicit threads_per_block, else tuning.toml's for this GPU, else 256."""
-    if given is None:
-        given = launch_params("hardware", kernel, {"threads_per_block": 256})["threads_per_block"]
-    return check_threads(given)
-
-
-def _blocks(n: int, threads: int) -> int:
-    return min((n + threads - 1) // threads, MAX_BLOCKS)
-
-
-def copy_cuda(x, *, threads_per_block: int | None = None):
+def copy_cuda(x):
     place = Placement()
     x = place.put(x, "x")
     check_float32("x", x.dtype)
     shape = x.shape
     src = place.to_device(x).reshape(x.size)
     out, handed = place.empty(shape, np.float32)
-    t = _threads("hardware.copy", threads_per_block)
-    place.launch(_copy, _blocks(src.size, t), t, src, out.reshape(src.size))
+    cfg = launch_config("hardware.copy")
+    place.launch(_copy, cfg.stride_blocks(src.size, MAX_BLOCKS), cfg.threads, src, out.reshape(src.size))
     return place.result(handed)
 
 
-def triad_cuda(b, c, scalar, *, threads_per_block: int | None = None):
+def triad_cuda(b, c, scalar):
     place = Placement()
     b, c = place.put(b, "b"), place.put(c, "c")
     check_float32("b", b.dtype)
@@ -103,12 +92,12 @@ def triad_cuda(b, c, scalar, *, threads_per_block: int | None = None):
     n = b.size
     db, dc = place.to_device(b).reshape(n), place.to_device(c).reshape(n)
     out, handed = place.empty(b.shape, np.float32)
-    t = _threads("hardware.triad", threads_per_block)
-    place.launch(_triad, _blocks(n, t), t, db, dc, s, out.reshape(n))
+    cfg = launch_config("hardware.triad")
+    place.launch(_triad, cfg.stride_blocks(n, MAX_BLOCKS), cfg.threads, db, dc, s, out.reshape(n))
     return place.result(handed)
 
 
-def fma_cuda(x, iters, a, b, *, threads_per_block: int | None = None):
+def fma_cuda(x, iters, a, b):
     place = Placement()
     x = place.put(x, "x")
     check_float32("x", x.dtype)
@@ -117,8 +106,8 @@ def fma_cuda(x, iters, a, b, *, threads_per_block: int | None = None):
     n = x.size
     src = place.to_device(x).reshape(n)
     out, handed = place.empty(x.shape, np.float32)
-    t = _threads("hardware.fma", threads_per_block)
-    place.launch(_fma, _blocks(n, t), t, src, out.reshape(n), iters, a32, b32)
+    cfg = launch_config("hardware.fma")
+    place.launch(_fma, cfg.stride_blocks(n, MAX_BLOCKS), cfg.threads, src, out.reshape(n), iters, a32, b32)
     return place.result(handed)
 
 

@@ -10,7 +10,8 @@ from numba import cuda, float32
 
 from gpuforge.kernels.arguments import check_float32, check_int
 from gpuforge.kernels.blockwise import absmax_step, num_blocks, quantize_code
-from gpuforge.kernels.cuda_arrays import Placement, check_threads
+from gpuforge.core.tuning import launch_config
+from gpuforge.kernels.cuda_arrays import Placement
 
 MAX_THREADS = 1024
 """Size of the shared reduction buffer: the largest ``threads_per_block`` accepted."""
@@ -76,26 +77,26 @@ def _threads_for(block_size: int, threads_per_block: int) -> int:
     return t
 
 
-def _prepare(x, block_size, threads_per_block):
+def _prepare(kernel, x, block_size):
     place = Placement()
     x = place.put(x, "x")
     check_float32("x", x.dtype)
     block_size = check_int("block_size", block_size, 1)
-    threads = check_threads(threads_per_block, MAX_THREADS, power_of_two=True)
+    threads = launch_config(kernel, power_of_two=True, max_threads=MAX_THREADS).threads
     flat = place.to_device(x).reshape(x.size)
     return place, x.shape, flat, block_size, _threads_for(block_size, threads)
 
 
-def blockwise_absmax_cuda(x, block_size: int, *, threads_per_block: int = 256):
-    place, shape, flat, block_size, threads = _prepare(x, block_size, threads_per_block)
+def blockwise_absmax_cuda(x, block_size: int):
+    place, shape, flat, block_size, threads = _prepare("kernels.blockwise_absmax", x, block_size)
     nblocks = num_blocks(flat.size, block_size)
     absmax, handed = place.empty((nblocks,), np.float32)
     place.launch(_absmax, nblocks, threads, flat, block_size, absmax)
     return place.result(handed)
 
 
-def blockwise_quantize_absmax_int8_cuda(x, block_size: int, *, threads_per_block: int = 256):
-    place, shape, flat, block_size, threads = _prepare(x, block_size, threads_per_block)
+def blockwise_quantize_absmax_int8_cuda(x, block_size: int):
+    place, shape, flat, block_size, threads = _prepare("kernels.blockwise_quantize_absmax_int8", x, block_size)
     nblocks = num_blocks(flat.size, block_size)
     codes, codes_handed = place.empty(shape, np.int8)
     absmax, absmax_handed = place.empty((nblocks,), np.float32)

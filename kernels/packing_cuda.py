@@ -11,11 +11,11 @@ import numpy as np
 from numba import cuda
 
 from gpuforge.kernels.arguments import out_of_range
-from gpuforge.kernels.cuda_arrays import Placement, check_threads, zeros_flag
+from gpuforge.core.tuning import launch_config
+from gpuforge.kernels.cuda_arrays import Placement, zeros_flag
 from gpuforge.kernels.packing import (check_pack_bits, check_pack_int32, check_unpack_bits,
                                       check_unpack_int32, gptq_group, word_value)
 
-MAX_BLOCKS = 65535 * 32
 """Grid size cap; the grid-stride loops cover anything larger."""
 
 
@@ -91,21 +91,17 @@ _pack_int32 = cuda.jit(pack_int32_kernel)
 _unpack_int32 = cuda.jit(unpack_int32_kernel)
 
 
-def _blocks(total: int, threads: int) -> int:
-    return min(-(-total // threads), MAX_BLOCKS)
-
-
-def pack_bits_cuda(values, bits: int, *, threads_per_block: int = 256):
+def pack_bits_cuda(values, bits: int):
     place = Placement()
     values = place.put(values, "values")
     bits = check_pack_bits(values, bits)
-    threads = check_threads(threads_per_block)
+    cfg = launch_config("kernels.pack_bits")
     *lead, n = values.shape
     nrows, nbytes = math.prod(lead), -(-n // (8 // bits))
     out, handed = place.empty((*lead, nbytes), np.uint8)
     if nrows * nbytes:
         bad = zeros_flag(place)
-        place.launch(_pack_bits, _blocks(nrows * nbytes, threads), threads,
+        place.launch(_pack_bits, cfg.stride_blocks(nrows * nbytes), cfg.threads,
                      place.to_device(values).reshape(nrows, n), bits,
                      out.reshape(nrows, nbytes), bad)
         if place.read_flag(bad):
@@ -113,26 +109,26 @@ def pack_bits_cuda(values, bits: int, *, threads_per_block: int = 256):
     return place.result(handed)
 
 
-def unpack_bits_cuda(packed, bits: int, n: int, *, threads_per_block: int = 256):
+def unpack_bits_cuda(packed, bits: int, n: int):
     place = Placement()
     packed = place.put(packed, "packed")
     bits, n = check_unpack_bits(packed, bits, n)
-    threads = check_threads(threads_per_block)
+    cfg = launch_config("kernels.unpack_bits")
     *lead, nbytes = packed.shape
     nrows = math.prod(lead)
     out, handed = place.empty((*lead, n), np.uint8)
     if nrows * n:
-        place.launch(_unpack_bits, _blocks(nrows * n, threads), threads,
+        place.launch(_unpack_bits, cfg.stride_blocks(nrows * n), cfg.threads,
                      place.to_device(packed).reshape(nrows, nbytes), bits,
                      out.reshape(nrows, n))
     return place.result(handed)
 
 
-def pack_int32_cuda(values, bits: int, *, threads_per_block: int = 256):
+def pack_int32_cuda(values, bits: int):
     place = Placement()
     values = place.put(values, "values")
     bits = check_pack_int32(values, bits)
-    threads = check_threads(threads_per_block)
+    cfg = launch_config("kernels.pack_int32")
     group, words = gptq_group(bits)
     rows, rest = values.shape[0], tuple(values.shape[1:])
     cols = math.prod(rest)
@@ -140,7 +136,7 @@ def pack_int32_cuda(values, bits: int, *, threads_per_block: int = 256):
     out, handed = place.empty((nwords, *rest), np.int32)
     if nwords * cols:
         bad = zeros_flag(place)
-        place.launch(_pack_int32, _blocks(nwords * cols, threads), threads,
+        place.launch(_pack_int32, cfg.stride_blocks(nwords * cols), cfg.threads,
                      place.to_device(values).reshape(rows, cols), bits, group, words,
                      out.reshape(nwords, cols), bad)
         if place.read_flag(bad):
@@ -148,17 +144,17 @@ def pack_int32_cuda(values, bits: int, *, threads_per_block: int = 256):
     return place.result(handed)
 
 
-def unpack_int32_cuda(packed, bits: int, rows: int, *, threads_per_block: int = 256):
+def unpack_int32_cuda(packed, bits: int, rows: int):
     place = Placement()
     packed = place.put(packed, "packed")
     bits, rows = check_unpack_int32(packed, bits, rows)
-    threads = check_threads(threads_per_block)
+    cfg = launch_config("kernels.unpack_int32")
     group, words = gptq_group(bits)
     nwords, rest = packed.shape[0], tuple(packed.shape[1:])
     cols = math.prod(rest)
     out, handed = place.empty((rows, *rest), np.uint8)
     if rows * cols:
-        place.launch(_unpack_int32, _blocks(rows * cols, threads), threads,
+        place.launch(_unpack_int32, cfg.stride_blocks(rows * cols), cfg.threads,
                      place.to_device(packed).reshape(nwords, cols), bits, group, words,
                      out.reshape(rows, cols))
     return place.result(handed)

@@ -20,8 +20,8 @@ import numpy as np
 from numba import cuda, float32, int64
 
 from gpuforge.core.errors import UnsupportedError
-from gpuforge.kernels.arguments import KernelArgumentError, check_int
-from gpuforge.kernels.cuda_arrays import Placement, check_threads
+from gpuforge.core.tuning import launch_config
+from gpuforge.kernels.cuda_arrays import Placement
 from gpuforge.kernels.pairwise import check_topk, insert
 
 K_BUCKETS = (8, 16, 32, 64, 128, 256)
@@ -84,15 +84,14 @@ def _compiled(kmax: int, tile: int):
     return cuda.jit(topk_kernel(kmax, tile))
 
 
-def pairwise_topk_cuda(x, y, k: int, exclude_self: bool = False, *,
-                       threads_per_block: int = 128, tile: int = 32):
+def pairwise_topk_cuda(x, y, k: int, exclude_self: bool = False):
     place = Placement()
     x, y = place.put(x, "x"), place.put(y, "y")
     k, exclude_self = check_topk(x, y, k, exclude_self)
-    threads = check_threads(threads_per_block)
-    tile = check_int("tile", tile, 1)
-    if tile > MAX_TILE:
-        raise KernelArgumentError(f"tile must be <= {MAX_TILE}, got {tile}")
+    cfg = launch_config("kernels.pairwise_topk", {"threads_per_block": 128, "tile": 32})
+    threads, tile = cfg.threads, cfg.get("tile")
+    if not isinstance(tile, int) or not 1 <= tile <= MAX_TILE:
+        raise UnsupportedError(f"kernels.pairwise_topk: tile must be an integer in 1..{MAX_TILE}, got {tile!r}")
     if k > K_BUCKETS[-1]:
         raise UnsupportedError(
             f"pairwise_topk on numba-cuda supports k <= {K_BUCKETS[-1]}, got k={k}; "

@@ -155,3 +155,66 @@ CASES += [
          ["finetune", "eval", "{dir}/m", "--adapter", "{dir}/ad", "--data", "{dir}/train.jsonl", "--out", "{out}"],
          _QLORA_KERNELS, out="eval.json", compare=_same_eval),
 ]
+
+
+# ------------------------------------------------------------------ fraud
+# HDBSCAN's kNN and MST steps are the kernels (one algorithm and tie rule on every
+# backend), so labels, probabilities and outlier scores are identical, not just close.
+# (Prim, exact mode above 60 columns, is run on simulated CUDA by
+# tests/fraud/test_fraud_hdbscan_cuda_sim.py; kept out of here for the suite's time.)
+_FRAUD_HDBSCAN = ["--min-cluster-size", "10", "--min-samples", "4"]
+
+
+def _fraud_points(n: int, d: int) -> Callable[[Path], None]:
+    def make(folder: Path) -> None:
+        from gpuforge.plugins.fraud.hdbscan.knn import _blobs
+
+        np.save(folder / "x.npy", _blobs(2, n, d, centres=3))  # three blobs, 10% noise
+
+    return make
+
+
+def _fraud_clicks(folder: Path) -> None:
+    from gpuforge.plugins.fraud.simulate import simulate
+
+    simulate(150, 0.1, seed=2).to_parquet(folder / "clicks.parquet", index=False)
+
+
+def _same_table(*exact: str, close: tuple[str, ...] = ()) -> Callable[[Path, Path], None]:
+    def check(a: Path, b: Path) -> None:
+        import pandas as pd
+
+        x, y = pd.read_parquet(a), pd.read_parquet(b)
+        assert list(x.columns) == list(y.columns) and len(x) == len(y)
+        for c in exact:
+            assert np.array_equal(x[c].to_numpy(), y[c].to_numpy(), equal_nan=x[c].dtype.kind == "f"), c
+        for c in close:
+            # torch stays on the CPU under the simulator: the same kernels, the same floats
+            np.testing.assert_allclose(x[c].to_numpy(), y[c].to_numpy(), rtol=0, atol=1e-6)
+
+    return check
+
+
+def _same_pipeline(a: Path, b: Path) -> None:
+    _same_table("session_id", "label", "probability", "outlier_score")(a / "clusters.parquet", b / "clusters.parquet")
+
+
+_FRAUD_CLUSTER = _same_table("row", "label", "probability", "outlier_score")
+CASES += [
+    Case("fraud cluster exact", _fraud_points(120, 4),
+         ["fraud", "cluster", "{dir}/x.npy", "--out", "{out}", *_FRAUD_HDBSCAN],
+         frozenset({"fraud.knn", "fraud.mst"}), out="c.parquet", compare=_FRAUD_CLUSTER),
+    # > 16 columns: approx mode's GEMM path with its NN-descent refine step
+    Case("fraud cluster approx", _fraud_points(120, 20),
+         ["fraud", "cluster", "{dir}/x.npy", "--out", "{out}", "--mode", "approx", *_FRAUD_HDBSCAN],
+         frozenset({"fraud.knn_local", "fraud.knn_refine", "fraud.knn_forest", "fraud.mst"}), out="c.parquet",
+         compare=_FRAUD_CLUSTER),
+    # the Bi-LSTM on run.torch_device (the CPU under the simulator): no numba kernel
+    Case("fraud embed", _fraud_clicks,
+         ["fraud", "embed", "{dir}/clicks.parquet", "--out", "{out}", "--dim", "4", "--epochs", "1"],
+         frozenset(), out="e.parquet", compare=_same_table("session_id", close=("e0", "e1", "e2", "e3"))),
+    Case("fraud pipeline --no-embed", _fraud_clicks,
+         ["fraud", "pipeline", "{dir}/clicks.parquet", "--out", "{out}", "--no-embed", "--min-cluster-size", "10",
+          "--min-samples", "4"],
+         frozenset({"fraud.knn_local", "fraud.knn_forest", "fraud.mst"}), out="rep", compare=_same_pipeline),
+]

@@ -22,12 +22,7 @@ PICKLE_MODULES = {"pickle", "_pickle", "cPickle", "dill", "cloudpickle", "shelve
 
 # Current offenders in other owners' code, found when this test was written. Each owner
 # removes their line when the file stops using pickle (the test fails on a stale entry).
-ALLOWED = {
-    # fraud: `fraud embed --model` loads a torch.save'd model with weights_only=False and
-    # writes it with torch.save (issue 18: a crafted model file ran code). Owner: fraud.
-    ("plugins/fraud/embed.py", "torch.load without weights_only=True"),
-    ("plugins/fraud/embed.py", "torch.save"),
-}
+ALLOWED: set[tuple[str, str]] = set()
 
 
 def _name(node: ast.AST) -> str:

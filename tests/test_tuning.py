@@ -82,3 +82,44 @@ def test_shipped_tuning_files_are_valid_for_every_profile():
         for prof in profiles.values():
             for kernel in kernels:
                 tuning.lookup(spec.path, kernel, prof)
+
+
+def test_launch_config_reads_the_plugins_tuning_and_overrides(monkeypatch):
+    cfg = tuning.launch_config("kernels.pairwise_topk", {"threads_per_block": 64, "tile": 8})
+    # kernels/tuning.toml's [default."kernels.pairwise_topk"] wins over the wrapper's defaults
+    assert (cfg.threads, cfg.get("tile")) == (128, 32)
+    with tuning.override_launch("kernels.pairwise_topk", tile=4):
+        assert tuning.launch_config("kernels.pairwise_topk").get("tile") == 4
+    assert tuning.launch_config("kernels.pairwise_topk").get("tile") == 32
+    assert tuning.launch_config("nosuchplugin.k").threads == 256
+    assert cfg.blocks(129) == 2 and cfg.stride_blocks(10**12) == tuning.MAX_GRID_BLOCKS
+    assert cfg.stride_blocks(0) == 1 and cfg.blocks(1000, per_block=300) == 4
+    with tuning.override_launch("p.k", threads_per_block=96), pytest.raises(UnsupportedError, match="power of two"):
+        tuning.launch_config("p.k", power_of_two=True)
+    with tuning.override_launch("p.k", threads_per_block=2048), pytest.raises(UnsupportedError, match="1..1024"):
+        tuning.launch_config("p.k")
+    with pytest.raises(ValueError, match="unknown launch parameters"):
+        with tuning.override_launch("p.k", threads=3):
+            pass
+
+
+def test_no_backend_takes_launch_parameters():
+    """Every backend takes the reference's arguments: launch sizes come from tuning.toml
+    through core.tuning.launch_config, never from keyword arguments (issue 19 item 2)."""
+    import inspect
+
+    from gpuforge.core.plugins import get_registry
+    from gpuforge.core.lazy import resolve
+
+    bad = []
+    for name, (_, spec) in get_registry().kernels.items():
+        ref = set(inspect.signature(resolve(spec.backends["reference"])).parameters)
+        for backend, target in spec.backends.items():
+            try:
+                fn = resolve(target)
+            except Exception:  # a backend whose library is missing here: nothing to read
+                continue
+            extra = (set(inspect.signature(fn).parameters) - ref) & tuning._KNOWN_KEYS
+            if extra:
+                bad.append(f"{name} [{backend}]: {sorted(extra)}")
+    assert not bad, bad

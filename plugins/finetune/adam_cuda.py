@@ -12,9 +12,9 @@ import math
 import numpy as np
 from numba import cuda, float32
 
-from gpuforge.core.tuning import launch_params
+from gpuforge.core.tuning import launch_config
 from gpuforge.kernels.blockwise_cuda import MAX_THREADS, block_absmax_cuda
-from gpuforge.kernels.cuda_arrays import Placement, check_threads
+from gpuforge.kernels.cuda_arrays import Placement
 from gpuforge.plugins.finetune import adam as _ref
 
 
@@ -61,22 +61,13 @@ _quantize8 = cuda.jit(quantize8_kernel)
 _dequantize8 = cuda.jit(dequantize8_kernel)
 
 
-def _threads(kernel: str, default: int = 256, power_of_two: bool = False) -> int:
-    t = launch_params("finetune", kernel, {"threads_per_block": default}).get("threads_per_block", default)
-    return check_threads(t, MAX_THREADS, power_of_two=power_of_two)
-
-
-def _grid(n: int, threads: int) -> int:
-    return max(1, min(-(-n // threads), 65535))
-
-
 def adamw_step_inplace_cuda(p, g, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01) -> None:
     """In place on device buffers (numba device arrays or CUDA torch tensors, flat float32)."""
     arrs = [cuda.as_cuda_array(a) if not hasattr(a, "copy_to_host") else a for a in (p, g, m, v)]
     n = arrs[0].size
     if n:
-        threads = _threads("finetune.adamw_step")
-        _adamw[_grid(n, threads), threads](*arrs, np.float32(1 - lr * weight_decay), np.float32(1 - beta1),
+        cfg = launch_config("finetune.adamw_step")
+        _adamw[cfg.stride_blocks(n), cfg.threads](*arrs, np.float32(1 - lr * weight_decay), np.float32(1 - beta1),
                                            np.float32(beta2), np.float32(1 - beta2), np.float32(lr / (1 - beta1 ** step)),
                                            np.float32(math.sqrt(1 - beta2 ** step)), np.float32(eps))
 
@@ -102,8 +93,8 @@ def adamw_step_cuda(param, grad, exp_avg, exp_avg_sq, step, lr, beta1=0.9, beta2
         outs.append((d, handed))
     g = arrs[1]
     g = place.to_device(np.ascontiguousarray(g, np.float32).reshape(n)) if isinstance(g, np.ndarray) else g.reshape(n)
-    threads = _threads("finetune.adamw_step")
-    place.launch(_adamw, _grid(n, threads), threads, outs[0][0], g, outs[1][0], outs[2][0],
+    cfg = launch_config("finetune.adamw_step")
+    place.launch(_adamw, cfg.stride_blocks(n), cfg.threads, outs[0][0], g, outs[1][0], outs[2][0],
                  np.float32(1 - lr * weight_decay), np.float32(1 - beta1), np.float32(beta2), np.float32(1 - beta2),
                  np.float32(lr / (1 - beta1 ** step)), np.float32(math.sqrt(1 - beta2 ** step)), np.float32(eps))
     return tuple(place.result(h).reshape(shape) for _, h in outs)
@@ -122,7 +113,7 @@ def quantize_blockwise_8bit_cuda(x, blocksize: int = 256, signed: bool = True):
     nb = -(-n // blocksize)
     codes, codes_h = place.empty((n,), np.uint8)
     absmax, absmax_h = place.empty((nb,), np.float32)
-    threads = _threads("finetune.quantize_blockwise_8bit", power_of_two=True)
+    threads = launch_config("finetune.quantize_blockwise_8bit", power_of_two=True, max_threads=MAX_THREADS).threads
     t = 1
     while t < blocksize and t < threads:
         t *= 2
@@ -141,9 +132,9 @@ def dequantize_blockwise_8bit_cuda(codes, absmax, blocksize: int = 256, signed: 
     c = place.to_device(c) if isinstance(c, np.ndarray) else c
     a = place.to_device(np.ascontiguousarray(a, np.float32)) if isinstance(a, np.ndarray) else a
     out, out_h = place.empty((c.size,), np.float32)
-    threads = _threads("finetune.dequantize_blockwise_8bit")
+    cfg = launch_config("finetune.dequantize_blockwise_8bit")
     if c.size:
-        place.launch(_dequantize8, _grid(c.size, threads), threads, c, a, place.to_device(_ref._CODES[bool(signed)]),
+        place.launch(_dequantize8, cfg.stride_blocks(c.size), cfg.threads, c, a, place.to_device(_ref._CODES[bool(signed)]),
                      blocksize, out)
     return place.result(out_h)
 

@@ -45,18 +45,23 @@ def measure(X, workers: int, tasks: int | None = None):
         return time.perf_counter() - t0, res
 
 
-_STEP = {
-    "simulate": "from gpuforge.plugins.fraud.partitions import simulate_dataset as f; f({d!r} + '/clicks', {n})",
-    "features": "from gpuforge.plugins.fraud.partitions import features_dataset as f; f({d!r} + '/clicks', {d!r} + '/feats')",
-    "cluster folder": "from gpuforge.plugins.fraud.cluster import run_cluster as f; "
-                      "f({d!r} + '/feats', {d!r} + '/labels', mode='approx', min_cluster_size=50)",
-    "to one file": "import pandas as pd; pd.read_parquet({d!r} + '/feats').to_parquet({d!r} + '/feats.parquet')",
-    "cluster one file": "from gpuforge.plugins.fraud.cluster import run_cluster as f; "
-                        "f({d!r} + '/feats.parquet', {d!r} + '/labels.parquet', mode='approx', min_cluster_size=50)",
-}
+def _steps(d: str, n: int) -> dict[str, list[str]]:
+    """Each step's arguments after the Python interpreter."""
+    cli = ["-m", "gpuforge.cli", "--json", "fraud", "cluster"]
+    approx = ["--mode", "approx", "--min-cluster-size", "50"]
+    return {
+        "simulate": ["-c", f"from gpuforge.plugins.fraud.partitions import simulate_dataset as f; f({d!r} + '/clicks', {n})"],
+        "features": ["-c", "from gpuforge.plugins.fraud.partitions import features_dataset as f; "
+                           f"f({d!r} + '/clicks', {d!r} + '/feats')"],
+        "cluster folder": [*cli, f"{d}/feats", "--out", f"{d}/labels", *approx],
+        "to one file": ["-c", "import pandas as pd, pathlib; pd.concat([pd.read_parquet(p) for p in "
+                              f"sorted(pathlib.Path({d!r} + '/feats').glob('*.parquet'))]).to_parquet({d!r} + '/f.parquet')"],
+        "cluster one file": [*cli, f"{d}/f.parquet", "--out", f"{d}/labels.parquet", *approx],
+    }
 
 
 def memory_rows(ctx, n: int) -> list[dict]:
+    import subprocess
     import tempfile
 
     from gpuforge.core.bench import row
@@ -65,8 +70,8 @@ def memory_rows(ctx, n: int) -> list[dict]:
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="gpuforge-fraud-scale-") as d:
-        for step, code in _STEP.items():
-            r = run_measured([*python_argv(), "-c", code.format(d=d, n=n)])
+        for step, args in _steps(d, n).items():
+            r = run_measured([*python_argv(), *args], stdout=subprocess.DEVNULL)
             if r["returncode"] != 0:
                 raise RuntimeError(f"fraud scale step {step!r} failed (exit {r['returncode']})")
             if step == "to one file":

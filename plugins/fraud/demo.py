@@ -19,8 +19,14 @@ def run(ctx, out_dir: Path) -> str:
     clicks.to_parquet(clicks_path, index=False)
     t_sim = time.perf_counter() - t0
     t0 = time.perf_counter()
-    res, md = run_pipeline(clicks_path, out_dir / "fraud-report", dim=16, epochs=1, max_train=3000,
-                           min_cluster_size=15, min_samples=10, mode="approx", force=True, seed=0)
+    from gpuforge.core.run import Run, execute, resolve_device
+
+    # the pipeline as its command runs it: outputs through the runtime, manifest included
+    run_ = Run("fraud pipeline", device=resolve_device("cpu"), backend=None, seed=0, json=False, force=True,
+               threads=None, params={"clicks": str(clicks_path), "dim": 16, "epochs": 1})
+    res, md = execute(run_, lambda r: run_pipeline(r, clicks_path, out_dir / "fraud-report", dim=16, epochs=1,
+                                                   max_train=3000, min_cluster_size=15, min_samples=10,
+                                                   mode="approx"))
     t_pipe = time.perf_counter() - t0
     # the report's images live in fraud-report/: link them relative to the demo page
     md = md.replace("](projection.png)", "](fraud-report/projection.png)").replace(

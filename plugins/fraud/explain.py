@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import math
 
+from gpuforge.core.errors import BadInputError
+
 Z95 = 1.959963984540054
 
 
@@ -350,3 +352,47 @@ def plots(df, lab, rows, out_dir, projection, has_labels):
     plt.close(fig)
     names.append("risk_per_cluster.png")
     return names
+
+
+def run_explain(run, clusters, features, labels, out, *, min_lower_bound=0.5, rule_depth=3) -> dict:
+    """``fraud explain`` inside ``run`` (:class:`gpuforge.core.run.Run`): the report folder
+    ``out`` (report.md, report.json, plots). Returns the report without the cluster table."""
+    import pandas as pd
+
+    from gpuforge.core.output import to_json
+    from gpuforge.plugins.fraud.features import session_labels
+    from gpuforge.plugins.fraud.pipeline import clustering_input
+    from gpuforge.plugins.fraud.tables import read_table
+
+    run.input(clusters, "cluster table")
+    run.input(features, "feature table")
+    if labels:
+        run.input(labels, "label table")
+    dst = run.output(out, kind="dir")
+    cl = read_table(clusters, "cluster table")
+    ft = read_table(features, "feature table")
+    for name, df, need in (("cluster table", cl, ("session_id", "label", "outlier_score")),
+                           ("feature table", ft, ("session_id",))):
+        miss = [c for c in need if c not in df.columns]
+        if miss:
+            raise BadInputError(f"{name}: column(s) {', '.join(miss)} missing; pass the outputs of `fraud cluster` "
+                                "and `fraud features`")
+    bad = [c for c in ft.columns if c != "session_id" and not pd.api.types.is_numeric_dtype(ft[c])]
+    if bad or ft["session_id"].duplicated().any():
+        raise BadInputError(f"feature table {features}: " + (f"non-numeric column(s) {', '.join(map(str, bad[:5]))}"
+                            if bad else "repeated session_id") + "; pass the output of `fraud features`")
+    lab = None
+    if labels:
+        lab = session_labels(read_table(labels, "label table"))
+        if lab is None:
+            raise BadInputError(f"{labels} has no is_fraud or label column")
+    merged = cl[["session_id"]].merge(ft, on="session_id", how="inner")
+    tmp = dst.tmp
+    proj = clustering_input(merged[[c for c in ft.columns]], None, dims=2) if len(merged) else None
+    ordered = cl.merge(merged[["session_id"]], on="session_id", how="inner")
+    with run.timed("explain"):
+        rep, md = explain(ordered, ft, lab, min_lower_bound=min_lower_bound, rule_depth=rule_depth,
+                          seed=run.seed_or(0), out_dir=tmp, projection=proj)
+    (tmp / "report.md").write_text(md)
+    (tmp / "report.json").write_text(to_json(rep) + "\n")
+    return {k: v for k, v in rep.items() if k != "cluster_table"}

@@ -7,9 +7,111 @@ inter-event time is 0). Rows with a missing session id or timestamp are rejected
 """
 from __future__ import annotations
 
-from gpuforge.core.errors import BadInputError
+from pathlib import Path
+
+from gpuforge.core.errors import BadInputError, UsageError
+from gpuforge.core.log import get_logger
+
+log = get_logger("fraud.features")
 
 REQUIRED = ("session_id", "timestamp", "event")
+OPTIONAL = ("user_id", "device", "ip", "amount")
+"""The click table's columns (``--column-map`` renames the user's own to these)."""
+
+
+def parse_column_map(items: list[str] | None) -> dict[str, str]:
+    """``["session_id=visit,timestamp=ts", ...]`` -> {their column: our column}."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        for pair in filter(None, (x.strip() for x in item.split(","))):
+            ours, eq, theirs = pair.partition("=")
+            ours, theirs = ours.strip(), theirs.strip()
+            if not eq or not theirs or ours not in REQUIRED + OPTIONAL:
+                raise UsageError(f"--column-map {pair!r}: use OURS=THEIRS with OURS one of "
+                                 f"{', '.join(REQUIRED + OPTIONAL)} (e.g. session_id=visit_id)")
+            out[theirs] = ours
+    return out
+
+
+def apply_column_map(df, mapping: dict[str, str], where: str):
+    """The click table with the user's column names renamed to gpuforge's."""
+    if not mapping:
+        return df
+    missing = [c for c in mapping if c not in df.columns]
+    if missing:
+        raise BadInputError(f"{where}: --column-map names column(s) {', '.join(missing)}, which it lacks; "
+                            f"it has {', '.join(map(str, df.columns[:20]))}")
+    clash = [ours for theirs, ours in mapping.items() if ours in df.columns and ours not in mapping]
+    if clash:
+        df = df.drop(columns=clash)  # the mapped column replaces a same-named one
+    return df.rename(columns=mapping)
+
+
+def read_event_map(path: str | Path | None) -> dict[str, str] | None:
+    """``--event-map FILE``: the user's event names -> gpuforge page groups (or pages).
+
+    JSON (``{"their_event": "payment", ...}``) or CSV with columns ``event,group``. A
+    value is a group name of :data:`simulate.GROUPS` or one of :data:`simulate.PAGES`."""
+    import json
+
+    from gpuforge.plugins.fraud.simulate import GROUPS, PAGES
+
+    if path is None:
+        return None
+    path = Path(path)
+    where = f"--event-map {path}"
+    if not path.is_file():
+        raise BadInputError(f"{where}: file not found")
+    try:
+        if path.suffix.lower() == ".json":
+            raw = json.loads(path.read_text())
+            if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+                raise ValueError('expected one object of "event": "group" strings')
+            mapping = {str(k): v for k, v in raw.items()}
+        elif path.suffix.lower() == ".csv":
+            import pandas as pd
+
+            t = pd.read_csv(path, dtype=str)
+            if list(t.columns[:2]) != ["event", "group"]:
+                raise ValueError("expected the columns event,group")
+            mapping = dict(zip(t["event"].astype(str), t["group"].astype(str)))
+        else:
+            raise ValueError("use a .json or .csv file")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"{where}: {str(exc).splitlines()[0]}") from None
+    known = set(GROUPS) | set(PAGES)
+    bad = sorted({v for v in mapping.values() if v not in known})
+    if bad:
+        raise BadInputError(f"{where}: unknown group(s) {', '.join(bad[:5])}; use one of {', '.join(GROUPS)} "
+                            "(or a page name of the README's list)")
+    return mapping
+
+
+def event_groups(events, event_map: dict[str, str] | None):
+    """Per event, its gpuforge group (None when it belongs to none): a gpuforge page name
+    is in its group, and ``event_map`` sends the user's names to a group or a page. The
+    event names themselves are kept (distinct-page counts, the embedding's vocabulary)."""
+    from gpuforge.plugins.fraud.simulate import GROUPS
+
+    group_of = {p: g for g, pages in GROUPS.items() for p in pages}
+    group_of.update({g: g for g in GROUPS})
+    table = {e: group_of.get(e) for e in group_of}
+    for k, v in (event_map or {}).items():
+        table[k] = group_of.get(v)
+    ev = events.astype(str)
+    return ev.map(table)
+
+
+def warn_missing_groups(groups, where: str) -> list[str]:
+    """Page groups that never occur (their features would be all zero): warned once."""
+    from gpuforge.plugins.fraud.simulate import GROUPS
+
+    seen = set(groups.dropna().unique())
+    missing = [g for g in GROUPS if g not in seen]
+    if missing:
+        log.warning(f"{where}: page group(s) {', '.join(missing)} never occur, so their features are all zero; "
+                    "map your event names to groups with --event-map FILE (see the fraud README)")
+    return missing
 
 
 def check_clicks(df, where: str):
@@ -52,7 +154,9 @@ def sort_events(df):
     return df.iloc[order].reset_index(drop=True), unsorted_sessions, dup_sessions
 
 
-def compute_features(clicks, where: str = "clicks"):
+def compute_features(clicks, where: str = "clicks", event_map: dict[str, str] | None = None):
+    """(features per session, info, the sorted click frame). ``event_map``: the user's
+    event names -> gpuforge groups/pages (:func:`read_event_map`)."""
     import numpy as np
     import pandas as pd
 
@@ -75,13 +179,19 @@ def compute_features(clicks, where: str = "clicks"):
     hour = (t % 86400.0) / 3600.0
     df["_night"] = (hour < 6).astype(np.float64)
     ev = df["event"].astype(str)
+    grp = event_groups(df["event"], event_map)
+    missing_groups = warn_missing_groups(grp, where)
+    failed = ev == "payment_failed"
+    for k, v in (event_map or {}).items():
+        if v == "payment_failed":
+            failed |= ev == k
     g = df.groupby("session_id", sort=True)
     out = pd.DataFrame(index=g.size().index)
     out["n_events"] = g.size().astype(np.float64)
     out["duration_s"] = g["timestamp"].max() - g["timestamp"].min()
-    for name, pages in GROUPS.items():
-        out[f"n_{name}_pages"] = df["event"].isin(pages).groupby(df["session_id"]).sum().astype(np.float64)
-    out["n_payment_failed"] = (ev == "payment_failed").groupby(df["session_id"]).sum().astype(np.float64)
+    for name in GROUPS:
+        out[f"n_{name}_pages"] = (grp == name).groupby(df["session_id"]).sum().astype(np.float64)
+    out["n_payment_failed"] = failed.groupby(df["session_id"]).sum().astype(np.float64)
     out["n_distinct_pages"] = g["event"].nunique().astype(np.float64)
     dtg = df.groupby("session_id")["_dt"]
     out["dt_mean_s"] = dtg.mean().fillna(0.0)
@@ -122,7 +232,7 @@ def compute_features(clicks, where: str = "clicks"):
                                   ).astype(np.float64)
     out = out.reset_index().rename(columns={"index": "session_id"})
     info = {"sessions": int(len(out)), "events": int(len(df)), "unsorted_sessions": int(unsorted),
-            "sessions_with_duplicate_timestamps": int(dups)}
+            "sessions_with_duplicate_timestamps": int(dups), "groups_never_seen": missing_groups}
     return out, info, df
 
 

@@ -64,17 +64,19 @@ def row_groups(path: str | Path, columns: list[str] | None = None, what: str = "
             yield pf.read_row_group(g, columns=columns).to_pandas()
 
 
-def read_numeric(path: str | Path, columns: list[str] | None, what: str = "dataset"):
+def read_numeric(path: str | Path, columns: list[str] | None, what: str = "dataset", id_column: str | None = None):
     """(parts, used columns, ids, id column, rows per file): each row group's used columns
     as a float64 array, and the id column (if any) as one array. Without ``columns`` the
     first row group decides which columns are used; later groups read only those."""
     import numpy as np
     import pyarrow.parquet as pq
 
-    from gpuforge.plugins.fraud.cluster import ID_COLUMNS, numeric_matrix
+    import pandas as pd
+
+    from gpuforge.plugins.fraud.cluster import id_column_of, numeric_matrix
 
     names = schema_names(path)
-    id_col = next((c for c in ID_COLUMNS if c in names), None)
+    id_col = id_column_of(pd.DataFrame(columns=names), id_column, str(path))
     used = list(columns) if columns else None
     parts, ids, sizes = [], [], []
     for f in files(path, what):
@@ -86,7 +88,7 @@ def read_numeric(path: str | Path, columns: list[str] | None, what: str = "datas
             if missing:
                 raise BadInputError(f"{what} {path}: column(s) {', '.join(missing)} not found in {f.name}")
             df = pf.read_row_group(g, columns=cols).to_pandas()
-            X, used = numeric_matrix(df, used, str(path))
+            X, used = numeric_matrix(df, used, str(path), id_col)
             parts.append(X)
             if id_col is not None:
                 ids.append(df[id_col].to_numpy())
@@ -135,8 +137,8 @@ class DatasetWriter:
 
 # --- per-partition maps of simulate and features ------------------------------------------------
 
-SESSIONS_PER_FILE = 250_000
-"""Sessions per file of a simulated dataset (~2.5M events, ~100 MB in memory at a time)."""
+SESSIONS_PER_FILE = 100_000
+"""Sessions per file of a simulated dataset (~1M events; one file is in memory at a time)."""
 
 
 def simulate_dataset(folder: str | Path, sessions: int, fraud_rate: float = 0.02, seed: int = 0,

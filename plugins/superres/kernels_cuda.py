@@ -10,17 +10,10 @@ import math
 import numpy as np
 from numba import cuda, float32, uint8
 
-from gpuforge.core.tuning import launch_params
+from gpuforge.core.tuning import launch_config
 from gpuforge.kernels.cuda_arrays import Placement
 
 from .kernels import CB_B, CB_G, CR_G, CR_R, pil_coeffs, resize_shapes, shuffle_shapes, tile_grid
-
-_DEFAULT = {"threads_per_block": 256}
-
-
-def _threads(kernel: str) -> int:
-    return int(launch_params("superres", f"superres.{kernel}", _DEFAULT)["threads_per_block"])
-
 
 def _clamp01(v):
     if v >= float32(0.0):
@@ -118,10 +111,6 @@ _split = cuda.jit(split_kernel)
 _stitch = cuda.jit(stitch_kernel)
 
 
-def _blocks(n: int, tpb: int) -> int:
-    return (n + tpb - 1) // tpb
-
-
 def _f32_host(place: Placement, a, name: str):
     a = place.put(a, name)
     if np.dtype(a.dtype) != np.float32:
@@ -134,8 +123,8 @@ def shuffle_ycbcr_rgb_cuda(feats, cbcr):
     feats, cbcr = _f32_host(place, feats, "feats"), _f32_host(place, cbcr, "cbcr")
     r, h, w = shuffle_shapes(feats.shape, cbcr.shape)
     dev_out, handed = place.empty((h * r, w * r, 3), np.uint8)
-    n, tpb = h * r * w * r, _threads("shuffle_ycbcr_rgb")
-    place.launch(_shuffle, _blocks(n, tpb), tpb, place.to_device(feats), place.to_device(cbcr), r, dev_out)
+    n, cfg = h * r * w * r, launch_config("superres.shuffle_ycbcr_rgb")
+    place.launch(_shuffle, cfg.blocks(n), cfg.threads, place.to_device(feats), place.to_device(cbcr), r, dev_out)
     return place.result(handed)
 
 
@@ -146,11 +135,11 @@ def bicubic_resize_cuda(x, out_h: int, out_w: int, clamp: bool = False):
     oh, ow = int(out_h), int(out_w)
     fx, nx, wx = (place.to_device(a) for a in pil_coeffs(w, ow))
     fy, ny, wy = (place.to_device(a) for a in pil_coeffs(h, oh))
-    tpb = _threads("bicubic_resize")
+    cfg = launch_config("superres.bicubic_resize")
     tmp = cuda.device_array((h, ow, c), np.float32, stream=place.stream)  # scratch between the passes
-    place.launch(_resize_h, _blocks(h * ow * c, tpb), tpb, place.to_device(x), fx, nx, wx, bool(clamp), tmp)
+    place.launch(_resize_h, cfg.blocks(h * ow * c), cfg.threads, place.to_device(x), fx, nx, wx, bool(clamp), tmp)
     dev_out, handed = place.empty((oh, ow, c), np.float32)
-    place.launch(_resize_v, _blocks(oh * ow * c, tpb), tpb, tmp, fy, ny, wy, bool(clamp), dev_out)
+    place.launch(_resize_v, cfg.blocks(oh * ow * c), cfg.threads, tmp, fy, ny, wy, bool(clamp), dev_out)
     return place.result(handed)
 
 
@@ -161,9 +150,9 @@ def tile_split_cuda(x, tile: int, pad: int):
         raise ValueError(f"x must be (C, H, W), got shape {tuple(x.shape)}")
     th, tw, oy, ox = tile_grid(x.shape[1], x.shape[2], int(tile), int(pad))
     dev_out, handed = place.empty((len(oy) * len(ox), x.shape[0], th, tw), x.dtype)
-    n, tpb = int(np.prod(dev_out.shape)), _threads("tile_split")
+    n, cfg = int(np.prod(dev_out.shape)), launch_config("superres.tile_split")
     if n:
-        place.launch(_split, _blocks(n, tpb), tpb, place.to_device(x), place.to_device(oy), place.to_device(ox), dev_out)
+        place.launch(_split, cfg.blocks(n), cfg.threads, place.to_device(x), place.to_device(oy), place.to_device(ox), dev_out)
     return place.result(handed)
 
 
@@ -174,9 +163,9 @@ def tile_stitch_cuda(windows, h: int, w: int, tile: int, pad: int):
     if len(windows.shape) != 4 or windows.shape[0] != len(oy) * len(ox) or tuple(windows.shape[2:]) != (th, tw):
         raise ValueError(f"windows must be ({len(oy) * len(ox)}, C, {th}, {tw}) for a {h}x{w} image, got {tuple(windows.shape)}")
     dev_out, handed = place.empty((windows.shape[1], int(h), int(w)), windows.dtype)
-    n, tpb = int(np.prod(dev_out.shape)), _threads("tile_stitch")
+    n, cfg = int(np.prod(dev_out.shape)), launch_config("superres.tile_stitch")
     if n:
-        place.launch(_stitch, _blocks(n, tpb), tpb, place.to_device(windows), place.to_device(oy),
+        place.launch(_stitch, cfg.blocks(n), cfg.threads, place.to_device(windows), place.to_device(oy),
                      place.to_device(ox), int(tile), dev_out)
     return place.result(handed)
 

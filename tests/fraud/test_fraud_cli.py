@@ -109,7 +109,7 @@ def test_embed_reuses_saved_model(run_cli, clicks, tmp_path):
     r = run_cli("fraud", "embed", str(p), "--out", str(out), "--dim", "8", "--epochs", "1", "--max-train", "500",
                 "--objective", "next-event", "--json")
     assert r.code == 0, r.stderr
-    model = tmp_path / "e.parquet.model.pt"
+    model = tmp_path / "e.parquet.model.safetensors"
     assert model.exists()
     e1 = pd.read_parquet(out)
     r2 = run_cli("fraud", "embed", str(p), "--out", str(tmp_path / "e2.parquet"), "--model", str(model), "--json")

@@ -2,6 +2,8 @@
 and labels as the one-file table, read by row group, written all or nothing."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -23,18 +25,34 @@ def tables(tmp_path_factory):
     return d
 
 
-def test_folder_in_folder_out_equals_one_file(tables, tmp_path):
-    from gpuforge.plugins.fraud.cluster import run_cluster
+def cluster(run_cli, *args):
+    return run_cli("--json", "fraud", "cluster", *map(str, args), "--mode", "approx", "--min-cluster-size", "20")
 
-    a = run_cluster(str(tables / "one.parquet"), str(tmp_path / "a.parquet"), mode="approx", min_cluster_size=20)
-    b = run_cluster(str(tables / "ds"), str(tmp_path / "out"), mode="approx", min_cluster_size=20)
+
+def test_folder_in_folder_out_equals_one_file(tables, tmp_path, run_cli):
+    r1 = cluster(run_cli, tables / "one.parquet", "--out", tmp_path / "a.parquet")
+    r2 = cluster(run_cli, tables / "ds", "--out", tmp_path / "out")
+    assert r1.code == 0 and r2.code == 0, r2.stderr
+    a, b = json.loads(r1.stdout), json.loads(r2.stdout)
     assert a["mst_weight"] == b["mst_weight"] and a["columns"] == b["columns"] == [f"f{i}" for i in range(5)]
-    files = sorted(p.name for p in (tmp_path / "out").iterdir())
+    files = sorted(p.name for p in (tmp_path / "out").glob("*.parquet"))  # and the run's manifest.json
     assert files == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
     sizes = [len(pd.read_parquet(tmp_path / "out" / f)) for f in files]
     assert sizes == [len(pd.read_parquet(p)) for p in sorted((tables / "ds").glob("*.parquet"))]
-    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a.parquet"), pd.read_parquet(tmp_path / "out"))
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".gpuforge-")]
+    whole = pd.concat([pd.read_parquet(tmp_path / "out" / f) for f in files], ignore_index=True)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a.parquet"), whole)
+    assert not [p for p in tmp_path.iterdir() if ".gpuforge" in p.name or p.name.endswith(".tmp")]
+
+
+@pytest.mark.dist
+def test_cluster_option_gives_the_same_labels(tables, tmp_path, run_cli):
+    pytest.importorskip("dask.distributed")
+    r1 = cluster(run_cli, tables / "ds", "--out", tmp_path / "one.parquet")
+    r2 = run_cli("--cluster", "local:2", "--json", "fraud", "cluster", str(tables / "ds"), "--out",
+                 str(tmp_path / "two.parquet"), "--mode", "approx", "--min-cluster-size", "20")
+    assert r1.code == 0 and r2.code == 0, r2.stderr
+    assert json.loads(r2.stdout)["distributed"] is True and json.loads(r1.stdout)["distributed"] is False
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "one.parquet"), pd.read_parquet(tmp_path / "two.parquet"))
 
 
 def test_read_numeric_by_row_group(tables):
@@ -45,24 +63,20 @@ def test_read_numeric_by_row_group(tables):
     assert id_col == "session_id" and np.array_equal(ids, np.arange(3000) * 7) and sizes == [1000] * 3
 
 
-def test_bad_folders(tables, tmp_path):
-    from gpuforge.core.errors import BadInputError
-    from gpuforge.plugins.fraud.cluster import run_cluster
-
+def test_bad_folders(tables, tmp_path, run_cli):
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(BadInputError):
-        run_cluster(str(empty), str(tmp_path / "o.parquet"), mode="approx")
+    r = cluster(run_cli, empty, "--out", tmp_path / "o.parquet")
+    assert r.code == 3 and not (tmp_path / "o.parquet").exists()
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     pd.read_parquet(tables / "ds" / "p0.parquet").to_parquet(mixed / "a.parquet")
     pd.read_parquet(tables / "ds" / "p1.parquet").drop(columns=["f2"]).to_parquet(mixed / "b.parquet")
-    with pytest.raises(BadInputError, match="f2"):
-        run_cluster(str(mixed), str(tmp_path / "o2"), mode="approx", min_cluster_size=20)
-    assert not (tmp_path / "o2").exists()
+    r = cluster(run_cli, mixed, "--out", tmp_path / "o2")
+    assert r.code == 3 and "f2" in r.stderr and not (tmp_path / "o2").exists()
     (tmp_path / "taken").mkdir()
-    with pytest.raises(BadInputError, match="--force"):
-        run_cluster(str(tables / "ds"), str(tmp_path / "taken"), mode="approx", min_cluster_size=20)
+    r = cluster(run_cli, tables / "ds", "--out", tmp_path / "taken")
+    assert r.code == 3 and "--force" in r.stderr
 
 
 def test_simulate_and_features_per_file(tmp_path):

@@ -86,14 +86,19 @@ def test_non_contiguous_device_array_is_rejected():
         resolve(SPECS["kernels.blockwise_absmax"].backends["numba-cuda"])(x[:, ::2], 4)
 
 
-def test_launch_parameters_are_keywords():
+def test_launch_parameters_come_from_tuning_not_arguments():
+    from gpuforge.core.errors import UnsupportedError
+    from gpuforge.core.tuning import override_launch
+
     spec = SPECS["kernels.pairwise_topk"]
     case = next(c for c in cases_of(spec, "valid") if c.name == "m-100-partial-tile")
     expected = resolve(spec.backends["reference"])(*case.args)
-    actual = resolve(spec.backends["numba-cuda"])(*case.args, threads_per_block=32, tile=8)
+    with override_launch("kernels.pairwise_topk", threads_per_block=32, tile=8):
+        actual = resolve(spec.backends["numba-cuda"])(*case.args)
     assert_same(spec, case, expected, actual)
     absmax = resolve(SPECS["kernels.blockwise_absmax"].backends["numba-cuda"])
     x = np.arange(-50, 50, dtype=np.float32)
-    np.testing.assert_array_equal(absmax(x, 30, threads_per_block=4), [50, 20, 39, 49])
-    with pytest.raises(KernelArgumentError):
-        absmax(x, 30, threads_per_block=48)  # the shared-memory tree needs a power of two
+    with override_launch("kernels.blockwise_absmax", threads_per_block=4):
+        np.testing.assert_array_equal(absmax(x, 30), [50, 20, 39, 49])
+    with override_launch("kernels.blockwise_absmax", threads_per_block=48), pytest.raises(UnsupportedError, match="power of two"):
+        absmax(x, 30)  # the shared-memory tree needs a power of two

@@ -1,5 +1,5 @@
-"""kernels/tuning.toml names real kernels and the keyword arguments of their CUDA
-wrappers. (PTX compilation of every kernel is tests/test_kernels_ptx.py.)"""
+"""kernels/tuning.toml names real kernels and launch parameters their CUDA wrappers read
+(through core.tuning.launch_config, by the kernel's name). (PTX compilation of every kernel is tests/test_kernels_ptx.py.)"""
 from __future__ import annotations
 
 import importlib
@@ -31,10 +31,12 @@ def test_tuning_toml_names_real_kernels_and_keywords():
         tables += list(tuning.get(level, {}).values())
     assert set(tuning) <= {"default", "arch", "cc", "gpu"}
     assert set(tuning["default"]) == set(specs)
+    from gpuforge.core.tuning import _KNOWN_KEYS
+
     for table in tables:
         for name, params in table.items():
             wrapper = resolve(specs[name].backends["numba-cuda"])
-            keywords = {p.name for p in inspect.signature(wrapper).parameters.values()
-                        if p.kind is p.KEYWORD_ONLY}
-            assert params and set(params) <= keywords, (name, params, keywords)
+            source = inspect.getsource(inspect.getmodule(wrapper))
+            assert f'launch_config("{name}"' in source or f'"{name}"' in source, name
+            assert params and set(params) <= _KNOWN_KEYS, (name, params)
             assert all(isinstance(v, int) and v > 0 for v in params.values()), (name, params)

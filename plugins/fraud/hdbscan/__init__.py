@@ -11,6 +11,14 @@
 """
 from __future__ import annotations
 
-from gpuforge.plugins.fraud.hdbscan.fit import Result, hdbscan
-
 __all__ = ["Result", "hdbscan"]
+
+
+def __getattr__(name: str):
+    # lazily: kernel specs name this package's modules, and finding a submodule imports
+    # this package, which must stay light for `gpuforge --help` (no numpy)
+    if name in __all__:
+        from gpuforge.plugins.fraud.hdbscan import fit
+
+        return getattr(fit, name)
+    raise AttributeError(name)

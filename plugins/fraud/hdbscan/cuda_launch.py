@@ -5,7 +5,6 @@ import os
 
 from numba import cuda
 
-from gpuforge.kernels.cuda_arrays import check_threads
 from gpuforge.plugins.fraud.hdbscan import edge_order
 
 # the one tie rule, as device functions (inlined at IR level, like the CPU versions)
@@ -16,10 +15,12 @@ DEFAULT_THREADS = 256
 
 
 def threads(kernel: str) -> int:
-    """Threads per block for ``kernel`` from the plugin's tuning.toml (per GPU)."""
-    from gpuforge.core.tuning import launch_params
+    """Threads per block for ``kernel``: the core's one launch rule
+    (:func:`gpuforge.core.tuning.launch_config`: the plugin's tuning.toml per GPU, checked
+    against the GPU's limits, and test overrides)."""
+    from gpuforge.core.tuning import launch_config
 
-    return check_threads(launch_params("fraud", kernel, {"threads_per_block": DEFAULT_THREADS})["threads_per_block"])
+    return launch_config(kernel, {"threads_per_block": DEFAULT_THREADS}).threads
 
 
 def blocks(n: int, t: int) -> int:

@@ -135,6 +135,10 @@ def select_clusters(ct, n: int, method: str = "eom", epsilon: float = 0.0):
             pr = np.where((mx == 0.0) | ~np.isfinite(plam[ok]), 1.0, lm / mx)
         prob[pts[ok]] = pr
     scores = glosh(parent, child, lam, n, ncl)
+    point_lambda = np.zeros(n)
+    point_lambda[pts] = plam
     info = {"selected": clusters, "stability": [float(stab[c]) for c in clusters],
-            "birth_lambda": [float(birth_lam.get(c, 0.0)) for c in clusters]}
+            "birth_lambda": [float(birth_lam.get(c, 0.0)) for c in clusters],
+            "max_lambda": [float(top[c]) for c in clusters],
+            "point_lambda": point_lambda}  # lambda at which each point leaves the tree (prediction)
     return labels, prob, scores, info
