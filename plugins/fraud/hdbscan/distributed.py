@@ -41,7 +41,7 @@ import time
 import numpy as np
 from numba import njit
 
-from gpuforge.plugins.fraud.hdbscan.fit import APPROX_MIN_KNN, Result
+from gpuforge.plugins.fraud.hdbscan.fit import APPROX_MIN_KNN, Result, tree_steps
 from gpuforge.plugins.fraud.hdbscan.union_find import union
 
 
@@ -152,9 +152,6 @@ def _run(parts, client, min_cluster_size: int = 5, min_samples: int | None = Non
     ``info["bytes_moved"]`` counts the arrays sent to and from the workers."""
     from gpuforge.core.kernels import call
     from gpuforge.plugins.fraud.hdbscan.approx import GEMM_MIN_COLUMNS, REFINE_STEPS, partition
-    from gpuforge.plugins.fraud.hdbscan.condense import condense_tree
-    from gpuforge.plugins.fraud.hdbscan.linkage import single_linkage
-    from gpuforge.plugins.fraud.hdbscan.selection import select_clusters
 
     if knn_cells == 0:
         raise ValueError("the distributed run is approx mode: knn_cells must be >= 1")
@@ -260,9 +257,7 @@ def _run(parts, client, min_cluster_size: int = 5, min_samples: int | None = Non
     w = np.sqrt(w2)
     t["bridge"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    Z = single_linkage(u, v, w)
-    ct = condense_tree(Z, int(min_cluster_size))
-    labels, prob, glosh, sel = select_clusters(ct, n, selection, float(epsilon))
+    labels, prob, glosh, sel = tree_steps(u, v, w, n, min_cluster_size, selection, epsilon)
     t["tree_selection"] = time.perf_counter() - t0
     info = dict(sel)
     info.update(min_samples_used=ms, knn=k, mst_algorithm="boruvka", tasks=len(groups), knn_forest_edges=int(len(fu)),
