@@ -202,3 +202,32 @@ def features_dataset(clicks: str | Path, folder: str | Path, force: bool = False
             raise BadInputError(f"click dataset {clicks}: some sessions span several files; "
                                 "write each session's events into one file")
     return {"output": str(folder), **info_all, "features": cols}
+
+
+def embed_dataset(clicks: str | Path, folder: str | Path, model: str | Path, force: bool = False,
+                  device=None) -> dict:
+    """``embed --model`` inference file by file (a per-partition map): each file's
+    sessions through the saved encoder, written as ``session_id, e0, e1, ...`` (the
+    columns ``fraud embed`` writes). Memory: one input file and its embeddings."""
+    import pandas as pd
+
+    from gpuforge.plugins.fraud.embed import train_and_embed
+    from gpuforge.plugins.fraud.features import check_clicks, sort_events
+
+    sessions = 0
+    dim = None
+    with DatasetWriter(folder, force) as w:
+        for f in files(clicks, "click dataset"):
+            try:
+                df = pd.read_parquet(f)
+            except Exception as exc:
+                raise BadInputError(f"cannot read click dataset file {f}: {str(exc).splitlines()[0]}") from None
+            df, _, _ = sort_events(check_clicks(df, str(f)))
+            sids, Z, _ = train_and_embed(df, reuse=Path(model), device=device)
+            del df
+            emb = pd.DataFrame(Z, columns=[f"e{i}" for i in range(Z.shape[1])])
+            emb.insert(0, "session_id", sids)
+            w.write(emb)
+            sessions += len(sids)
+            dim = Z.shape[1]
+    return {"output": str(folder), "sessions": sessions, "dim": dim, "model": str(model)}

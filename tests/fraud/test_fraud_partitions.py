@@ -101,3 +101,20 @@ def test_simulate_and_features_per_file(tmp_path):
     with pytest.raises(BadInputError, match="span"):
         features_dataset(split, tmp_path / "f2")
     assert not (tmp_path / "f2").exists()
+
+
+def test_embed_inference_per_file(tmp_path, run_cli):
+    pytest.importorskip("torch")
+    from gpuforge.plugins.fraud.partitions import embed_dataset, simulate_dataset
+
+    simulate_dataset(tmp_path / "clicks", 400, per_file=200)
+    files = sorted((tmp_path / "clicks").glob("*.parquet"))
+    r = run_cli("fraud", "embed", str(files[0]), "--out", str(tmp_path / "e0.parquet"), "--epochs", "1", "--dim", "8")
+    assert r.code == 0, r.stderr
+    model = tmp_path / "e0.parquet.model.safetensors"
+    r = run_cli("fraud", "embed", str(files[1]), "--out", str(tmp_path / "e1.parquet"), "--model", str(model))
+    assert r.code == 0, r.stderr
+    out = embed_dataset(tmp_path / "clicks", tmp_path / "emb", model)
+    assert out["sessions"] == 400 and out["dim"] == 8
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "emb" / "part-00001.parquet"),
+                                  pd.read_parquet(tmp_path / "e1.parquet"))
