@@ -5,15 +5,15 @@ from typing import Optional
 
 import typer
 
-from gpuforge.core.context import get_context
-from gpuforge.core.output import emit, print_table
+from gpuforge.core.output import print_table
+from gpuforge.core.run import Run, command
 
 app = typer.Typer(help="List kernels, check every backend against its reference, inspect CUDA resources.",
                   no_args_is_help=True)
 
 
-@app.command("list")
-def list_(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+@command(app, "list", device=False)
+def list_(run: Run) -> None:
     """Every kernel, the plugin that ships it, and its backends (without importing them)."""
     from gpuforge.core.plugins import get_registry
 
@@ -25,26 +25,26 @@ def list_(json_out: bool = typer.Option(False, "--json", help="Print as JSON."))
     def human() -> None:
         print_table([{**r, "backends": ", ".join(r["backends"])} for r in rows], title="kernels")
 
-    emit(rows, human, as_json=json_out or get_context().json)
+    run.result(rows, human)
 
 
-@app.command("check")
+@command(app, "check", device=False, backend=True)
 def check(
+    run: Run,
     name: Optional[str] = typer.Argument(None, help="One kernel (default: all)."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="Only this backend (default: every available one)."),
-    json_out: bool = typer.Option(False, "--json", help="Print every case result as JSON."),
 ) -> None:
     """Run every backend against the reference on generated and edge cases.
 
     numba-cuda runs on a GPU, or in Numba's simulator when NUMBA_ENABLE_CUDASIM=1
-    (then only the small cases). Exits 1 when any case fails.
+    (then only the small cases). ``--backend NAME`` checks only that backend (default:
+    every available one). Exits 1 when any case fails.
     """
     from gpuforge.core.conformance import check_kernel, summarize
     from gpuforge.core.errors import GpuforgeError
     from gpuforge.core.kernels import check_backend_name, get_spec, kernel_specs
     from gpuforge.core.progress import progress
 
-    ctx_backend = backend or get_context().backend
+    ctx_backend = run.backend
     if ctx_backend is not None:
         check_backend_name(ctx_backend)
     specs = [get_spec(name)] if name else list(kernel_specs().values())
@@ -67,10 +67,10 @@ def check(
         print_table(list(per.values()), title="kernel conformance")
         typer.echo(f"{summary['pass']} passed, {summary['fail']} failed, {summary['skip']} skipped")
 
-    emit({"summary": summary, "results": [r.to_dict() for r in results]}, human, as_json=json_out or get_context().json)
+    run.result({"summary": summary, "results": [r.to_dict() for r in results]}, human)
     if failed:  # a kernel that disagrees with its reference is our bug: exit 1
-        raise GpuforgeError(f"{len(failed)} kernel case(s) differ from the reference; first: "
-                             f"{failed[0].kernel} [{failed[0].backend}] {failed[0].case}: {failed[0].detail}")
+        run.fail_after(GpuforgeError(f"{len(failed)} kernel case(s) differ from the reference; first: "
+                             f"{failed[0].kernel} [{failed[0].backend}] {failed[0].case}: {failed[0].detail}"))
 
 
 _INSPECT_COLUMNS = ["kernel", "function", "registers", "shared_bytes", "local_bytes", "spill_bytes",
@@ -95,11 +95,11 @@ def inspect_markdown(rows: list[dict], gpu: str) -> str:
     return "\n".join(lines)
 
 
-@app.command("inspect")
+@command(app, "inspect", device=False)
 def inspect(
+    run: Run,
     name: Optional[str] = typer.Argument(None, help="One kernel (default: every kernel with a numba-cuda backend)."),
     gpu: Optional[str] = typer.Option(None, "--gpu", help="GPU profile id (`gpuforge hw list`); default: this machine's GPU."),
-    json_out: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
     markdown: bool = typer.Option(False, "--markdown", help="Print a markdown table (for docs/BENCHMARKS.md)."),
 ) -> None:
     """Compile every CUDA kernel for a GPU's compute capability (no GPU needed) and report
@@ -131,4 +131,4 @@ def inspect(
         flagged = [r for r in rows if r["flags"]]
         typer.echo(f"{len(rows)} CUDA functions, {len(flagged)} flagged")
 
-    emit(rows, human, as_json=json_out or get_context().json)
+    run.result(rows, human)

@@ -616,9 +616,12 @@ def _option(default, *names, **kw):
     return typer.Option(default, *names, **kw)
 
 
-def _standard_params(outputs: bool, seeded: bool, threads: bool) -> list[inspect.Parameter]:
+def _standard_params(outputs: bool, seeded: bool, threads: bool, backend: bool = False) -> list[inspect.Parameter]:
     P = inspect.Parameter
     params = []
+    if backend:
+        params.append(P("gf_backend", P.KEYWORD_ONLY, annotation=Optional[str], default=_option(
+            None, "--backend", help="Kernel backend (same as the global --backend).")))
     if outputs:
         params.append(P("gf_force", P.KEYWORD_ONLY, annotation=bool, default=_option(
             False, "--force", help="Replace outputs of an earlier run (never an input).")))
@@ -634,7 +637,7 @@ def _standard_params(outputs: bool, seeded: bool, threads: bool) -> list[inspect
 
 
 def command(app, name: str | None = None, *, outputs: bool = False, seeded: bool = False, threads: bool = False,
-            device: bool = True, distributed: bool = False, **typer_kwargs) -> Callable:
+            device: bool = True, distributed: bool = False, backend: bool = False, **typer_kwargs) -> Callable:
     """Register ``fn(run, ...)`` as ``app``'s command ``name``.
 
     ``outputs``: the command writes files (adds ``--force``). ``seeded``: it draws random
@@ -642,7 +645,8 @@ def command(app, name: str | None = None, *, outputs: bool = False, seeded: bool
     ``--threads``. ``device``: the device is resolved before the body runs (product
     commands: ``--device cuda`` without a GPU exits 4 at once). ``distributed``: the
     command can run on a Dask cluster (``run.cluster()``); for the others a
-    ``--cluster``/``--scheduler`` request is answered with a notice that they run here."""
+    ``--cluster``/``--scheduler`` request is answered with a notice that they run here.
+    ``backend``: adds a command-level ``--backend`` (``run.backend``, over the global one)."""
 
     def decorate(fn: Callable) -> Callable:
         sig = inspect.signature(fn)
@@ -659,7 +663,7 @@ def command(app, name: str | None = None, *, outputs: bool = False, seeded: bool
                     raise TypeError(f"{fn.__module__}.{fn.__name__} declares {flag}; the runtime adds it")
         if clash:
             raise TypeError(f"{fn.__module__}.{fn.__name__} declares {sorted(clash)}; the runtime owns them")
-        extra = _standard_params(outputs, seeded, threads)
+        extra = _standard_params(outputs, seeded, threads, backend)
         new_sig = sig.replace(parameters=own + extra, return_annotation=None)
         cmd_name = name or fn.__name__.replace("_", "-")
 
@@ -671,6 +675,7 @@ def command(app, name: str | None = None, *, outputs: bool = False, seeded: bool
             force = kwargs.pop("gf_force", False)
             seed = kwargs.pop("gf_seed", None)
             nthreads = kwargs.pop("gf_threads", None)
+            chosen_backend = kwargs.pop("gf_backend", None) or ctx.backend
             as_json = kwargs.pop("gf_json", False) or ctx.json
             from gpuforge.cli.clickcompat import current_context
 
@@ -682,7 +687,7 @@ def command(app, name: str | None = None, *, outputs: bool = False, seeded: bool
                 get_logger("gpuforge.run").warning(f"`{label}` runs on this machine only; --cluster/--scheduler "
                                                    "do not apply to it")
             run = Run(label, device=resolve_device(ctx.device) if device else None,
-                      backend=ctx.backend, seed=seed if seed is not None else ctx.seed,
+                      backend=chosen_backend, seed=seed if seed is not None else ctx.seed,
                       json=as_json, force=force, threads=nthreads, params=_jsonable(kwargs),
                       cluster=ctx.cluster if distributed else None)
             return execute(run, lambda r: fn(r, **kwargs))
@@ -691,7 +696,7 @@ def command(app, name: str | None = None, *, outputs: bool = False, seeded: bool
         wrapper.__signature__ = new_sig
         wrapper.__annotations__ = {p.name: p.annotation for p in new_sig.parameters.values()}
         wrapper.gpuforge_runtime = {"outputs": outputs, "seeded": seeded, "threads": threads, "device": device,
-                                    "distributed": distributed}
+                                    "distributed": distributed, "backend": backend}
         app.command(cmd_name, **typer_kwargs)(wrapper)
         return fn
 

@@ -51,10 +51,10 @@ def frame_rows(ctx: BenchContext, h: int = 360, w: int = 640, scale: int = 3) ->
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     frame = np.ascontiguousarray(np.repeat(np.repeat(frame[::8, ::8], 8, 0), 8, 1)[:h, :w])  # blocky, image-like
-    from gpuforge.core.device import torch_device
+    from gpuforge.core.run import resolve_device
 
     try:
-        device = torch_device(ctx.device)
+        device = resolve_device(ctx.device).torch
     except Exception:  # an unusable --device: measure on the CPU
         device = torch.device("cpu")
     sync = torch.cuda.synchronize if device.type == "cuda" else None
