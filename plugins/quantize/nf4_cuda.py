@@ -16,24 +16,13 @@ import math
 import numpy as np
 from numba import cuda, float32, int64
 
-from gpuforge.core.tuning import launch_params
+from gpuforge.core.tuning import launch_config
 from gpuforge.kernels.arguments import KernelArgumentError
-from gpuforge.kernels.cuda_arrays import Placement, check_threads, zeros_flag
+from gpuforge.kernels.cuda_arrays import Placement, zeros_flag
 from gpuforge.kernels.dynamic_map import lut_index, quantize_lut
 from gpuforge.plugins.quantize.nf4 import (DYNAMIC_MAP, LUT_BINS, bounds_and_order, check_decode,
                                            check_dq_decode, check_dq_encode, check_encode,
                                            code_table, dq_offset, interval_lut, non_finite)
-
-MAX_BLOCKS = 65535 * 32
-
-
-def _blocks(total: int, threads: int) -> int:
-    return max(1, min(-(-total // threads), MAX_BLOCKS))
-
-
-def _threads(kernel: str) -> int:
-    return check_threads(launch_params("quantize", kernel, {"threads_per_block": 256})["threads_per_block"])
-
 
 def absmax_kernel(flat, bs, absmax, bad):
     n = flat.size
@@ -146,14 +135,14 @@ def nf4_encode_cuda(x, blocksize: int = 64, quant_type: str = "nf4"):
     packed, h_packed = place.empty(((n + 1) // 2,), np.uint8)
     if n:
         flat = place.to_device(_flat(place, x))
-        threads = _threads("quantize.nf4_encode")
+        cfg = launch_config("quantize.nf4_encode")
         bad = zeros_flag(place)
-        place.launch(_absmax, _blocks(nb, threads), threads, flat, blocksize, absmax, bad)
+        place.launch(_absmax, cfg.stride_blocks(nb), cfg.threads, flat, blocksize, absmax, bad)
         if place.read_flag(bad):
             raise non_finite()
         bounds, order = bounds_and_order(quant_type)
         dev = [cuda.to_device(a, stream=place.stream) for a in (bounds, order, interval_lut(bounds))]
-        place.launch(_encode, _blocks((n + 1) // 2, threads), threads, flat, blocksize, absmax, *dev, packed)
+        place.launch(_encode, cfg.stride_blocks((n + 1) // 2), cfg.threads, flat, blocksize, absmax, *dev, packed)
     return place.result(h_packed), place.result(h_absmax)
 
 
@@ -164,8 +153,8 @@ def nf4_decode_cuda(packed, absmax, n: int, blocksize: int = 64, quant_type: str
     n, blocksize = check_decode(packed, absmax, n, blocksize, quant_type)
     out, handed = place.empty((n,), np.float32)
     if n:
-        threads = _threads("quantize.nf4_decode")
-        place.launch(_decode, _blocks(n, threads), threads, place.to_device(packed), place.to_device(absmax),
+        cfg = launch_config("quantize.nf4_decode")
+        place.launch(_decode, cfg.stride_blocks(n), cfg.threads, place.to_device(packed), place.to_device(absmax),
                      blocksize, cuda.to_device(code_table(quant_type), stream=place.stream), out)
     return place.result(handed)
 
@@ -184,8 +173,8 @@ def absmax_dq_encode_cuda(absmax, blocksize: int = 256):
         raise KernelArgumentError("absmax holds NaN or inf")
     offset.copy_to_device(np.array([off], np.float32), stream=place.stream)
     if m:
-        threads = _threads("quantize.absmax_dq_encode")
-        place.launch(_dq_encode, _blocks(nested.shape[0], threads), threads, place.to_device(absmax), offset,
+        cfg = launch_config("quantize.absmax_dq_encode")
+        place.launch(_dq_encode, cfg.stride_blocks(nested.shape[0]), cfg.threads, place.to_device(absmax), offset,
                      blocksize, cuda.to_device(quantize_lut(True), stream=place.stream), q, nested)
     return place.result(h_q), place.result(h_nested), place.result(h_offset)
 
@@ -198,8 +187,8 @@ def absmax_dq_decode_cuda(qabsmax, nested_absmax, offset, blocksize: int = 256):
     blocksize = check_dq_decode(q, nested, offset, blocksize)
     out, handed = place.empty((q.shape[0],), np.float32)
     if q.shape[0]:
-        threads = _threads("quantize.absmax_dq_decode")
-        place.launch(_dq_decode, _blocks(q.shape[0], threads), threads, place.to_device(q),
+        cfg = launch_config("quantize.absmax_dq_decode")
+        place.launch(_dq_decode, cfg.stride_blocks(q.shape[0]), cfg.threads, place.to_device(q),
                      place.to_device(nested), place.to_device(offset), blocksize,
                      cuda.to_device(DYNAMIC_MAP, stream=place.stream), out)
     return place.result(handed)
