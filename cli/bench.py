@@ -101,6 +101,12 @@ def bench(
     keep_inputs: bool = typer.Option(False, "--keep-inputs", help="scale: keep the generated inputs."),
     sizes: Optional[str] = typer.Option(None, "--sizes", help="scale: only these size labels, comma-separated "
                                         "(e.g. 1.1B,7B)."),
+    scaling: Optional[str] = typer.Option(None, "--scaling", help="Run the plugin's scaling benchmark: strong (fixed "
+                                          "rows), weak (rows per worker), both, or memory (peak RSS per step)."),
+    workers: Optional[str] = typer.Option(None, "--workers", help="--scaling: local Dask cluster sizes, "
+                                          "comma-separated (default 1,2)."),
+    input_rows: Optional[int] = typer.Option(None, "--rows", min=1, help="Input rows for benchmarks that take a size "
+                                       "(--scaling: rows, or rows per worker when weak)."),
 ) -> None:
     """Each row: implementation, best time, and ratio against the baseline run in the same
     process (> 1 means faster), with the share of this machine's measured peak.
@@ -110,13 +116,28 @@ def bench(
     dst = run.output(out, kind="file") if out is not None else None  # checked before minutes of timing
     if only and "all" in only:  # `superres bench --only all`, as that command said it before it forwarded here
         only = None
+    from gpuforge.core.errors import UsageError
+
+    if scaling is not None and scaling not in ("strong", "weak", "both", "memory"):
+        raise UsageError(f"--scaling {scaling!r} is not one of strong, weak, both, memory")
+    try:
+        worker_counts = tuple(int(w) for w in workers.split(",") if w.strip()) if workers else ()
+    except ValueError:
+        raise UsageError(f"--workers {workers!r}: give worker counts separated by commas, e.g. 1,2") from None
+    if any(w < 1 for w in worker_counts):
+        raise UsageError(f"--workers {workers!r}: every count must be >= 1")
+    if (workers or input_rows) and scaling is None and not only:
+        raise UsageError("--workers and --rows go with --scaling (or --only naming a benchmark that reads them)")
+    if scaling is not None and not only:
+        only = ["scaling"]  # `gpuforge bench fraud --scaling strong`: the scaling benchmark alone
+    extra = {"scaling": scaling, "workers": worker_counts, "rows": input_rows}
     # BenchContext.device is a torch device string: the simulator keeps torch on the CPU.
     dev = run.device
     device = f"cuda:{dev.index}" if dev.kind == "cuda" else "cpu"
     if plugin == SCALE:
         _scale(run, dst, quick, only, device, cache_dir, keep_inputs, sizes)
         return
-    rows = run_benchmarks(plugin, quick, only, device=device)
+    rows = run_benchmarks(plugin, quick, only, device=device, **extra)
     if dst is not None:
         from gpuforge.core.output import to_json
 

@@ -23,6 +23,13 @@ class BenchContext:
     """Scale benchmarks: keep generated inputs (they are deleted after each row otherwise)."""
     sizes: tuple[str, ...] = ()
     """Scale benchmarks: only these size labels (e.g. ``1.1B``), when given."""
+    scaling: str | None = None
+    """Scaling benchmarks: ``strong`` (fixed rows), ``weak`` (rows per worker), ``both`` or
+    ``memory`` (peak RSS of the partitioned steps); None: the benchmark's default."""
+    workers: tuple[int, ...] = ()
+    """Scaling benchmarks: the cluster sizes to run (e.g. ``(1, 2)``); empty: the default."""
+    rows: int | None = None
+    """Benchmarks that take an input size in rows (e.g. fraud scaling); None: their default."""
 
     def cache(self, name: str):
         from pathlib import Path

@@ -1,4 +1,4 @@
-"""``gpuforge bench fraud --only scaling``: approx HDBSCAN on a local Dask cluster of 1, 2,
+"""``gpuforge bench fraud --scaling strong|weak --workers 1,2``: approx HDBSCAN on a local Dask cluster of 1, 2,
 ... workers against the one-process run on the same rows (issue 16's scaling evidence).
 
 Each row: wall time per stage (cells, kNN, join step, forests, bridges, tree), the total,
@@ -8,26 +8,25 @@ the one-process time in the same process as the baseline, parallel efficiency
 to and from the workers, and whether labels and MST weight equal the one-process run.
 A warm-up run on each cluster compiles the kernels in the workers first.
 
-``GPUFORGE_FRAUD_SCALING=memory`` instead measures peak RSS (``core.peakrss``, each step
-in a fresh process) of the partitioned steps at ``GPUFORGE_FRAUD_SCALING_ROWS`` sessions:
+``--scaling memory`` instead measures peak RSS (``core.peakrss``, each step in a fresh
+process) of the partitioned steps at ``--rows`` sessions:
 ``simulate_dataset`` and ``features_dataset`` (one file of ``SESSIONS_PER_FILE`` sessions
 at a time), then approx ``fraud cluster`` of the feature folder (the n x d matrix and
 the n x k graph) and, for comparison, of the same features as one parquet file.
 
-Knobs (environment): ``GPUFORGE_FRAUD_SCALING`` = strong | weak | both | memory (default strong),
-``GPUFORGE_FRAUD_WORKERS`` (default ``1,2``), ``GPUFORGE_FRAUD_SCALING_ROWS`` (rows, or
-rows per worker for weak scaling; default 200000, quick 20000), 8 columns, 5% noise.
+Options of ``gpuforge bench`` (``BenchContext``): ``--scaling`` strong | weak | both | memory
+(default strong), ``--workers`` (default ``1,2``), ``--rows`` (rows, or rows per worker for
+weak scaling; default 200000, ``--quick`` 20000); 8 columns, 5% noise.
 """
 from __future__ import annotations
 
-import os
 import time
 
 from gpuforge.plugins.fraud.bench import MCS, MS, blobs
 
 
-def _workers() -> list[int]:
-    return [int(w) for w in os.environ.get("GPUFORGE_FRAUD_WORKERS", "1,2").split(",") if w.strip()]
+def _workers(ctx) -> list[int]:
+    return list(ctx.workers) or [1, 2]
 
 
 def measure(X, workers: int, tasks: int | None = None):
@@ -87,15 +86,15 @@ def run(ctx):
     from gpuforge.core.bench import row
     from gpuforge.plugins.fraud.hdbscan import hdbscan
 
-    kinds = os.environ.get("GPUFORGE_FRAUD_SCALING", "strong")
+    kinds = ctx.scaling or "strong"
     kinds = ["strong", "weak"] if kinds == "both" else [kinds]
-    base = int(os.environ.get("GPUFORGE_FRAUD_SCALING_ROWS", "20000" if ctx.quick else "200000"))
+    base = ctx.rows or (20000 if ctx.quick else 200000)
     if kinds == ["memory"]:
         return memory_rows(ctx, base)
     rows = []
     for kind in kinds:
         t1 = None
-        for w in _workers():
+        for w in _workers(ctx):
             n = base * w if kind == "weak" else base
             X, _ = blobs(n, 8)
             hdbscan(X[:20_000], min_cluster_size=MCS, min_samples=MS, mode="approx")  # compile here too
