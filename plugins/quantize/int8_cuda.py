@@ -11,7 +11,7 @@ from numba import cuda, float32, float64, int32
 
 from gpuforge.kernels.cuda_arrays import Placement, zeros_flag
 from gpuforge.plugins.quantize.int8 import check_mm, check_vq, non_finite
-from gpuforge.plugins.quantize.nf4_cuda import _blocks, _threads
+from gpuforge.core.tuning import launch_config
 
 
 def rint_half_even(v):
@@ -93,13 +93,13 @@ def int8_vectorwise_quant_cuda(x, threshold: float = 0.0):
     outl, h_outl = place.empty((cols,), np.bool_)
     if rows * cols:
         d = place.to_device(x)
-        t = _threads("quantize.int8_vectorwise_quant")
+        cfg = launch_config("quantize.int8_vectorwise_quant")
         bad = zeros_flag(place)
-        place.launch(_outliers, _blocks(cols, t), t, d, np.float32(threshold), outl, bad)
+        place.launch(_outliers, cfg.stride_blocks(cols), cfg.threads, d, np.float32(threshold), outl, bad)
         if place.read_flag(bad):
             raise non_finite()
-        place.launch(_absmax, _blocks(rows, t), t, d, outl, absmax)
-        place.launch(_codes, _blocks(rows * cols, t), t, d, outl, absmax, codes)
+        place.launch(_absmax, cfg.stride_blocks(rows), cfg.threads, d, outl, absmax)
+        place.launch(_codes, cfg.stride_blocks(rows * cols), cfg.threads, d, outl, absmax, codes)
     else:
         if cols:
             place.launch(_outliers, 1, 1, place.to_device(x), np.float32(threshold), outl, zeros_flag(place))
@@ -116,8 +116,8 @@ def int8_matmul_cuda(a, b):
     m, n = a.shape[0], b.shape[0]
     out, handed = place.empty((m, n), np.int32)
     if m * n:
-        t = _threads("quantize.int8_matmul")
-        place.launch(_mm, _blocks(m * n, t), t, place.to_device(a), place.to_device(b), out)
+        cfg = launch_config("quantize.int8_matmul")
+        place.launch(_mm, cfg.stride_blocks(m * n), cfg.threads, place.to_device(a), place.to_device(b), out)
     return place.result(handed)
 
 

@@ -11,7 +11,7 @@ from gpuforge.kernels.cuda_arrays import Placement, zeros_flag
 from gpuforge.kernels.packing import gptq_group, word_value
 from gpuforge.plugins.quantize.matvec import check_gptq, check_nf4_matvec
 from gpuforge.plugins.quantize.nf4 import code_table
-from gpuforge.plugins.quantize.nf4_cuda import _blocks, _threads
+from gpuforge.core.tuning import launch_config
 
 
 def nf4_matvec_kernel(packed, absmax, x, out_features, bs, code, y):
@@ -68,8 +68,8 @@ def nf4_matvec_cuda(packed, absmax, x, out_features: int, blocksize: int = 64, q
     out_features, blocksize = check_nf4_matvec(packed, absmax, x, out_features, blocksize, quant_type)
     y, handed = place.empty((out_features,), np.float32)
     if out_features:
-        t = _threads("quantize.nf4_matvec")
-        place.launch(_nf4_mv, _blocks(out_features, t), t, place.to_device(packed), place.to_device(absmax),
+        cfg = launch_config("quantize.nf4_matvec")
+        place.launch(_nf4_mv, cfg.stride_blocks(out_features), cfg.threads, place.to_device(packed), place.to_device(absmax),
                      place.to_device(x), out_features, blocksize,
                      cuda.to_device(code_table(quant_type), stream=place.stream), y)
     return place.result(handed)
@@ -83,9 +83,9 @@ def gptq_dequantize_cuda(qweight, qzeros, scales, g_idx, bits: int):
     group, words = gptq_group(bits)
     out, handed = place.empty((g_idx.shape[0], qweight.shape[1]), np.float32)
     if out.shape[0] * out.shape[1]:
-        t = _threads("quantize.gptq_dequantize")
+        cfg = launch_config("quantize.gptq_dequantize")
         bad = zeros_flag(place)
-        place.launch(_deq, _blocks(out.shape[0] * out.shape[1], t), t, place.to_device(qweight),
+        place.launch(_deq, cfg.stride_blocks(out.shape[0] * out.shape[1]), cfg.threads, place.to_device(qweight),
                      place.to_device(qzeros), place.to_device(scales), place.to_device(g_idx), bits, group, words,
                      out, bad)
         if place.read_flag(bad):
@@ -105,9 +105,9 @@ def gptq_matvec_cuda(qweight, qzeros, scales, g_idx, bits: int, x):
     group, words = gptq_group(bits)
     y, handed = place.empty((qweight.shape[1],), np.float32)
     if qweight.shape[1]:
-        t = _threads("quantize.gptq_matvec")
+        cfg = launch_config("quantize.gptq_matvec")
         bad = zeros_flag(place)
-        place.launch(_mv, _blocks(qweight.shape[1], t), t, place.to_device(qweight), place.to_device(qzeros),
+        place.launch(_mv, cfg.stride_blocks(qweight.shape[1]), cfg.threads, place.to_device(qweight), place.to_device(qzeros),
                      place.to_device(scales), place.to_device(g_idx), bits, group, words, place.to_device(x), y, bad)
         if place.read_flag(bad):
             raise KernelArgumentError(f"g_idx must lie in [0, {scales.shape[0]})")

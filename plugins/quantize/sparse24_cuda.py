@@ -6,7 +6,7 @@ from numba import cuda
 
 from gpuforge.kernels.arguments import KernelArgumentError
 from gpuforge.kernels.cuda_arrays import Placement, zeros_flag
-from gpuforge.plugins.quantize.nf4_cuda import _blocks, _threads
+from gpuforge.core.tuning import launch_config
 from gpuforge.plugins.quantize.sparse24 import _check, _check_mask, compress_group, mask_group
 
 
@@ -43,9 +43,9 @@ def mask_2to4_cuda(scores):
     r, c = scores.shape
     out, handed = place.empty((r, c), np.bool_)
     if r * c:
-        t = _threads("quantize.mask_2to4")
+        cfg = launch_config("quantize.mask_2to4")
         bad = zeros_flag(place)
-        place.launch(_mask, _blocks(r * c // 4, t), t, place.to_device(scores), out, bad)
+        place.launch(_mask, cfg.stride_blocks(r * c // 4), cfg.threads, place.to_device(scores), out, bad)
         if place.read_flag(bad):
             raise KernelArgumentError("scores hold NaN")
     return place.result(handed)
@@ -59,9 +59,9 @@ def compress_2to4_cuda(w, mask):
     vals, h_vals = place.empty((r, c // 2), np.float32)
     meta, h_meta = place.empty((r, c // 4), np.uint8)
     if r * c:
-        t = _threads("quantize.compress_2to4")
+        cfg = launch_config("quantize.compress_2to4")
         bad = zeros_flag(place)
-        place.launch(_compress, _blocks(r * c // 4, t), t, place.to_device(w), place.to_device(mask), vals, meta, bad)
+        place.launch(_compress, cfg.stride_blocks(r * c // 4), cfg.threads, place.to_device(w), place.to_device(mask), vals, meta, bad)
         if place.read_flag(bad):
             raise KernelArgumentError("mask must keep exactly 2 of every 4 values")
     return place.result(h_vals), place.result(h_meta)
