@@ -104,12 +104,12 @@ def hdbscan(X, min_cluster_size: int = 5, min_samples: int | None = None, select
     exact_knn = mode == "exact" or knn_cells == 0 or (knn_cells is None and _exact_knn_columns(d))
     if exact_knn:
         kd2, ki = call("fraud.knn", X, k)
+        if mode == "approx" and recall_rows:
+            info["knn_recall"] = 1.0  # the exact kNN
     else:
         from gpuforge.plugins.fraud.hdbscan.approx import approx_knn
 
         kd2, ki, info["knn_recall"] = approx_knn(X, k, call, neighbours=knn_cells, recall_rows=recall_rows)
-        if mode == "approx" and recall_rows:
-            info["knn_recall"] = 1.0  # the exact kNN
     core2 = np.ascontiguousarray(kd2[:, ms - 1])
     core = np.sqrt(core2)
     t["knn"] = time.perf_counter() - t0
