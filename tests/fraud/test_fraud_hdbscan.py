@@ -78,7 +78,7 @@ def test_approx_agrees_with_exact():
     assert ap.mst_weight >= ex.mst_weight * (1 - 1e-12)
 
 
-def test_approx_takes_the_exact_knn_at_9_to_16_columns():
+def test_approx_takes_the_exact_knn_at_9_to_32_columns():
     from gpuforge.plugins.fraud.hdbscan.approx import EXACT_KNN_COLUMNS
 
     X, _ = blobs(2000, 12, seed=3, noise=0.1)

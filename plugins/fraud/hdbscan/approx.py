@@ -34,15 +34,19 @@ REFINE_STEPS = {False: 1, True: 0}
 """NN-descent join steps above / at or below ``GEMM_MIN_COLUMNS`` columns: at 50k x 32 one
 step lifts the recall from 0.55 to 0.80 (128-row cells); at 100k x 8 it changed the ARI
 by 1e-4 for a third more time."""
-EXACT_KNN_COLUMNS = (9, 16)
-"""Approx mode takes the exact kNN (``fraud.knn``, recall 1.0) from 9 to 16 columns: there
-it is both faster and closer than the cells. Measured at 20k x 16 blobs + 10% noise,
-seeds 0-2 (load 14-18, same process): exact kNN 2.5-4.5 s, ARI vs exact mode
-0.9959-0.9974; cells 32 x 32 (the <= 16-column default) 4.8-9.5 s, ARI 0.9856-0.9912
-(recall 0.95); 64 x 32 4.1-8.5 s, 0.9913-0.9951 (recall 0.965); 256 x 8 + one refine
-step 4.1-7.3 s, 0.9848-0.9919. (The approx MST is still approximate with an exact kNN:
-the kNN graph's spanning forest is bridged, not the full graph's MST.) At <= 8 columns
-the cells stay: 100k x 8 0.74 s against the exact mode's 2.69 s."""
+EXACT_KNN_COLUMNS = (9, 32)
+"""Approx mode takes the exact kNN (``fraud.knn``, recall 1.0) from 9 to 32 columns: on
+clustered data its cell search is both faster and closer than the cell-limited graph.
+Measured (load 14-19, one process per shape, ARI of approx vs exact labels):
+20k x 16 blobs + 10% noise, seeds 0-2: exact kNN 2.5-4.5 s, ARI 0.9959-0.9974; cells
+32 x 32 (the <= 16-column default) 4.8-9.5 s, ARI 0.9856-0.9912 (recall 0.95); 64 x 32
+4.1-8.5 s, 0.9913-0.9951 (recall 0.965); 256 x 8 + one refine step 4.1-7.3 s,
+0.9848-0.9919. 50k x 32, seed 1: exact kNN 17.4 s, ARI 0.9975; 256 x 8 + refine 19.8 s,
+ARI 0.9893 (recall 0.83; seeds 0 and 2: 0.9912, 0.9909). At 20k x 128 the cells stay:
+the exact kNN ran 5.8 s against ~40-120 s but gave ARI 0.9924 against the cells' 0.9983.
+(Even with an exact kNN the approx MST is approximate: the kNN graph's spanning forest
+is bridged, and that forest need not lie in the full graph's MST.) At <= 8 columns the
+cells stay too: 100k x 8 0.74 s against the exact mode's 2.69 s."""
 CHUNK = 16384
 ROWS_PER_CALL = 16384
 """Query rows per parallel call (whole cells): big enough that a loaded machine's wait for
