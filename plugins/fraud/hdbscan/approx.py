@@ -41,8 +41,9 @@ Measured (load 14-19, one process per shape, ARI of approx vs exact labels):
 20k x 16 blobs + 10% noise, seeds 0-2: exact kNN 2.5-4.5 s, ARI 0.9959-0.9974; cells
 32 x 32 (the <= 16-column default) 4.8-9.5 s, ARI 0.9856-0.9912 (recall 0.95); 64 x 32
 4.1-8.5 s, 0.9913-0.9951 (recall 0.965); 256 x 8 + one refine step 4.1-7.3 s,
-0.9848-0.9919. 50k x 32, seed 1: exact kNN 17.4 s, ARI 0.9975; 256 x 8 + refine 19.8 s,
-ARI 0.9893 (recall 0.83; seeds 0 and 2: 0.9912, 0.9909). At 20k x 128 the cells stay:
+0.9848-0.9919. 50k x 32, seeds 0-2: exact kNN ARI 0.9986 / 0.9975 / 0.9979 (seed 1:
+17.4 s against 19.8 s for 256 x 8 cells + one refine step, same process); the cells
+0.9912 / 0.9893 / 0.9909 (recall 0.86 / 0.83 / 0.84). At 20k x 128 the cells stay:
 the exact kNN ran 5.8 s against ~40-120 s but gave ARI 0.9924 against the cells' 0.9983.
 (Even with an exact kNN the approx MST is approximate: the kNN graph's spanning forest
 is bridged, and that forest need not lie in the full graph's MST.) At <= 8 columns the
