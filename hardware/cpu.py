@@ -104,7 +104,8 @@ def _l3_bytes() -> int:
     return total
 
 
-def _mem_available_bytes() -> int | None:
+def mem_available_bytes() -> int | None:
+    """Bytes the kernel reports as available (MemAvailable), or None where unknown."""
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
@@ -119,7 +120,7 @@ def _array_bytes() -> int:
     # Each array 4x the LLC so caches cannot hold the working set, within 128 MiB..1 GiB
     # and at most 1/8 of free memory (three arrays are live at once).
     size = min(max(4 * _l3_bytes(), 128 * 2**20), 2**30)
-    avail = _mem_available_bytes()
+    avail = mem_available_bytes()
     if avail:
         size = min(size, avail // 8)
     return max(size, 16 * 2**20)

@@ -218,3 +218,7 @@ CASES += [
           "--min-samples", "4"],
          frozenset({"fraud.knn_local", "fraud.knn_forest", "fraud.mst"}), out="rep", compare=_same_pipeline),
 ]
+
+from command_table_radiance import ROWS as _RADIANCE  # noqa: E402
+
+CASES += [Case(i, make, args, frozenset(kernels), out=out, compare=cmp) for i, make, args, kernels, out, cmp in _RADIANCE]

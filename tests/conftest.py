@@ -48,6 +48,19 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "cudasim: runs CUDA kernels in Numba's simulator (own pytest process)")
+    _ctrl_c_reaches_children()
+
+
+def _ctrl_c_reaches_children() -> None:
+    """A shell starts background jobs (``make test &``, ``nohup``) with SIGINT ignored, and an
+    ignored signal stays ignored across exec: the commands the Ctrl-C tests start would then
+    never see their SIGINT. Those tests stand for a user pressing Ctrl-C at a terminal, so
+    give this process a SIGINT handler again (a handler, unlike SIG_IGN, is reset to the
+    default on exec, and Python turns the default into KeyboardInterrupt)."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 _GPU = None

@@ -112,7 +112,8 @@ def _pipeline_rows(ctx: BenchContext) -> list[dict]:
     model = NerfModel(cfg, np.array([[-1.25] * 3, [1.25] * 3]))
     G = cfg.grid_res
     idx = np.stack(np.meshgrid(*(np.arange(G),) * 3, indexing="ij"), -1)
-    model.occ = (np.linalg.norm((idx + 0.5) / G * 2.5 - 1.25, axis=-1) < 0.8).astype(np.uint8)  # a ball
+    ball = (np.linalg.norm((idx + 0.5) / G * 2.5 - 1.25, axis=-1) < 0.8).astype(np.uint8)
+    model.occ = torch.from_numpy(ball)
     f = 0.5 * W / np.tan(0.5 * 0.6911)
     cams = Cameras(look_at_opengl([3.0, -2.0, 2.0])[None], np.array([f]), np.array([f]), np.array([W / 2]),
                    np.array([W / 2]), W, W)
@@ -123,7 +124,7 @@ def _pipeline_rows(ctx: BenchContext) -> list[dict]:
 
     def splat():
         with torch.no_grad():
-            render_gaussians_raw(*tens, c2w, f, f, W / 2, W / 2, W, W, np.ones(3, np.float32), backend="numba-cpu")
+            render_gaussians_raw(*tens, c2w, f, f, W / 2, W / 2, W, W, np.ones(3, np.float32))
 
     t_splat = best_of(splat, repeat=3)
     return [row(f"nerf render {W}x{W} (untrained, ball occupancy)", "numba-cpu+torch", t_nerf, ctx=ctx,

@@ -1,16 +1,18 @@
 """``gpuforge radiance ...``: scenes, Gaussian splatting and hash-grid NeRF.
 
 Only typer and light gpuforge modules are imported here; the work lives in
-:mod:`.runs` (imported inside each command).
+:mod:`.runs` (imported inside each command). Every command takes the run
+(:mod:`gpuforge.core.run`): the runtime adds ``--json``, ``--force``, ``--seed`` and
+``--threads`` where declared, resolves ``--device`` and owns outputs and manifests.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
-from gpuforge.core.context import get_context
-from gpuforge.core.output import emit
+from gpuforge.core.run import Run, command
 
 app = typer.Typer(help="Radiance fields: hash-grid NeRF and 3D Gaussian splatting.", no_args_is_help=True)
 splat_app = typer.Typer(help="3D Gaussian splatting: train, render, eval, export/import Inria PLY.",
@@ -19,182 +21,212 @@ nerf_app = typer.Typer(help="Hash-grid NeRF (Instant-NGP encoding): train, rende
 app.add_typer(splat_app, name="splat")
 app.add_typer(nerf_app, name="nerf")
 
-JSON = typer.Option(False, "--json", help="Print the result as JSON.")
-FORCE = typer.Option(False, "--force", help="Overwrite an existing output.")
-THREADS = typer.Option(None, "--threads", help="torch/numba threads (default: all cores; 1 is faster on a "
-                                                  "busy machine).")
-BG = typer.Option(None, "--background", help="white (default), black, gray or 'r,g,b': RGBA images are "
-                                             "composited on it.")
+
+def _bg():
+    return typer.Option(None, "--background", help="white (default), black, gray or 'r,g,b': RGBA images are "
+                                                   "composited on it.")
 
 
-def _emit(result: dict, human: str, json_out: bool) -> None:
-    emit(result, human, as_json=json_out or get_context().json)
+def _minutes():
+    return typer.Option(None, "--minutes", min=0.0, help="Stop after this much training time (wall clock).")
 
 
-@app.command("make-scene")
+def _cpu_minutes():
+    return typer.Option(None, "--cpu-minutes", min=0.0,
+                        help="Stop after this much CPU time of this process (all threads; steady on a shared machine).")
+
+
+def _eval_every():
+    return typer.Option(500, "--eval-every", min=1, help="Test PSNR every N steps (time-to-PSNR curve).")
+
+
+def _views():
+    return typer.Option("test", "--views", help="test (the scene's test cameras) or spiral.")
+
+
+def _res():
+    return typer.Option(None, "--res", min=1, help="Output width in pixels (default: the scene's).")
+
+
+def _frames():
+    return typer.Option(60, "--frames", min=1, max=100_000, help="Frames of the spiral.")
+
+
+def _scene_opt():
+    return typer.Option(None, "--scene", help="Scene folder (default: the one the run was trained on).")
+
+
+@command(app, "make-scene", outputs=True, seeded=True, device=False)
 def make_scene(
+    run: Run,
     out: Path = typer.Option(..., "--out", help="Folder to write (Blender form: transforms_{train,val,test}.json)."),
-    kind: str = typer.Option("spheres", "--kind", help="spheres (textured, exact ray hits) or gaussians."),
-    views: int = typer.Option(100, "--views", help="Training views."),
-    res: int = typer.Option(128, "--res", help="Image width and height in pixels."),
-    test_views: int = typer.Option(20, "--test-views"),
-    val_views: int = typer.Option(10, "--val-views"),
-    seed: int = typer.Option(0, "--seed"),
-    force: bool = FORCE,
-    json_out: bool = JSON,
+    kind: str = typer.Option("spheres", "--kind", help="spheres, cubes, table (analytic, exact ray hits) or gaussians."),
+    views: int = typer.Option(100, "--views", min=1, max=10_000, help="Training views."),
+    res: int = typer.Option(128, "--res", min=8, max=4096, help="Image width and height in pixels."),
+    test_views: int = typer.Option(20, "--test-views", min=1, max=10_000),
+    val_views: int = typer.Option(10, "--val-views", min=0, max=10_000),
 ) -> None:
     """Render an analytic scene with exact poses (train/val/test splits)."""
     from gpuforge.plugins.radiance import runs
 
-    r = runs.make_scene(out, kind, views, res, test_views, val_views, seed, force)
-    _emit(r, f"wrote {r['kind']} scene {out} ({r['views']}, {res}x{res})", json_out)
+    r = runs.make_scene(run, out, kind, views, res, test_views, val_views, run.seed_or(0))
+    run.result(r, f"wrote {r['kind']} scene {out} ({r['views']}, {res}x{res})")
 
 
-@app.command("scene-info")
-def scene_info(scene: Path = typer.Argument(..., help="Scene folder."), background: str = BG,
-               cameras: bool = typer.Option(False, "--cameras", help="Include every camera."),
-               json_out: bool = JSON) -> None:
+@command(app, "scene-info", device=False)
+def scene_info(run: Run, scene: Path = typer.Argument(..., help="Scene folder."), background: str = _bg(),
+               cameras: bool = typer.Option(False, "--cameras", help="Include every camera.")) -> None:
     """Read a scene with the loader and print its cameras (checks a scene before training)."""
     from gpuforge.plugins.radiance import runs
 
+    run.input(scene, "scene")
     r = runs.scene_info(scene, background, cameras)
-    _emit(r, "\n".join(f"{k}: {v}" for k, v in r.items() if k != "cameras"), json_out)
+    run.result(r, "\n".join(f"{k}: {v}" for k, v in r.items() if k != "cameras"))
 
 
 # ============================================================================ splat
-@splat_app.command("train")
+@command(splat_app, "train", outputs=True, seeded=True, threads=True)
 def splat_train(
+    run: Run,
     scene: Path = typer.Argument(..., help="Scene folder (Blender or nerfstudio form)."),
     out: Path = typer.Option(..., "--out", help="Run folder to write."),
-    steps: int = typer.Option(3000, "--steps"),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, max=10_000_000,
+                                        help="Optimisation steps (default 3000; with --minutes or --cpu-minutes, as many "
+                                             "as the budget allows: the schedule follows the budget)."),
     sh_degree: int = typer.Option(3, "--sh-degree", min=0, max=3),
-    minutes: float = typer.Option(None, "--minutes", help="Stop after this much training time."),
-    init_points: int = typer.Option(1000, "--init-points", help="Random initial Gaussians in the scene box."),
-    eval_every: int = typer.Option(500, "--eval-every", help="Test PSNR every N steps (time-to-PSNR curve)."),
-    background: str = BG,
-    seed: int = typer.Option(None, "--seed"),
-    threads: int = THREADS,
-    force: bool = FORCE,
-    json_out: bool = JSON,
+    minutes: Optional[float] = _minutes(),
+    cpu_minutes: Optional[float] = _cpu_minutes(),
+    init_points: int = typer.Option(1000, "--init-points", min=1, max=10_000_000,
+                                    help="Random initial Gaussians in the scene box (when the scene has no SfM points)."),
+    eval_every: int = _eval_every(),
+    background: str = _bg(),
+    nproc: int = typer.Option(1, "--nproc", min=1, max=256,
+                              help="CPU processes (torch.distributed, gloo on loopback): the views of each step are "
+                                   "split over them and the gradients summed."),
+    views_per_step: Optional[int] = typer.Option(None, "--views-per-step", min=1, max=4096,
+                                                 help="Training views per step (default: --nproc); a multiple of "
+                                                      "--nproc."),
 ) -> None:
     """Train 3D Gaussians (densify / prune / opacity reset as the 3DGS paper)."""
     from gpuforge.plugins.radiance import runs
 
-    runs.set_threads(threads)
-    r = runs.splat_train(scene, out, steps, sh_degree, minutes, init_points, eval_every, background, seed, force)
-    _emit(r, f"trained {r['gaussians']} Gaussians in {r['train_seconds']} s ({r['steps']} steps): "
-             f"test PSNR {r['test_psnr']:.2f} dB -> {out}", json_out)
+    r = runs.splat_train(run, scene, out, steps, sh_degree, minutes, cpu_minutes, init_points, eval_every, background,
+                         nproc, views_per_step or nproc)
+    run.result(r, f"trained {r['gaussians']} Gaussians in {r['train_seconds']} s ({r['steps']} steps): "
+                  f"test PSNR {r['test_psnr']:.2f} dB -> {out}")
 
 
-@splat_app.command("render")
+@command(splat_app, "render", outputs=True, threads=True)
 def splat_render(
-    run: Path = typer.Argument(..., help="Splat run folder."),
+    run: Run,
+    run_dir: Path = typer.Argument(..., metavar="RUN", help="Splat run folder."),
     out: Path = typer.Option(..., "--out", help="Folder of PNG frames, or a .mp4 file."),
-    views: str = typer.Option("test", "--views", help="test (the scene's test cameras) or spiral."),
-    res: int = typer.Option(None, "--res", help="Output width (default: the scene's)."),
-    frames: int = typer.Option(60, "--frames", help="Frames of the spiral."),
-    scene: Path = typer.Option(None, "--scene", help="Scene folder (default: the one the run was trained on)."),
-    force: bool = FORCE,
-    json_out: bool = JSON,
+    views: str = _views(),
+    res: Optional[int] = _res(),
+    frames: int = _frames(),
+    scene: Optional[Path] = _scene_opt(),
 ) -> None:
     """Render a splat run's test views or a spiral."""
     from gpuforge.plugins.radiance import runs
 
-    r = runs.render(run, out, views, res, frames, scene, force, kind="splat")
-    _emit(r, f"rendered {r['frames']} frames ({r['fps']:.1f} frames/s) -> {out}", json_out)
+    r = runs.render(run, run_dir, out, views, res, frames, scene, kind="splat")
+    run.result(r, f"rendered {r['frames']} frames ({r['fps']:.1f} frames/s) -> {out}")
 
 
-@splat_app.command("eval")
-def splat_eval(run: Path = typer.Argument(...), scene: Path = typer.Option(None, "--scene"),
-               split: str = typer.Option("test", "--split"), json_out: bool = JSON) -> None:
+@command(splat_app, "eval", threads=True)
+def splat_eval(run: Run, run_dir: Path = typer.Argument(..., metavar="RUN"), scene: Optional[Path] = _scene_opt(),
+               split: str = typer.Option("test", "--split")) -> None:
     """PSNR / SSIM of a splat run on the test split."""
     from gpuforge.plugins.radiance import runs
 
-    r = runs.evaluate(run, scene, split, kind="splat")
-    _emit(r, f"{r['split']}: PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f} over {r['views']} views", json_out)
+    r = runs.evaluate(run, run_dir, scene, split, kind="splat")
+    run.result(r, f"{r['split']}: PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f} over {r['views']} views")
 
 
-@splat_app.command("export")
-def splat_export(run: Path = typer.Argument(...), fmt: str = typer.Option("ply", "--format", help="ply (Inria layout)."),
-                 out: Path = typer.Option(..., "--out"), force: bool = FORCE, json_out: bool = JSON) -> None:
+@command(splat_app, "export", outputs=True, device=False)
+def splat_export(run: Run, run_dir: Path = typer.Argument(..., metavar="RUN"),
+                 fmt: str = typer.Option("ply", "--format", help="ply (Inria layout)."),
+                 out: Path = typer.Option(..., "--out")) -> None:
     """Export Gaussians as an Inria 3DGS PLY."""
     from gpuforge.plugins.radiance import runs
 
-    r = runs.splat_export(run, fmt, out, force)
-    _emit(r, f"wrote {r['gaussians']} Gaussians -> {out}", json_out)
+    r = runs.splat_export(run, run_dir, fmt, out)
+    run.result(r, f"wrote {r['gaussians']} Gaussians -> {out}")
 
 
-@splat_app.command("import")
+@command(splat_app, "import", outputs=True)
 def splat_import(
+    run: Run,
     file: Path = typer.Argument(..., help="Inria 3DGS PLY (from this tool or others)."),
     out: Path = typer.Option(..., "--out", help="Run folder to create."),
-    scene: Path = typer.Option(None, "--scene", help="Scene whose cameras render and evaluate it."),
-    render_out: Path = typer.Option(None, "--render", help="Also render the scene's test views (or a spiral) here."),
-    force: bool = FORCE,
-    json_out: bool = JSON,
+    scene: Optional[Path] = typer.Option(None, "--scene", help="Scene whose cameras render and evaluate it."),
+    render_out: Optional[Path] = typer.Option(None, "--render",
+                                              help="Also render the scene's test views (or a spiral) here."),
 ) -> None:
     """Import a 3DGS PLY as a run (then `splat render` / `splat eval` it)."""
     from gpuforge.plugins.radiance import runs
 
-    r = runs.splat_import(file, out, scene, render_out, force)
-    _emit(r, f"imported {r['gaussians']} Gaussians (SH degree {r['sh_degree']}) -> {out}", json_out)
+    r = runs.splat_import(run, file, out, scene, render_out)
+    run.result(r, f"imported {r['gaussians']} Gaussians (SH degree {r['sh_degree']}) -> {out}")
 
 
 # ============================================================================ nerf
-@nerf_app.command("train")
+@command(nerf_app, "train", outputs=True, seeded=True, threads=True)
 def nerf_train(
+    run: Run,
     scene: Path = typer.Argument(..., help="Scene folder (Blender or nerfstudio form)."),
     out: Path = typer.Option(..., "--out"),
-    steps: int = typer.Option(3000, "--steps"),
-    levels: int = typer.Option(16, "--levels"),
-    features_per_level: int = typer.Option(2, "--features-per-level"),
-    log2_hashmap_size: int = typer.Option(19, "--log2-hashmap-size"),
-    base_resolution: int = typer.Option(16, "--base-resolution"),
-    max_resolution: int = typer.Option(1024, "--max-resolution"),
-    batch_rays: int = typer.Option(4096, "--batch-rays"),
-    minutes: float = typer.Option(None, "--minutes", help="Stop after this much training time."),
-    eval_every: int = typer.Option(500, "--eval-every"),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, max=10_000_000,
+                                        help="Optimisation steps (default 3000; with --minutes or --cpu-minutes, as many "
+                                             "as the budget allows: the schedule follows the budget)."),
+    levels: int = typer.Option(16, "--levels", min=1, max=64),
+    features_per_level: int = typer.Option(2, "--features-per-level", min=1, max=8),
+    log2_hashmap_size: int = typer.Option(19, "--log2-hashmap-size", min=8, max=24),
+    base_resolution: int = typer.Option(16, "--base-resolution", min=2, max=1 << 16),
+    max_resolution: int = typer.Option(1024, "--max-resolution", min=2, max=1 << 20),
+    batch_rays: int = typer.Option(4096, "--batch-rays", min=1, max=1 << 20,
+                                   help="Rays of the first step (the batch then adapts to --target-samples)."),
+    target_samples: int = typer.Option(32768, "--target-samples", min=1, max=1 << 24,
+                                       help="Samples per step the dynamic ray batch aims for (Instant-NGP)."),
+    grid_res: int = typer.Option(32, "--grid-res", min=1, max=256, help="Occupancy grid cells per side."),
+    max_samples: int = typer.Option(512, "--max-samples", min=1, max=4096, help="Samples per ray at most."),
+    minutes: Optional[float] = _minutes(),
+    cpu_minutes: Optional[float] = _cpu_minutes(),
+    eval_every: int = _eval_every(),
     view_dirs: bool = typer.Option(True, "--view-dirs/--no-view-dirs", help="View-dependent colour (SH-encoded)."),
-    background: str = BG,
-    seed: int = typer.Option(None, "--seed"),
-    threads: int = THREADS,
-    force: bool = FORCE,
-    json_out: bool = JSON,
+    background: str = _bg(),
 ) -> None:
     """Train a hash-grid NeRF (Instant-NGP encoding, occupancy-grid ray marching)."""
     from gpuforge.plugins.radiance import runs
 
-    runs.set_threads(threads)
-    r = runs.nerf_train(scene, out, steps, levels, features_per_level, log2_hashmap_size, base_resolution,
-                        max_resolution, batch_rays, minutes, eval_every, view_dirs, background, seed, force)
-    _emit(r, f"trained {r['steps']} steps in {r['train_seconds']} s: test PSNR {r['test_psnr']:.2f} dB -> {out}",
-          json_out)
+    r = runs.nerf_train(run, scene, out, steps, levels, features_per_level, log2_hashmap_size, base_resolution,
+                        max_resolution, batch_rays, target_samples, grid_res, max_samples, minutes, cpu_minutes,
+                        eval_every, view_dirs, background)
+    run.result(r, f"trained {r['steps']} steps in {r['train_seconds']} s: test PSNR {r['test_psnr']:.2f} dB -> {out}")
 
 
-@nerf_app.command("render")
+@command(nerf_app, "render", outputs=True, threads=True)
 def nerf_render(
-    run: Path = typer.Argument(...),
+    run: Run,
+    run_dir: Path = typer.Argument(..., metavar="RUN"),
     out: Path = typer.Option(..., "--out", help="Folder of PNG frames, or a .mp4 file."),
-    views: str = typer.Option("test", "--views", help="test or spiral."),
-    res: int = typer.Option(None, "--res"),
-    frames: int = typer.Option(60, "--frames"),
-    scene: Path = typer.Option(None, "--scene"),
-    force: bool = FORCE,
-    json_out: bool = JSON,
+    views: str = _views(),
+    res: Optional[int] = _res(),
+    frames: int = _frames(),
+    scene: Optional[Path] = _scene_opt(),
 ) -> None:
     """Render a NeRF run's test views or a spiral."""
     from gpuforge.plugins.radiance import runs
 
-    r = runs.render(run, out, views, res, frames, scene, force, kind="nerf")
-    _emit(r, f"rendered {r['frames']} frames ({r['fps']:.2f} frames/s, {r['rays_per_s']:.0f} rays/s) -> {out}",
-          json_out)
+    r = runs.render(run, run_dir, out, views, res, frames, scene, kind="nerf")
+    run.result(r, f"rendered {r['frames']} frames ({r['fps']:.2f} frames/s, {r['rays_per_s']:.0f} rays/s) -> {out}")
 
 
-@nerf_app.command("eval")
-def nerf_eval(run: Path = typer.Argument(...), scene: Path = typer.Option(None, "--scene"),
-              split: str = typer.Option("test", "--split"), json_out: bool = JSON) -> None:
+@command(nerf_app, "eval", threads=True)
+def nerf_eval(run: Run, run_dir: Path = typer.Argument(..., metavar="RUN"), scene: Optional[Path] = _scene_opt(),
+              split: str = typer.Option("test", "--split")) -> None:
     """PSNR / SSIM of a NeRF run on the test split."""
     from gpuforge.plugins.radiance import runs
 
-    r = runs.evaluate(run, scene, split, kind="nerf")
-    _emit(r, f"{r['split']}: PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f} over {r['views']} views", json_out)
+    r = runs.evaluate(run, run_dir, scene, split, kind="nerf")
+    run.result(r, f"{r['split']}: PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f} over {r['views']} views")

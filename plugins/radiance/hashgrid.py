@@ -113,6 +113,8 @@ def grid_index(gx, gy, gz, res, T):
         idx = gx + gy * res + gz * res * res
     else:
         idx = gx ^ ((gy * np.int64(2654435761)) & np.int64(0xFFFFFFFF)) ^ ((gz * np.int64(805459861)) & np.int64(0xFFFFFFFF))
+    if T & (T - 1) == 0:  # a power of two (the usual table): the same as % for idx >= 0, without a division
+        return idx & (T - 1)
     return idx % T
 
 
@@ -201,51 +203,40 @@ def hash_encode_bwd_cpu(x, grad_feats, scales, resolutions, T):
 
 # ----------------------------------------------------------------------------- autograd
 class HashEncodeFn:
-    """``HashEncodeFn.apply(x, table, scales, resolutions, backend)``: a torch.autograd.Function
-    (built lazily so this module imports without torch) whose backward gives d/d table."""
+    """``HashEncodeFn.apply(x, table, scales, resolutions, backend=None)``: a
+    torch.autograd.Function (built lazily so this module imports without torch) whose
+    backward gives d/d table. Both passes go through the kernel registry on the tensors'
+    device (``backend`` forces one, e.g. in tests)."""
 
     _fn = None
 
     @classmethod
-    def apply(cls, x, table, scales, resolutions, backend: str = "numba-cpu"):
+    def apply(cls, x, table, scales, resolutions, backend: str | None = None):
         if cls._fn is None:
             cls._fn = _make_fn()
         return cls._fn.apply(x, table, scales, resolutions, backend)
 
 
-def _impls(backend: str):
-    if backend == "reference":
-        return hash_encode, hash_encode_bwd
-    if backend == "numba-cuda":
-        from gpuforge.plugins.radiance import hashgrid_cuda as hc
-
-        return hc.hash_encode_cuda, hc.hash_encode_bwd_cuda
-    return hash_encode_cpu, hash_encode_bwd_cpu
-
-
 def _make_fn():
     import torch
+
+    from gpuforge.core.kernels import call
+    from gpuforge.plugins.radiance import kernel_io as kio
 
     class _Fn(torch.autograd.Function):
         @staticmethod
         def forward(ctx, x, table, scales, resolutions, backend):
-            fwd, _ = _impls(backend)
             ctx.save_for_backward(x)
             ctx.meta = (scales, resolutions, table.shape[1], backend)
-            if x.is_cuda:
-                return fwd(x.detach(), table.detach(), scales, resolutions)
-            return torch.from_numpy(fwd(x.detach().numpy(), table.detach().numpy(), scales, resolutions))
+            out = call("radiance.hash_encode", kio.arg(x), kio.arg(table), scales, resolutions, backend=backend)
+            return kio.tensor(out, x.device)
 
         @staticmethod
         def backward(ctx, grad):
             (x,) = ctx.saved_tensors
             scales, resolutions, T, backend = ctx.meta
-            _, bwd = _impls(backend)
-            if grad.is_cuda:
-                g = bwd(x.detach(), grad.contiguous(), scales, resolutions, T)
-            else:
-                g = torch.from_numpy(bwd(x.detach().numpy(), grad.contiguous().numpy(), scales, resolutions, T))
-            return None, g, None, None, None
+            g = call("radiance.hash_encode_bwd", kio.arg(x), kio.arg(grad), scales, resolutions, T, backend=backend)
+            return None, kio.tensor(g, grad.device), None, None, None
 
     return _Fn
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 from numba import cuda, float32, int64
 
-from gpuforge.core.tuning import launch_params
+from gpuforge.core.tuning import launch_config
 from gpuforge.kernels.cuda_arrays import Placement
 from gpuforge.plugins.radiance.cuda_util import as_host, put_f32, zeros
 from gpuforge.plugins.radiance.hashgrid import _check, grid_index
@@ -75,7 +75,7 @@ _bwd = cuda.jit(hash_bwd_kernel)
 
 
 def _threads() -> int:
-    return int(launch_params("radiance", "radiance.hash_encode", {"threads_per_block": 256})["threads_per_block"])
+    return launch_config("radiance.hash_encode").threads
 
 
 def _host_common(x, scales, resolutions):

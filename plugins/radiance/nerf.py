@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,8 +20,11 @@ import torch
 from numba import njit, prange
 
 from gpuforge.core.errors import BadInputError
+from gpuforge.core.kernels import call
+from gpuforge.plugins.radiance import kernel_io as kio
+from gpuforge.plugins.radiance.optim import Adam
 from gpuforge.plugins.radiance.hashgrid import HashEncodeFn, level_params, per_level_scale_for
-from gpuforge.plugins.radiance.scene import Cameras, pixel_rays
+from gpuforge.plugins.radiance.scene import Cameras, pixel_rays_torch
 
 
 @dataclass
@@ -61,26 +63,22 @@ def sh_dirs(d: torch.Tensor) -> torch.Tensor:
 
 
 class CompositeFn(torch.autograd.Function):
-    """(color, opacity) = composite(sigmas, rgbs) for fixed deltas and ray ranges (numba kernels)."""
+    """(color, opacity) = composite(sigmas, rgbs) for fixed deltas and ray ranges: the
+    ``radiance.composite_fwd`` / ``_bwd`` kernels on the tensors' device."""
 
     @staticmethod
-    def forward(ctx, sigmas, rgbs, deltas, ranges, backend):
-        from gpuforge.core.kernels import get_impl
-
-        s, c = sigmas.detach().numpy(), rgbs.detach().numpy()
-        color, opacity, n_used = get_impl("radiance.composite_fwd", backend)(s, c, deltas, ranges)
-        ctx.saved = (s, c, deltas, ranges, color, opacity, n_used, backend)
-        return torch.from_numpy(color), torch.from_numpy(opacity)
+    def forward(ctx, sigmas, rgbs, deltas, ranges):
+        s, c = kio.arg(sigmas), kio.arg(rgbs)
+        color, opacity, n_used = call("radiance.composite_fwd", s, c, deltas, ranges)
+        ctx.saved = (s, c, deltas, ranges, color, opacity, n_used, sigmas.device)
+        return kio.tensor(color, sigmas.device), kio.tensor(opacity, sigmas.device)
 
     @staticmethod
     def backward(ctx, g_color, g_opacity):
-        from gpuforge.core.kernels import get_impl
-
-        s, c, deltas, ranges, color, opacity, n_used, backend = ctx.saved
-        gs, gc = get_impl("radiance.composite_bwd", backend)(s, c, deltas, ranges, color, opacity, n_used,
-                                                              g_color.contiguous().numpy(),
-                                                              g_opacity.contiguous().numpy())
-        return torch.from_numpy(gs), torch.from_numpy(gc), None, None, None
+        s, c, deltas, ranges, color, opacity, n_used, device = ctx.saved
+        gs, gc = call("radiance.composite_bwd", s, c, deltas, ranges, color, opacity, n_used, kio.arg(g_color),
+                      kio.arg(g_opacity))
+        return kio.tensor(gs, device), kio.tensor(gc, device), None, None
 
 
 @njit(parallel=True, cache=True)
@@ -97,17 +95,29 @@ def _sparse_adam_1d(p, g, m, v, lr, b1, b2, eps, c1, c2):
 
 def sparse_adam(param, grad, m, v, lr, b1, b2, eps, step):
     """Adam that moves only entries whose gradient is non-zero (tiny-cuda-nn's behaviour).
-    All arrays contiguous and of one shape; updated in place."""
-    flat = [a.reshape(-1) for a in (param, grad, m, v)]
-    if any(not np.shares_memory(f, a) for f, a in zip(flat, (param, grad, m, v))):
+    All arrays contiguous and of one shape; updated in place. NumPy arrays or CPU tensors
+    take one fused Numba pass; CUDA tensors the same arithmetic in torch on the GPU."""
+    if isinstance(param, torch.Tensor) and param.is_cuda:
+        nz = grad != 0
+        m.copy_(torch.where(nz, b1 * m + (1 - b1) * grad, m))
+        v.copy_(torch.where(nz, b2 * v + (1 - b2) * grad * grad, v))
+        upd = lr * (m / (1 - b1 ** step)) / (torch.sqrt(v / (1 - b2 ** step)) + eps)
+        param.sub_(torch.where(nz, upd, torch.zeros_like(upd)))
+        return
+    arrays = [a.numpy() if isinstance(a, torch.Tensor) else a for a in (param, grad, m, v)]
+    flat = [a.reshape(-1) for a in arrays]
+    if any(not np.shares_memory(f, a) for f, a in zip(flat, arrays)):
         raise ValueError("sparse_adam needs contiguous arrays (updated in place)")
     _sparse_adam_1d(*flat, float(lr), float(b1), float(b2), float(eps), 1 - b1 ** step, 1 - b2 ** step)
 
 
 class NerfModel(torch.nn.Module):
-    def __init__(self, cfg: NerfConfig, aabb: np.ndarray):
+    """Hash table, MLPs and occupancy grid, all on ``device``."""
+
+    def __init__(self, cfg: NerfConfig, aabb: np.ndarray, device=None):
         super().__init__()
         self.cfg = cfg
+        self.device = torch.device("cpu") if device is None else torch.device(device)
         self.aabb = np.asarray(aabb, np.float64)
         T = 2 ** cfg.log2_hashmap_size
         b = per_level_scale_for(cfg.levels, cfg.base_resolution, cfg.max_resolution)
@@ -122,16 +132,20 @@ class NerfModel(torch.nn.Module):
         self.color = torch.nn.Sequential(torch.nn.Linear(cin, cfg.hidden), torch.nn.ReLU(),
                                          torch.nn.Linear(cfg.hidden, cfg.hidden), torch.nn.ReLU(),
                                          torch.nn.Linear(cfg.hidden, 3))
-        self.grid = np.zeros((cfg.grid_res,) * 3, np.float32)  # density EMA, filled by update_grid
-        self.occ = np.ones((cfg.grid_res,) * 3, np.uint8)
+        self.to(self.device)
+        G = cfg.grid_res
+        self.grid = torch.zeros((G,) * 3, device=self.device)  # density EMA, filled by update_grid
+        self.occ = torch.ones((G,) * 3, dtype=torch.uint8, device=self.device)
+        self.aabb32 = self.aabb.astype(np.float32)
+        self._lo = torch.tensor(self.aabb[0], dtype=torch.float32, device=self.device)
+        self._size = torch.tensor(self.aabb[1] - self.aabb[0], dtype=torch.float32, device=self.device)
         self.step_size = float(np.linalg.norm(self.aabb[1] - self.aabb[0]) / cfg.steps_per_box)
-        self.backend = "numba-cpu"
 
-    def normalize(self, p: np.ndarray) -> np.ndarray:
-        return ((p - self.aabb[0]) / (self.aabb[1] - self.aabb[0])).astype(np.float32)
+    def normalize(self, p: torch.Tensor) -> torch.Tensor:
+        return (p - self._lo) / self._size
 
     def query_density(self, x01: torch.Tensor):
-        feats = HashEncodeFn.apply(x01, self.table, self.scales, self.resolutions, self.backend)
+        feats = HashEncodeFn.apply(x01, self.table, self.scales, self.resolutions)
         h = self.density(feats)
         return torch.exp(torch.clamp(h[:, 0], max=15.0)), h[:, 1:]
 
@@ -141,49 +155,55 @@ class NerfModel(torch.nn.Module):
             geo = torch.cat([geo, sh_dirs(dirs)], 1)
         return sigma, torch.sigmoid(self.color(geo))
 
-    def march(self, o: np.ndarray, d: np.ndarray, offsets: np.ndarray):
-        from gpuforge.core.kernels import get_impl
+    def march(self, o, d, offsets):
+        """``radiance.march_rays`` through the occupancy grid: (ranges, ts, deltas) as the kernel returns them."""
+        return call("radiance.march_rays", kio.arg(o), kio.arg(d), self.aabb32, kio.arg(self.occ), self.step_size,
+                    self.cfg.max_samples, kio.arg(offsets))
 
-        return get_impl("radiance.march_rays", self.backend)(o, d, self.aabb.astype(np.float32), self.occ,
-                                                             self.step_size, self.cfg.max_samples, offsets)
-
-    def render_rays(self, o: np.ndarray, d: np.ndarray, bg: torch.Tensor, offsets: np.ndarray):
+    def render_rays(self, o: torch.Tensor, d: torch.Tensor, bg: torch.Tensor, offsets: torch.Tensor):
         """Composited colours [R, 3] (+ background through the remaining transmittance), samples used."""
         ranges, ts, deltas = self.march(o, d, offsets)
-        counts = np.diff(ranges)
-        ray_of = np.repeat(np.arange(len(o)), counts)
-        pts = o[ray_of] + ts[:, None] * d[ray_of]
-        x01 = torch.from_numpy(self.normalize(pts))
-        dirs = torch.from_numpy(np.ascontiguousarray(d[ray_of]))
+        ranges_t, ts_t = kio.tensor(ranges, self.device), kio.tensor(ts, self.device)
+        counts = (ranges_t[1:] - ranges_t[:-1]).long()
+        ray_of = torch.repeat_interleave(torch.arange(len(o), device=self.device), counts)
+        dirs = d[ray_of]
+        x01 = self.normalize(o[ray_of] + ts_t[:, None] * dirs)
         sigma, rgb = self.forward_samples(x01, dirs)
-        color, opacity = CompositeFn.apply(sigma, rgb, deltas, ranges, self.backend)
-        return color + (1 - opacity)[:, None] * bg, len(ts)
+        color, opacity = CompositeFn.apply(sigma, rgb, deltas, ranges)
+        return color + (1 - opacity)[:, None] * bg, int(ts_t.shape[0])
 
     @torch.no_grad()
-    def update_grid(self, rng: np.random.Generator, decay: float = 0.95):
+    def update_grid(self, gen: torch.Generator, decay: float = 0.95):
         G = self.cfg.grid_res
-        idx = np.stack(np.meshgrid(*(np.arange(G),) * 3, indexing="ij"), -1).reshape(-1, 3)
-        x01 = ((idx + rng.random(idx.shape)) / G).astype(np.float32)
-        sigma, _ = self.query_density(torch.from_numpy(x01))
-        new = sigma.numpy().reshape(G, G, G)
-        self.grid = np.maximum(self.grid * decay, new)
+        ax = torch.arange(G, device=self.device, dtype=torch.float32)
+        idx = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3)
+        x01 = (idx + torch.rand(idx.shape, generator=gen, device=self.device)) / G
+        sigma, _ = self.query_density(x01)
+        self.grid = torch.maximum(self.grid * decay, sigma.reshape(G, G, G))
+        self.refresh_occupancy()
+
+    def refresh_occupancy(self):
         thresh = min(float(self.grid.mean()), 0.01 / self.step_size)
-        self.occ = (self.grid > thresh).astype(np.uint8)
+        self.occ = (self.grid > thresh).to(torch.uint8)
 
     @torch.no_grad()
     def render_image(self, cams: Cameras, i: int, bg, W: int | None = None, H: int | None = None,
                      chunk: int = 8192) -> np.ndarray:
         W, H = W or cams.width, H or cams.height
         sx, sy = W / cams.width, H / cams.height
-        j, ii = np.meshgrid(np.arange(H), np.arange(W), indexing="ij")
-        o, d = pixel_rays(cams.c2w[i], cams.fx[i] * sx, cams.fy[i] * sy, cams.cx[i] * sx, cams.cy[i] * sy,
-                          ii.ravel() + 0.5, j.ravel() + 0.5)
-        bg_t = torch.as_tensor(np.asarray(bg, np.float32))
+        dev = self.device
+        j, ii = torch.meshgrid(torch.arange(H, device=dev, dtype=torch.float32),
+                               torch.arange(W, device=dev, dtype=torch.float32), indexing="ij")
+        c2w = torch.tensor(cams.c2w[i], dtype=torch.float32, device=dev)
+        o, d = pixel_rays_torch(c2w, float(cams.fx[i] * sx), float(cams.fy[i] * sy), float(cams.cx[i] * sx),
+                                float(cams.cy[i] * sy), ii.reshape(-1) + 0.5, j.reshape(-1) + 0.5)
+        bg_t = torch.as_tensor(np.asarray(bg, np.float32), device=dev)
         out = []
         for s in range(0, len(o), chunk):
-            c, _ = self.render_rays(o[s:s + chunk], d[s:s + chunk], bg_t, np.full(len(o[s:s + chunk]), 0.5))
-            out.append(c.numpy())
-        return np.concatenate(out).reshape(H, W, 3)
+            n = min(chunk, len(o) - s)
+            c, _ = self.render_rays(o[s:s + n], d[s:s + n], bg_t, torch.full((n,), 0.5, device=dev))
+            out.append(c)
+        return torch.cat(out).reshape(H, W, 3).cpu().numpy()
 
 
 def evaluate(model: NerfModel, split, bg, with_ssim: bool = True, limit: int | None = None) -> dict:
@@ -203,81 +223,90 @@ def evaluate(model: NerfModel, split, bg, with_ssim: bool = True, limit: int | N
 
 
 def train(scene, cfg: NerfConfig, minutes: float | None = None, eval_every: int = 500, eval_views: int = 5,
-          on_step=None, log=None):
-    """Returns (model, curve [{seconds, step, test_psnr}], stats). The curve uses the first
-    ``eval_views`` test views; the final number (by the caller) all of them."""
+          on_step=None, log=None, device=None, cpu_minutes: float | None = None):
+    """Train on ``device`` (default the CPU): every tensor of a step (rays, samples, table,
+    MLPs, occupancy grid) lives there and the kernels run there. Returns (model, curve
+    [{seconds, step, test_psnr}], stats). The curve uses the first ``eval_views`` test
+    views; the final number (by the caller) all of them."""
+    from gpuforge.plugins.radiance.budget import Clock
+
+    dev = torch.device("cpu") if device is None else torch.device(device)
     torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    gen = torch.Generator(device=dev).manual_seed(cfg.seed)
     tr, te = scene.split("train"), scene.split("test")
-    model = NerfModel(cfg, scene.aabb)
-    mlp_params = list(model.density.parameters()) + list(model.color.parameters())
-    opt = torch.optim.Adam(mlp_params, lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15, weight_decay=1e-6)
-    tab_m, tab_v = np.zeros(model.table.shape, np.float32), np.zeros(model.table.shape, np.float32)
+    model = NerfModel(cfg, scene.aabb, dev)
+    opt = Adam({k: p for k, p in model.named_parameters() if k != "table"}, cfg.lr, betas=(0.9, 0.99), eps=1e-15,
+               weight_decay=1e-6)
+    tab_m, tab_v = torch.zeros_like(model.table.data), torch.zeros_like(model.table.data)
     cams = tr.cameras
     N, H, W = tr.images.shape[:3]
-    bgc = np.asarray(scene.background, np.float32)
-    premult = tr.images - (1 - tr.alphas[..., None]) * bgc  # straight colour x alpha
+    f32 = dict(dtype=torch.float32, device=dev)
+    c2w = torch.tensor(cams.c2w[:, :3, :4], **f32)
+    fx, fy, cx, cy = (torch.tensor(v, **f32) for v in (cams.fx, cams.fy, cams.cx, cams.cy))
+    images = torch.from_numpy(tr.images).to(dev)
+    alphas = torch.from_numpy(tr.alphas).to(dev)
+    bgc = torch.tensor(np.asarray(scene.background, np.float32), **f32)
+    premult = images - (1 - alphas[..., None]) * bgc  # straight colour x alpha
     have_alpha = bool((tr.alphas < 1).any())
     rays = cfg.batch_rays
-    curve, t_train, it, loss_v = [], 0.0, 0, 0.0
+    curve, it, loss_v = [], 0, 0.0
+    clock = Clock(minutes, cpu_minutes)
     for it in range(1, cfg.steps + 1):
-        t0 = time.perf_counter()
-        lr = cfg.lr * (0.33 ** sum(it > f * cfg.steps for f in (0.5, 0.75, 0.9)))
+        clock.__enter__()
+        p = clock.progress(it, cfg.steps)  # the schedule follows whichever budget ends training first
+        lr = cfg.lr * (0.33 ** sum(p > f for f in (0.5, 0.75, 0.9)))
         if it % 16 == 1 or it <= 16:
-            model.update_grid(rng)
-        img = rng.integers(0, N, rays)
-        py, px = rng.integers(0, H, rays), rng.integers(0, W, rays)
-        jit = rng.random((rays, 2))  # sub-pixel jitter: the pixel is an area average
-        o, d = np.empty((rays, 3), np.float32), np.empty((rays, 3), np.float32)
-        for k in np.unique(img):
-            sel = img == k
-            o[sel], d[sel] = pixel_rays(cams.c2w[k], cams.fx[k], cams.fy[k], cams.cx[k], cams.cy[k],
-                                        px[sel] + jit[sel, 0], py[sel] + jit[sel, 1])
+            model.update_grid(gen)
+        img = torch.randint(0, N, (rays,), generator=gen, device=dev)
+        py = torch.randint(0, H, (rays,), generator=gen, device=dev)
+        px = torch.randint(0, W, (rays,), generator=gen, device=dev)
+        jit = torch.rand((rays, 2), generator=gen, device=dev)  # sub-pixel jitter: the pixel is an area average
+        o, d = pixel_rays_torch(c2w[img], fx[img], fy[img], cx[img], cy[img], px + jit[:, 0], py + jit[:, 1])
         if have_alpha:  # a random background per ray keeps empty space empty (Instant-NGP)
-            bg = rng.random((rays, 3)).astype(np.float32)
-            gt = premult[img, py, px] + (1 - tr.alphas[img, py, px])[:, None] * bg
+            bg = torch.rand((rays, 3), generator=gen, device=dev)
+            gt = premult[img, py, px] + (1 - alphas[img, py, px])[:, None] * bg
         else:
-            bg = np.broadcast_to(bgc, (rays, 3)).copy()
-            gt = tr.images[img, py, px]
-        color, n_samples = model.render_rays(o, d, torch.from_numpy(bg), rng.random(rays))
-        loss = ((color - torch.from_numpy(gt)) ** 2).mean()
-        opt.zero_grad(set_to_none=True)
+            bg = bgc.expand(rays, 3)
+            gt = images[img, py, px]
+        color, n_samples = model.render_rays(o, d, bg, torch.rand(rays, generator=gen, device=dev))
+        loss = ((color - gt) ** 2).mean()
+        opt.zero_grad()
         model.table.grad = None
         loss.backward()
-        for grp in opt.param_groups:
-            grp["lr"] = lr
+        opt.lr = dict.fromkeys(opt.lr, lr)
         opt.step()
         if model.table.grad is not None:
-            sparse_adam(model.table.data.numpy(), model.table.grad.numpy(), tab_m, tab_v, lr, 0.9, 0.99, 1e-15, it)
+            sparse_adam(model.table.data, model.table.grad, tab_m, tab_v, lr, 0.9, 0.99, 1e-15, it)
         # keep the number of samples per step near the target (Instant-NGP's dynamic batch)
-        rays = int(np.clip(rays * cfg.target_samples / max(n_samples, 1), 256, 1 << 14))
+        rays = int(np.clip(rays * cfg.target_samples / max(n_samples, 1), min(256, cfg.batch_rays), 1 << 14))
         loss_v = float(loss.detach())
-        t_train += time.perf_counter() - t0
+        clock.__exit__()
         if on_step:
             on_step(it, loss_v)
-        last = it == cfg.steps or (minutes is not None and t_train >= minutes * 60)
+        last = it == cfg.steps or clock.spent()
         if it % eval_every == 0 or last:
             e = evaluate(model, te, scene.background, with_ssim=False, limit=eval_views)
-            curve.append({"seconds": round(t_train, 2), "step": it, "test_psnr": round(e["psnr"], 3),
+            curve.append({"seconds": round(clock.wall, 2), "cpu_seconds": round(clock.cpu, 2), "step": it,
+                          "test_psnr": round(e["psnr"], 3),
                           "views": e["views"], "rays": rays, "samples": n_samples})
             if log:
                 log.info("eval", **curve[-1], loss=round(loss_v, 6))
         if last:
             break
-    return model, curve, {"steps": it, "train_seconds": round(t_train, 2), "final_loss": loss_v}
+    return model, curve, {"steps": it, **clock.stats(), "final_loss": loss_v}
 
 
 def save_run(folder: Path, model: NerfModel, info: dict) -> None:
     from safetensors.torch import save_file
 
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    state["occupancy_density"] = torch.from_numpy(model.grid)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state["occupancy_density"] = model.grid.detach().cpu().contiguous()
     save_file(state, str(folder / "nerf.safetensors"))
     (folder / "config.json").write_text(json.dumps({**info, "kind": "nerf", "config": asdict(model.cfg),
                                                     "aabb": model.aabb.tolist()}, indent=2))
 
 
-def load_run(folder: Path) -> tuple[NerfModel, dict]:
+def load_run(folder: Path, device=None) -> tuple[NerfModel, dict]:
     from safetensors.torch import load_file
 
     folder = Path(folder)
@@ -288,11 +317,11 @@ def load_run(folder: Path) -> tuple[NerfModel, dict]:
     info = json.loads(cfg_path.read_text())
     if info.get("kind") != "nerf":
         raise BadInputError(f"{folder} is a {info.get('kind')!r} run, not a NeRF run")
-    model = NerfModel(NerfConfig(**info["config"]), np.asarray(info["aabb"]))
+    model = NerfModel(NerfConfig(**info["config"]), np.asarray(info["aabb"]), device)
     state = load_file(str(folder / "nerf.safetensors"))
-    model.grid = state.pop("occupancy_density").numpy()
+    model.grid = state.pop("occupancy_density").to(model.device)
     model.load_state_dict(state)
-    model.occ = (model.grid > min(float(model.grid.mean()), 0.01 / model.step_size)).astype(np.uint8)
+    model.refresh_occupancy()
     return model, info
 
 

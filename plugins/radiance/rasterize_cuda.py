@@ -15,7 +15,7 @@ import math
 import numpy as np
 from numba import cuda, float32, float64, int32
 
-from gpuforge.core.tuning import launch_params
+from gpuforge.core.tuning import launch_config
 from gpuforge.kernels.cuda_arrays import Placement
 from gpuforge.plugins.radiance.cuda_util import as_host, put_f32, put_i32, zeros
 from gpuforge.plugins.radiance.rasterize import (
@@ -24,7 +24,7 @@ from gpuforge.plugins.radiance.rasterize import (
 
 
 def _tpb(kernel: str, default: int = 256) -> int:
-    return int(launch_params("radiance", f"radiance.{kernel}", {"threads_per_block": default})["threads_per_block"])
+    return launch_config(f"radiance.{kernel}", {"threads_per_block": default}).threads
 
 
 # ============================================================================ projection

@@ -7,7 +7,7 @@ import math
 import numpy as np
 from numba import cuda, float64, int64
 
-from gpuforge.core.tuning import launch_params
+from gpuforge.core.tuning import launch_config
 from gpuforge.kernels.cuda_arrays import Placement
 from gpuforge.plugins.radiance.cuda_util import as_host, put_f32, put_i32, zeros
 from gpuforge.plugins.radiance.raymarch import (
@@ -16,7 +16,7 @@ from gpuforge.plugins.radiance.raymarch import (
 
 
 def _tpb(kernel: str) -> int:
-    return int(launch_params("radiance", f"radiance.{kernel}", {"threads_per_block": 128})["threads_per_block"])
+    return launch_config(f"radiance.{kernel}", {"threads_per_block": 128}).threads
 
 
 def _march(o, d, aabb, occ, step, max_samples, off, r, ts, start, write):

@@ -135,6 +135,12 @@ class Scene:
     background: np.ndarray
     aabb: np.ndarray
     """[2, 3] bounds of the content (from ``aabb`` in the JSON, else the camera-derived default)."""
+    points: np.ndarray | None = None
+    """[P, 3] SfM points (nerfstudio's ``ply_file_path``), in the cameras' world frame, or None."""
+    point_colors: np.ndarray | None = None
+    """[P, 3] their colours in [0, 1]."""
+    notes: list[str] = field(default_factory=list)
+    """What the loader did that a user should know (undistortion, split rule)."""
 
     def split(self, name: str) -> Split:
         if name in self.splits:
@@ -224,8 +230,10 @@ def _num(d: dict, key: str, where: str) -> float:
 
 
 def _frames_to_split(root: Path, frames: list, meta: dict, form: str, where: Path, background, res: int | None,
-                     ) -> Split:
+                     notes: list[str] | None = None) -> Split:
+    notes = [] if notes is None else notes
     c2ws, fxs, fys, cxs, cys, imgs, alphas, names = [], [], [], [], [], [], [], []
+    undistorted: list[float] = []
     W = H = None
     for i, fr in enumerate(frames):
         fw = f"{where} frame {i}"
@@ -245,15 +253,28 @@ def _frames_to_split(root: Path, frames: list, meta: dict, form: str, where: Pat
             fy = 0.5 * H / math.tan(0.5 * meta["camera_angle_y"]) if "camera_angle_y" in meta else fx
             cx, cy = W / 2.0, H / 2.0
         else:
-            src = {**meta, **{k: fr[k] for k in ("fl_x", "fl_y", "cx", "cy", "w", "h") if k in fr}}
+            src = {**meta, **{k: fr[k] for k in ("fl_x", "fl_y", "cx", "cy", "w", "h", *DIST_KEYS) if k in fr}}
             fw_, fh_ = _num(src, "w", fw), _num(src, "h", fw)
             sx, sy = W / fw_, H / fh_  # intrinsics are given for (w, h); the image may be downscaled
             fx, fy = _num(src, "fl_x", fw) * sx, float(src.get("fl_y", src["fl_x"])) * sy
             cx, cy = float(src.get("cx", fw_ / 2)) * sx, float(src.get("cy", fh_ / 2)) * sy
+            params = [_coef(src, k, fw) for k in DIST_KEYS]
+            fisheye = _camera_model(meta, where) == "fisheye"
+            if fisheye or any(params):
+                from gpuforge.plugins.radiance.distortion import undistort_image
+
+                both, scale = undistort_image(np.concatenate([rgb, alpha[..., None]], -1), fx, fy, cx, cy, params,
+                                              fisheye, fw)
+                rgb, alpha = np.ascontiguousarray(both[..., :3]), np.ascontiguousarray(both[..., 3])
+                fx, fy = fx * scale, fy * scale
+                undistorted.append(scale)
         fxs.append(fx), fys.append(fy), cxs.append(cx), cys.append(cy)
         imgs.append(rgb), alphas.append(alpha), names.append(rel)
     if not frames:
         raise BadInputError(f"{where}: the frames list is empty")
+    if undistorted:
+        notes.append(f"{len(undistorted)} frame(s) with {meta.get('camera_model', 'OPENCV')} distortion resampled to "
+                     f"pinhole cameras (focal length x{min(undistorted):.3f}..x{max(undistorted):.3f}, same size)")
     cams = Cameras(np.stack(c2ws), *(np.asarray(v, np.float64) for v in (fxs, fys, cxs, cys)), W, H)
     images, alphas_ = np.stack(imgs), np.stack(alphas)
     if res is not None and res != W:
@@ -294,17 +315,108 @@ def load_scene(path: str | Path, background: str | None = None, res: int | None 
     if not f.exists():
         raise BadInputError(f"{root} has neither transforms_train.json (Blender) nor transforms.json (nerfstudio)")
     meta = _load_json(f)
-    frames = meta["frames"]
+    _camera_model(meta, f)  # an unsupported camera model is refused before any image is read
+    # nerfstudio sorts the frames by file name before splitting
+    frames = sorted(meta["frames"], key=lambda fr: str(fr.get("file_path", "")) if isinstance(fr, dict) else "")
     names = [str(fr.get("file_path", "")) if isinstance(fr, dict) else "" for fr in frames]
-    if "train_filenames" in meta:
-        want = {"train": set(meta["train_filenames"]), "test": set(meta.get("test_filenames", meta.get("val_filenames", [])))}
-        parts = {k: [fr for fr, n in zip(frames, names) if n in v] for k, v in want.items()}
-    else:  # nerfstudio's default: every 8th frame is held out
-        parts = {"train": [fr for i, fr in enumerate(frames) if i % 8], "test": frames[::8]}
-    out = {k: _frames_to_split(root, v, meta, "nerfstudio", f, bg, res) for k, v in parts.items() if v}
+    notes: list[str] = []
+    if any(f"{k}_filenames" in meta for k in ("train", "val", "test")):
+        if "train_filenames" not in meta:
+            raise BadInputError(f"{f}: has val/test_filenames but no train_filenames")
+        parts = {}
+        for k in ("train", "val", "test"):
+            if f"{k}_filenames" in meta:
+                want = {_norm(x) for x in meta[f"{k}_filenames"]}
+                missing = want - {_norm(n) for n in names}
+                if missing:
+                    raise BadInputError(f"{f}: {k}_filenames lists {len(missing)} file(s) that no frame has, e.g. "
+                                        f"{sorted(missing)[0]!r}")
+                parts[k] = [fr for fr, n in zip(frames, names) if _norm(n) in want]
+        if "test" not in parts and "val" in parts:
+            parts["test"] = parts["val"]
+    else:  # nerfstudio's default eval mode "fraction": 90% for training, spread evenly, the rest held out
+        i_train, i_test = split_fraction(len(frames), 0.9)
+        parts = {"train": [frames[i] for i in i_train], "test": [frames[i] for i in i_test]}
+        notes.append(f"split as nerfstudio's default (train_split_fraction 0.9): {len(i_train)} train, "
+                     f"{len(i_test)} test frames")
+        if not i_test:
+            parts["test"] = parts["train"]
+            notes.append(f"only {len(frames)} frames: the 90/10 split holds none out, so evaluation uses the training "
+                         "frames (add test_filenames to transforms.json to hold some out)")
+    out = {k: _frames_to_split(root, v, meta, "nerfstudio", f, bg, res, notes) for k, v in parts.items() if v}
     if "train" not in out:
         raise BadInputError(f"{f}: no training frames")
-    return Scene(root, "nerfstudio", out, bg, _aabb(meta.get("aabb"), out["train"].cameras, root))
+    points = colors = None
+    if "ply_file_path" in meta:
+        points, colors = read_points(root / str(meta["ply_file_path"]), f)
+    return Scene(root, "nerfstudio", out, bg, _aabb(meta.get("aabb"), out["train"].cameras, root), points, colors,
+                 notes)
+
+
+DIST_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
+UNSUPPORTED_MODELS = ("EQUIRECTANGULAR", "OMNIDIRECTIONALSTEREO_L", "OMNIDIRECTIONALSTEREO_R", "VR180_L", "VR180_R",
+                      "FISHEYE624", "ORTHOPHOTO")
+
+
+def _camera_model(meta: dict, where) -> str:
+    """``perspective`` or ``fisheye`` for nerfstudio's ``camera_model``; others refused (exit 4)."""
+    from gpuforge.core.errors import UnsupportedError
+    from gpuforge.plugins.radiance.distortion import FISHEYE, PERSPECTIVE
+
+    model = meta.get("camera_model", "OPENCV")
+    if model in PERSPECTIVE:
+        return "perspective"
+    if model in FISHEYE:
+        return "fisheye"
+    raise UnsupportedError(f"{where}: camera_model {model!r} is not supported (gpuforge renders pinhole cameras; it "
+                           f"undistorts {', '.join(PERSPECTIVE + FISHEYE)})")
+
+
+def _coef(src: dict, key: str, where: str) -> float:
+    v = src.get(key, 0.0)
+    if not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise BadInputError(f"{where}: distortion coefficient {key!r} must be a finite number, got {v!r}")
+    return float(v)
+
+
+def _norm(name: str) -> str:
+    """File names compare without a leading './' (nerfstudio resolves both against the folder)."""
+    n = str(name)
+    return n[2:] if n.startswith("./") else n
+
+
+def split_fraction(n: int, train_fraction: float) -> tuple[list[int], list[int]]:
+    """nerfstudio's ``get_train_eval_split_fraction``: ceil(n * f) training frames at
+    ``linspace(0, n - 1, ...)`` (integer part), the others held out."""
+    n_train = math.ceil(n * train_fraction)
+    i_train = np.linspace(0, n - 1, n_train, dtype=int)
+    return [int(i) for i in i_train], [i for i in range(n) if i not in set(i_train.tolist())]
+
+
+def read_points(path: Path, where) -> tuple[np.ndarray, np.ndarray]:
+    """SfM points of ``ply_file_path``: (xyz [P, 3], rgb [P, 3] in [0, 1]; grey when the PLY has no colour)."""
+    from plyfile import PlyData
+
+    if not path.is_file():
+        raise BadInputError(f"{where}: ply_file_path {path.name!r} not found ({path})")
+    try:
+        v = PlyData.read(str(path))["vertex"]
+        names = [p.name for p in v.properties]
+        xyz = np.stack([np.asarray(v[k], np.float64) for k in ("x", "y", "z")], 1)
+    except Exception as exc:  # plyfile raises several types for malformed files
+        raise BadInputError(f"cannot read the SfM points {path}: {exc}") from None
+    if not np.all(np.isfinite(xyz)):
+        raise BadInputError(f"{path}: SfM points with NaN/inf coordinates")
+    if len(xyz) == 0:
+        raise BadInputError(f"{path}: no SfM points")
+    if all(k in names for k in ("red", "green", "blue")):
+        rgb = np.stack([np.asarray(v[k], np.float64) for k in ("red", "green", "blue")], 1)
+        if v["red"].dtype.kind in "ui":
+            rgb = rgb / 255.0
+        rgb = np.clip(np.nan_to_num(rgb, nan=0.5), 0, 1)
+    else:
+        rgb = np.full_like(xyz, 0.5)
+    return xyz, rgb
 
 
 def _aabb(aabb, cams: Cameras, root: Path) -> np.ndarray:
@@ -338,3 +450,17 @@ def pixel_rays(c2w, fx, fy, cx, cy, u, v) -> tuple[np.ndarray, np.ndarray]:
     d /= np.linalg.norm(d, axis=-1, keepdims=True)
     o = np.broadcast_to(np.asarray(c2w)[:3, 3], d.shape)
     return o.astype(np.float32), d.astype(np.float32)
+
+
+def pixel_rays_torch(c2w, fx, fy, cx, cy, u, v):
+    """:func:`pixel_rays` in torch on the tensors' device: ``c2w`` [R, 3+, 4] (or one [3+, 4])
+    and intrinsics [R] (or scalars) per ray; float32 origins and unit directions [R, 3]."""
+    import torch
+
+    d_cam = torch.stack([(u - cx) / fx, -(v - cy) / fy, -torch.ones_like(u)], -1)  # OpenGL: -Z forward, +Y up
+    R = c2w[..., :3, :3]
+    d = (R @ d_cam[..., None])[..., 0] if R.dim() == 3 else d_cam @ R.T
+    d = d / d.norm(dim=-1, keepdim=True)
+    o = c2w[..., :3, 3].expand_as(d) if c2w.dim() == 2 else c2w[:, :3, 3]
+    return o.float().contiguous(), d.float().contiguous()
+

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -14,6 +13,9 @@ import numpy as np
 import torch
 
 from gpuforge.core.errors import BadInputError, UnsupportedError
+from gpuforge.core.kernels import call
+from gpuforge.plugins.radiance import kernel_io as kio
+from gpuforge.plugins.radiance.optim import Adam
 from gpuforge.plugins.radiance.rasterize import project_torch
 from gpuforge.plugins.radiance.scene import GL_TO_CV, Cameras
 
@@ -45,54 +47,58 @@ def eval_sh(deg: int, sh: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
 
 
 # ============================================================================ rasterizer as autograd
-def _raster_backend():
-    """``--backend`` when given, else numba-cpu (training runs on the CPU here)."""
-    from gpuforge.core.context import get_context
-
-    return get_context().backend or "numba-cpu"
-
-
 class RasterizeFn(torch.autograd.Function):
-    """image = rasterize(means2d, conics, colors, opacities) for fixed tile lists."""
+    """image, alpha = rasterize(means2d, conics, colors, opacities) for fixed tile lists.
+
+    Both passes are registered kernels (``radiance.gs_rasterize_fwd`` / ``_bwd``) called
+    through the registry with the tensors' own device: CUDA tensors go to numba-cuda
+    without a copy, CPU tensors to numba-cpu (or to numba-cuda on a simulated CUDA run)."""
 
     @staticmethod
-    def forward(ctx, means2d, conics, colors, opacities, ranges, ids, W, H, bg, backend):
-        from gpuforge.core.kernels import get_impl
-
-        fwd = get_impl("radiance.gs_rasterize_fwd", backend)
-        args = [a.detach().numpy() for a in (means2d, conics, colors, opacities)]
-        image, final_T, n_contrib = fwd(*args, ranges, ids, W, H, bg)
-        ctx.saved = (args, ranges, ids, W, H, bg, final_T, n_contrib, backend)
-        return torch.from_numpy(image), torch.from_numpy(1 - final_T)
+    def forward(ctx, means2d, conics, colors, opacities, ranges, ids, W, H, bg):
+        args = [kio.arg(a) for a in (means2d, conics, colors, opacities)]
+        image, final_T, n_contrib = call("radiance.gs_rasterize_fwd", *args, ranges, ids, W, H, bg)
+        ctx.saved = (args, ranges, ids, W, H, bg, final_T, n_contrib, means2d.device)
+        image, final_T = kio.tensor(image, means2d.device), kio.tensor(final_T, means2d.device)
+        alpha = 1 - final_T
+        ctx.mark_non_differentiable(alpha)
+        return image, alpha
 
     @staticmethod
     def backward(ctx, grad_image, grad_alpha):
-        from gpuforge.core.kernels import get_impl
-
-        args, ranges, ids, W, H, bg, final_T, n_contrib, backend = ctx.saved
-        bwd = get_impl("radiance.gs_rasterize_bwd", backend)
-        g = bwd(*args, ranges, ids, W, H, bg, final_T, n_contrib, grad_image.contiguous().numpy())
-        return (*(torch.from_numpy(x) for x in g), None, None, None, None, None, None)
+        args, ranges, ids, W, H, bg, final_T, n_contrib, device = ctx.saved
+        g = call("radiance.gs_rasterize_bwd", *args, ranges, ids, W, H, bg, final_T, n_contrib, kio.arg(grad_image))
+        return (*(kio.tensor(x, device) for x in g), None, None, None, None, None)
 
 
 def viewmat_of(c2w_gl: np.ndarray) -> np.ndarray:
     return np.linalg.inv(np.asarray(c2w_gl, np.float64) @ GL_TO_CV).astype(np.float32)
 
 
-def render_gaussians_raw(means, scales, quats, colors, opacities, c2w, fx, fy, cx, cy, W, H, bg,
-                         backend: str | None = None):
-    """Render activated Gaussians (scales, opacities in [0,1], RGB colours): (rgb [H,W,3], alpha [H,W])."""
-    from gpuforge.core.kernels import get_impl
+def project(means, scales, quats, c2w, fx, fy, cx, cy, W, H):
+    """EWA projection: differentiable torch (the reference) when gradients are wanted,
+    else the ``radiance.gs_project`` kernel on the data's device."""
+    view = viewmat_of(c2w)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (means, scales, quats)):
+        return project_torch(means, scales, quats, torch.from_numpy(view).to(means.device), float(fx), float(fy),
+                             float(cx), float(cy), int(W), int(H))
+    K = np.array([fx, fy, cx, cy], np.float32)
+    out = call("radiance.gs_project", kio.arg(means), kio.arg(scales), kio.arg(quats), view, K, int(W), int(H))
+    return tuple(kio.tensor(o, means.device) for o in out)
 
-    view = torch.from_numpy(viewmat_of(c2w))
-    m2d, conics, depths, radii = project_torch(means, scales, quats, view, float(fx), float(fy), float(cx), float(cy),
-                                               int(W), int(H))
-    backend = backend or _raster_backend()
-    ranges, ids = get_impl("radiance.gs_bin_tiles", backend)(m2d.detach().numpy(), radii.numpy(),
-                                                              depths.detach().numpy(), int(W), int(H))
+
+def bin_tiles(m2d, radii, depths, W, H):
+    """Tile lists (``radiance.gs_bin_tiles``) in the form the rasterizer kernels take."""
+    return call("radiance.gs_bin_tiles", kio.arg(m2d), kio.arg(radii), kio.arg(depths), int(W), int(H))
+
+
+def render_gaussians_raw(means, scales, quats, colors, opacities, c2w, fx, fy, cx, cy, W, H, bg):
+    """Render activated Gaussians (scales, opacities in [0,1], RGB colours) on their device:
+    (rgb [H,W,3], alpha [H,W])."""
+    m2d, conics, depths, radii = project(means, scales, quats, c2w, fx, fy, cx, cy, W, H)
+    ranges, ids = bin_tiles(m2d, radii, depths, W, H)
     bg = np.asarray(bg, np.float32)
-    img, alpha = RasterizeFn.apply(m2d, conics, colors, opacities, ranges, ids, int(W), int(H), bg, backend)
-    return img, alpha
+    return RasterizeFn.apply(m2d, conics, colors, opacities, ranges, ids, int(W), int(H), bg)
 
 
 # ============================================================================ model
@@ -109,13 +115,21 @@ class SplatConfig:
     lr_scales: float = 5e-3
     lr_quats: float = 1e-3
     lambda_dssim: float = 0.2
-    densify_from: int = 500
+    densify_from_frac: float = 0.15
+    """Densification starts at this fraction of training (500 of 30k steps in 3DGS is 1.7%;
+    short runs need a few hundred steps of fitting first)."""
     densify_until_frac: float = 0.6
     densify_every: int = 100
     densify_grad: float = 0.0002
     percent_dense: float = 0.01
-    opacity_reset_every: int = 3000
-    sh_up_every: int = 1000
+    views_per_step: int = 1
+    """Training views rendered per optimisation step (their mean loss); with --nproc N
+    they are split over the N processes."""
+    opacity_reset_frac: float = 0.0
+    """Reset opacities every this fraction of training while densifying (3DGS: 3k of 30k
+    steps; 0 = never)."""
+    sh_up_frac: float = 0.33
+    """One more SH degree every this fraction of training (3DGS: 1000 of 30k steps)."""
     max_gaussians: int = 200_000
     seed: int = 0
 
@@ -136,6 +150,13 @@ class Gaussians:
     def __len__(self) -> int:
         return self.means.shape[0]
 
+    @property
+    def device(self) -> torch.device:
+        return self.means.device
+
+    def to(self, device) -> "Gaussians":
+        return Gaussians(*(getattr(self, k).to(device) for k in self.PARAMS), self.sh_degree)
+
     @classmethod
     def from_dict(cls, d: dict, sh_degree: int) -> "Gaussians":
         return cls(*(d[k].float().contiguous() for k in cls.PARAMS), sh_degree)
@@ -145,7 +166,7 @@ class Gaussians:
         sh = torch.cat([self.sh_dc, self.sh_rest], 1)
         if deg == 0:
             return torch.clamp(SH_C0 * sh[:, 0] + 0.5, min=0)
-        campos = torch.as_tensor(np.asarray(c2w)[:3, 3], dtype=torch.float32)
+        campos = torch.as_tensor(np.asarray(c2w)[:3, 3], dtype=torch.float32, device=self.device)
         dirs = self.means - campos
         dirs = dirs / dirs.norm(dim=1, keepdim=True).clamp(min=1e-12)
         return torch.clamp(eval_sh(deg, sh[:, :(deg + 1) ** 2], dirs) + 0.5, min=0)
@@ -159,21 +180,31 @@ class Gaussians:
                                     cams.cx[i] * sx, cams.cy[i] * sy, W, H, bg)
 
 
-def init_gaussians(n: int, aabb: np.ndarray, sh_degree: int, seed: int) -> Gaussians:
+def init_gaussians(n: int, aabb: np.ndarray, sh_degree: int, seed: int, device=None) -> Gaussians:
     """Random points in the scene box (3DGS's initialisation for synthetic scenes), scale =
     mean distance to the 3 nearest neighbours, opacity 0.1."""
     rng = np.random.default_rng(seed)
     lo, hi = np.asarray(aabb, np.float64)
     pts = rng.uniform(lo, hi, (n, 3))
-    P = torch.from_numpy(pts)
-    k = min(4, n)
-    d = torch.cat([torch.cdist(P[i:i + 1024], P).topk(k, largest=False).values for i in range(0, n, 1024)]).numpy()
-    dist = np.maximum(d[:, 1:].mean(1), 1e-7) if k > 1 else np.full(n, 0.1)
+    return gaussians_at(pts, rng.uniform(0, 1, (n, 3)), sh_degree, device)
+
+
+def gaussians_at(pts: np.ndarray, rgb: np.ndarray, sh_degree: int, device=None) -> Gaussians:
+    """Isotropic Gaussians at ``pts`` with colours ``rgb`` (SH DC only), scale = mean distance
+    to the 3 nearest neighbours (the shared ``kernels.pairwise_topk`` kernel), opacity 0.1
+    (3DGS's initialisation)."""
+    n = len(pts)
+    p32 = np.ascontiguousarray(pts, np.float32)
+    k = min(3, n - 1)
+    if k > 0:
+        d, _ = call("kernels.pairwise_topk", p32, p32, k, exclude_self=True)
+        dist = np.maximum(np.asarray(kio.tensor(d).cpu(), np.float64).mean(1), 1e-7)
+    else:
+        dist = np.full(n, 0.1)
     K = (sh_degree + 1) ** 2
-    rgb = rng.uniform(0, 1, (n, 3))
-    t = lambda a: torch.tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+    t = lambda a: torch.tensor(np.asarray(a), dtype=torch.float32, device=device)  # noqa: E731
     return Gaussians(t(pts), t(np.log(np.repeat(dist[:, None], 3, 1))), t(np.tile([1.0, 0, 0, 0], (n, 1))),
-                     t((rgb - 0.5) / SH_C0)[:, None, :], torch.zeros((n, K - 1, 3)),
+                     t((np.asarray(rgb) - 0.5) / SH_C0)[:, None, :], torch.zeros((n, K - 1, 3), device=device),
                      t(np.full(n, math.log(0.1 / 0.9))), sh_degree)
 
 
@@ -184,16 +215,16 @@ def _gauss_window(size=11, sigma=1.5):
     return (g[:, None] * g[None, :])[None, None].repeat(3, 1, 1, 1)
 
 
-_WIN = None
+_WIN: dict = {}
 
 
 def ssim_torch(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """SSIM of [H, W, 3] images (11x11 Gaussian window, as the 3DGS loss)."""
-    global _WIN
-    if _WIN is None:
-        _WIN = _gauss_window()
+    win = _WIN.get(a.device)
+    if win is None:
+        win = _WIN[a.device] = _gauss_window().to(a.device)
     x, y = a.permute(2, 0, 1)[None], b.permute(2, 0, 1)[None]
-    conv = lambda z: torch.nn.functional.conv2d(z, _WIN, padding=5, groups=3)  # noqa: E731
+    conv = lambda z: torch.nn.functional.conv2d(z, win, padding=5, groups=3)  # noqa: E731
     mx, my = conv(x), conv(y)
     sxx, syy, sxy = conv(x * x) - mx * mx, conv(y * y) - my * my, conv(x * y) - mx * my
     c1, c2 = 0.01 ** 2, 0.03 ** 2
@@ -214,103 +245,138 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
 
 # ============================================================================ training
 class Trainer:
-    def __init__(self, scene, cfg: SplatConfig, log=None):
+    """3DGS training on one device. With ``comm`` (a :class:`~gpuforge.plugins.radiance.
+    distributed.Comm` of ``world`` processes) it is one rank of a data-parallel run: each
+    step draws ``views_per_step`` training views, one from each of as many interleaved
+    shards of the training set; rank r renders the views of its own shards, the
+    gradients (and the densification statistics) are summed over all ranks, and every
+    rank applies the same update, so the parameters stay identical everywhere."""
+
+    def __init__(self, scene, cfg: SplatConfig, log=None, device=None, comm=None):
+        from gpuforge.plugins.radiance.distributed import Comm
+
         self.scene, self.cfg, self.log = scene, cfg, log
+        self.comm = comm or Comm.single()
+        self.device = torch.device("cpu") if device is None else torch.device(device)
         torch.manual_seed(cfg.seed)
         self.train = scene.split("train")
         self.test = scene.split("test")
         self.bg = scene.background
         self.extent = float(np.linalg.norm(self.train.cameras.c2w[:, :3, 3]
                                            - self.train.cameras.c2w[:, :3, 3].mean(0), axis=1).max()) * 1.1
-        self.g = init_gaussians(cfg.init_points, scene.aabb, cfg.sh_degree, cfg.seed)
+        if getattr(scene, "points", None) is not None:  # SfM points (nerfstudio's ply_file_path), as 3DGS
+            self.g = gaussians_at(scene.points, scene.point_colors, cfg.sh_degree, self.device)
+            self.init = f"{len(scene.points)} SfM points"
+        else:  # random points in the box, as 3DGS does for synthetic scenes
+            self.g = init_gaussians(cfg.init_points, scene.aabb, cfg.sh_degree, cfg.seed, self.device)
+            self.init = f"{cfg.init_points} random points"
         self._make_optimizer()
         self._reset_stats()
+        self.resets = 0
         self.rng = np.random.default_rng(cfg.seed)
-        self.images = torch.from_numpy(self.train.images)
+        B, world, rank = cfg.views_per_step, self.comm.world, self.comm.rank
+        if B < 1 or B % world:
+            raise ValueError(f"views_per_step {B} must be a positive multiple of the {world} processes")
+        n = len(self.train.cameras)
+        if B > n:
+            raise BadInputError(f"{B} views per step, but the scene has {n} training views")
+        self.shards = [np.arange(b, n, B) for b in range(B)]
+        self.mine = list(range(rank * B // world, (rank + 1) * B // world))
+        own = sorted(int(i) for b in self.mine for i in self.shards[b])
+        # only this rank's shards go to its device
+        self.images = {i: torch.from_numpy(self.train.images[i]).to(self.device) for i in own}
+        self.bg32 = np.asarray(self.bg, np.float32)
 
-    def _make_optimizer(self, state: dict | None = None):
+    def _make_optimizer(self):
         c = self.cfg
         lrs = {"means": c.lr_means * self.extent, "log_scales": c.lr_scales, "quats": c.lr_quats, "sh_dc": c.lr_dc,
                "sh_rest": c.lr_rest, "opacity_logit": c.lr_opacity}
         for k in Gaussians.PARAMS:
             getattr(self.g, k).requires_grad_(True)
-        self.opt = torch.optim.Adam([{"params": [getattr(self.g, k)], "lr": lrs[k], "name": k}
-                                     for k in Gaussians.PARAMS], eps=1e-15)
-        if state is not None:
-            for grp in self.opt.param_groups:
-                p = grp["params"][0]
-                if grp["name"] in state:
-                    self.opt.state[p] = state[grp["name"]]
+        self.opt = Adam(self.g.tensors(), lrs, eps=1e-15)
 
     def _reset_stats(self):
         n = len(self.g)
-        self.grad_accum = torch.zeros(n)
-        self.denom = torch.zeros(n)
-        self.max_radii = torch.zeros(n)
+        self.grad_accum = torch.zeros(n, device=self.device)
+        self.denom = torch.zeros(n, device=self.device)
+        self.max_radii = torch.zeros(n, device=self.device)
 
-    def lr_means_at(self, step: int) -> float:
+    def lr_means_at(self, p: float) -> float:
+        """Position learning rate at training progress ``p`` in [0, 1] (exponential decay)."""
         c = self.cfg
-        t = min(step / max(c.steps, 1), 1.0)
+        t = min(max(p, 0.0), 1.0)
         return math.exp(math.log(c.lr_means * self.extent) * (1 - t) + math.log(c.lr_means_final * self.extent) * t)
 
-    def step(self, it: int) -> float:
-        c, cams = self.cfg, self.train.cameras
-        i = int(self.rng.integers(len(cams)))
-        deg = min(c.sh_degree, it // c.sh_up_every)
-        W, H = cams.width, cams.height
-        view = torch.from_numpy(viewmat_of(cams.c2w[i]))
-        g = self.g
-        m2d, conics, depths, radii = project_torch(g.means, torch.exp(g.log_scales), g.quats, view, float(cams.fx[i]),
-                                                   float(cams.fy[i]), float(cams.cx[i]), float(cams.cy[i]), W, H)
-        m2d.retain_grad()
-        from gpuforge.core.kernels import get_impl
+    def views(self) -> list[int]:
+        """This step's views: one per shard, drawn from one generator every rank shares."""
+        return [int(sh[self.rng.integers(len(sh))]) for sh in self.shards]
 
-        backend = _raster_backend()
-        ranges, ids = get_impl("radiance.gs_bin_tiles", backend)(m2d.detach().numpy(), radii.numpy(),
-                                                                  depths.detach().numpy(), W, H)
+    def _render_loss(self, i: int, deg: int):
+        c, cams, g = self.cfg, self.train.cameras, self.g
+        W, H = cams.width, cams.height
+        m2d, conics, depths, radii = project(g.means, torch.exp(g.log_scales), g.quats, cams.c2w[i], cams.fx[i],
+                                             cams.fy[i], cams.cx[i], cams.cy[i], W, H)
+        m2d.retain_grad()
+        ranges, ids = bin_tiles(m2d, radii, depths, W, H)
         img, _ = RasterizeFn.apply(m2d, conics, g.colors(cams.c2w[i], deg), torch.sigmoid(g.opacity_logit), ranges,
-                                   ids, W, H, np.asarray(self.bg, np.float32), backend)
+                                   ids, W, H, self.bg32)
         gt = self.images[i]
         loss = (1 - c.lambda_dssim) * (img - gt).abs().mean() + c.lambda_dssim * (1 - ssim_torch(img, gt))
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for grp in self.opt.param_groups:
-            if grp["name"] == "means":
-                grp["lr"] = self.lr_means_at(it)
+        return loss, m2d, radii
+
+    def step(self, it: int, p: float | None = None) -> float:
+        """One optimisation step at training progress ``p`` (default ``it / steps``): the
+        schedule (SH degree, learning rate, densification window, resets) follows ``p``, so it
+        fits a time budget as well as a step count. Returns the mean loss of the step's views."""
+        c, cams = self.cfg, self.train.cameras
+        p = it / max(c.steps, 1) if p is None else p
+        views = self.views()
+        deg = min(c.sh_degree, int(p / c.sh_up_frac)) if c.sh_up_frac > 0 else c.sh_degree
+        W, H = cams.width, cams.height
+        g, B = self.g, len(views)
+        densifying = p < c.densify_until_frac
+        self.opt.zero_grad()
+        total = 0.0
+        for b in self.mine:
+            loss, m2d, radii = self._render_loss(views[b], deg)
+            (loss / B).backward()  # the step's gradient is the mean over its views
+            total += float(loss.detach())
+            if densifying:
+                with torch.no_grad():
+                    vis = radii > 0
+                    if m2d.grad is not None:
+                        # 3DGS thresholds each view's gradient w.r.t. NDC coordinates:
+                        # d/d ndc = d/d pixel * (W/2, H/2) (times B: the view's own loss)
+                        gn = (m2d.grad * torch.tensor([0.5 * W * B, 0.5 * H * B], device=self.device)).norm(dim=1)
+                        self.grad_accum[vis] += gn[vis]
+                        self.denom[vis] += 1
+                    self.max_radii[vis] = torch.maximum(self.max_radii[vis], radii[vis].float())
+        total = self.comm.sum_grads(list(self.opt.params.values()), total)
+        self.opt.lr["means"] = self.lr_means_at(p)
         self.opt.step()
         with torch.no_grad():
             g.quats /= g.quats.norm(dim=1, keepdim=True).clamp(min=1e-12)
-            until = int(c.densify_until_frac * c.steps)
-            if it < until:
-                vis = radii > 0
-                if m2d.grad is not None:
-                    # 3DGS thresholds the gradient w.r.t. NDC coordinates: d/d ndc = d/d pixel * (W/2, H/2)
-                    gn = (m2d.grad * torch.tensor([0.5 * W, 0.5 * H])).norm(dim=1)
-                    self.grad_accum[vis] += gn[vis]
-                    self.denom[vis] += 1
-                self.max_radii[vis] = torch.maximum(self.max_radii[vis], radii[vis].float())
-                if it >= min(c.densify_from, until // 4) and it % c.densify_every == 0:
-                    self.densify_and_prune(size_limit=it > c.opacity_reset_every)
-                if c.opacity_reset_every and it % c.opacity_reset_every == 0 and 0 < it < until:
+            if densifying:
+                if p >= c.densify_from_frac and it % c.densify_every == 0:
+                    self.comm.sum_(self.grad_accum, self.denom)
+                    self.comm.max_(self.max_radii)
+                    self.densify_and_prune(size_limit=self.resets > 0)
+                if c.opacity_reset_frac > 0 and p >= (self.resets + 1) * c.opacity_reset_frac:
                     self.reset_opacity()
-        return float(loss.detach())
+                    self.resets += 1
+        return total / B
 
     # -- densification (3DGS section 5.2)
     def _replace(self, new: dict[str, torch.Tensor], keep: torch.Tensor | None, n_added: int):
         """Swap in new parameter tensors, carrying Adam moments for kept rows (zeros for new ones)."""
-        state = {}
-        for grp in self.opt.param_groups:
-            p = grp["params"][0]
-            st = self.opt.state.get(p)
-            if st:
-                st2 = {"step": st["step"]}
-                for key in ("exp_avg", "exp_avg_sq"):
-                    v = st[key] if keep is None else st[key][keep]
-                    st2[key] = torch.cat([v, torch.zeros((n_added, *v.shape[1:]))], 0)
-                state[grp["name"]] = st2
         for k, v in new.items():
-            setattr(self.g, k, v.detach().clone().contiguous())
-        self._make_optimizer(state)
+            p = v.detach().clone().contiguous().requires_grad_(True)
+            setattr(self.g, k, p)
+            moments = []
+            for mv in (self.opt.m[k], self.opt.v[k]):
+                mv = mv if keep is None else mv[keep]
+                moments.append(torch.cat([mv, torch.zeros((n_added, *mv.shape[1:]), device=mv.device)], 0))
+            self.opt.replace(k, p, *moments)
 
     def densify_and_prune(self, size_limit: bool):
         c, g = self.cfg, self.g
@@ -347,7 +413,7 @@ class Trainer:
         g = self.g
         prune = torch.sigmoid(g.opacity_logit) < 0.005
         if size_limit:
-            radii = torch.cat([self.max_radii[keep], torch.zeros(n_add)])
+            radii = torch.cat([self.max_radii[keep], torch.zeros(n_add, device=self.device)])
             prune |= radii > 20
             prune |= torch.exp(g.log_scales).max(1).values > 0.1 * self.extent
         if prune.any() and (~prune).sum() > 0:
@@ -356,20 +422,12 @@ class Trainer:
         self._reset_stats()
 
     def reset_opacity(self):
+        """Opacities down to at most 0.01, their Adam moments zeroed (3DGS's reset)."""
         g = self.g
-        target = torch.logit(torch.minimum(torch.sigmoid(g.opacity_logit), torch.tensor(0.01)))
-        tens = g.tensors()
-        tens["opacity_logit"] = target
-        state = {}
-        for grp in self.opt.param_groups:
-            st = self.opt.state.get(grp["params"][0])
-            if st:
-                state[grp["name"]] = ({"step": st["step"], "exp_avg": torch.zeros_like(st["exp_avg"]),
-                                       "exp_avg_sq": torch.zeros_like(st["exp_avg_sq"])}
-                                      if grp["name"] == "opacity_logit" else st)
-        for k, v in tens.items():
-            setattr(g, k, v.detach().clone())
-        self._make_optimizer(state)
+        target = torch.logit(torch.minimum(torch.sigmoid(g.opacity_logit), torch.tensor(0.01, device=self.device)))
+        p = target.detach().clone().contiguous().requires_grad_(True)
+        g.opacity_logit = p
+        self.opt.replace("opacity_logit", p, torch.zeros_like(p), torch.zeros_like(p))
 
 
 def evaluate(g: Gaussians, split, bg, with_ssim: bool = True, limit: int | None = None) -> dict:
@@ -378,7 +436,7 @@ def evaluate(g: Gaussians, split, bg, with_ssim: bool = True, limit: int | None 
     with torch.no_grad():
         for i in range(n):
             img, _ = g.render(split.cameras, i, bg)
-            a = img.numpy()
+            a = img.cpu().numpy()
             ps.append(psnr(a, split.images[i]))
             if with_ssim:
                 ss.append(ssim(a, split.images[i]))
@@ -388,37 +446,44 @@ def evaluate(g: Gaussians, split, bg, with_ssim: bool = True, limit: int | None 
     return out
 
 
-def train(scene, cfg: SplatConfig, minutes: float | None = None, eval_every: int = 500, on_step=None, log=None) -> tuple:
-    """Train; returns (gaussians, curve [(train_seconds, step, test_psnr, n_gaussians)], stats)."""
-    tr = Trainer(scene, cfg)
+def train(scene, cfg: SplatConfig, minutes: float | None = None, eval_every: int = 500, on_step=None, log=None,
+          device=None, cpu_minutes: float | None = None, comm=None) -> tuple:
+    """Train on ``device`` (default the CPU) for ``cfg.steps`` steps or until ``minutes`` of
+    wall clock / ``cpu_minutes`` of process CPU time are spent; returns (gaussians, curve
+    [{seconds, cpu_seconds, step, test_psnr, gaussians}], stats). With ``comm``, one rank
+    of a data-parallel run: rank 0 evaluates; every rank takes the same steps."""
+    from gpuforge.plugins.radiance.budget import Clock
+
+    tr = Trainer(scene, cfg, device=device, comm=comm)
+    clock = Clock(minutes, cpu_minutes)
     curve = []
-    t_train = 0.0
     it = 0
     for it in range(1, cfg.steps + 1):
-        t0 = time.perf_counter()
-        loss = tr.step(it)
-        t_train += time.perf_counter() - t0
+        p = tr.comm.max_scalar(clock.progress(it, cfg.steps))  # one schedule for all ranks
+        with clock:
+            loss = tr.step(it, p)
         if on_step:
             on_step(it, loss)
-        last = it == cfg.steps or (minutes is not None and t_train >= minutes * 60)
-        if it % eval_every == 0 or last:
+        last = it == cfg.steps or tr.comm.max_scalar(float(clock.spent())) > 0
+        if (it % eval_every == 0 or last) and tr.comm.rank == 0:
             e = evaluate(tr.g, tr.test, tr.bg, with_ssim=False)
-            curve.append({"seconds": round(t_train, 2), "step": it, "test_psnr": round(e["psnr"], 3),
-                          "gaussians": len(tr.g)})
+            curve.append({"seconds": round(clock.wall, 2), "cpu_seconds": round(clock.cpu, 2), "step": it,
+                          "test_psnr": round(e["psnr"], 3), "gaussians": len(tr.g)})
             if log:
                 log.info("eval", **curve[-1], loss=round(loss, 5))
         if last:
             break
     for k in Gaussians.PARAMS:
         getattr(tr.g, k).requires_grad_(False)
-    return tr.g, curve, {"steps": it, "train_seconds": round(t_train, 2), "gaussians": len(tr.g)}
+    return tr.g, curve, {"steps": it, **clock.stats(), "gaussians": len(tr.g), "init": tr.init,
+                         "views_per_step": cfg.views_per_step, "processes": tr.comm.world}
 
 
 # ============================================================================ files
 def save_run(folder: Path, g: Gaussians, info: dict) -> None:
     from safetensors.torch import save_file
 
-    save_file({k: v.detach().contiguous() for k, v in g.tensors().items()}, str(folder / "gaussians.safetensors"))
+    save_file({k: v.detach().cpu().contiguous() for k, v in g.tensors().items()}, str(folder / "gaussians.safetensors"))
     (folder / "config.json").write_text(json.dumps({**info, "sh_degree": g.sh_degree, "kind": "splat"}, indent=2))
 
 
@@ -447,6 +512,7 @@ def export_ply(g: Gaussians, path: Path) -> None:
     from plyfile import PlyData, PlyElement
 
     n = len(g)
+    g = g.to("cpu")
     rest = g.sh_rest.detach().transpose(1, 2).reshape(n, -1).numpy()
     cols = ([g.means.detach().numpy(), np.zeros((n, 3), np.float32), g.sh_dc.detach()[:, 0].numpy(), rest,
              g.opacity_logit.detach().numpy()[:, None], g.log_scales.detach().numpy(), g.quats.detach().numpy()])
@@ -479,7 +545,21 @@ def import_ply(path: Path) -> Gaussians:
     deg = {1: 0, 4: 1, 9: 2, 16: 3}.get(K)
     if deg is None or n_rest % 3:
         raise UnsupportedError(f"{path}: {n_rest} f_rest fields do not match an SH degree 0..3")
-    col = lambda nm: np.asarray(v[nm], np.float32)  # noqa: E731
+    try:
+        cols = {nm: np.asarray(v[nm], np.float32) for nm in need + [f"f_rest_{i}" for i in range(n_rest)]}
+    except (KeyError, ValueError, TypeError) as exc:
+        raise BadInputError(f"cannot read the vertex fields of {path}: {exc}") from None
+    for nm, c in cols.items():
+        bad = ~np.isfinite(c)
+        if bad.any():
+            raise BadInputError(f"{path}: field {nm!r} has {int(bad.sum())} NaN/inf value(s) (first at vertex "
+                                f"{int(np.flatnonzero(bad)[0])}); a trained 3DGS PLY has finite values only")
+    q = np.stack([cols[f"rot_{i}"] for i in range(4)], 1)
+    zero = np.linalg.norm(q, axis=1) == 0
+    if zero.any():
+        raise BadInputError(f"{path}: {int(zero.sum())} Gaussian(s) have a zero rotation quaternion (first at vertex "
+                            f"{int(np.flatnonzero(zero)[0])}); they cannot be rendered")
+    col = cols.__getitem__
     n = len(col("x"))
     rest = np.stack([col(f"f_rest_{i}") for i in range(n_rest)], 1) if n_rest else np.zeros((n, 0), np.float32)
     t = torch.from_numpy

@@ -1,9 +1,14 @@
 """Analytic scenes with exact poses, written in the Blender/nerf_synthetic form.
 
-``spheres``: textured, Lambert-shaded spheres, intersected exactly (closed-form
-ray-sphere hits, no marching error) and anti-aliased with 4x4 supersampling, so the
-ground truth of every view is known. Colours are view-independent (a radiance field
-with SH degree 0 or a view-independent NeRF can fit them exactly).
+Every analytic kind is intersected exactly (closed-form ray hits, no marching error),
+Lambert-shaded and anti-aliased with 4x4 supersampling, so the ground truth of every view
+is known; colours are view-independent (SH degree 0 or a view-independent NeRF can fit
+them exactly). The kinds differ in what makes them hard:
+
+``spheres``: five smooth textured spheres (the scene the defaults were first tuned on).
+``cubes``: four oriented boxes: flat faces, sharp edges and corners, checks and stripes.
+``table``: a checkered disc (a large flat high-frequency surface seen at grazing angles)
+with three spheres and six thin rods (structures a few pixels wide).
 ``gaussians``: a known set of 3-D Gaussians rendered with this plugin's rasterizer.
 """
 from __future__ import annotations
@@ -19,7 +24,7 @@ from gpuforge.plugins.radiance.scene import look_at_opengl, pixel_rays
 CAMERA_ANGLE_X = 0.6911112070083618  # nerf_synthetic's value
 RADIUS = 4.0
 AABB = [[-1.25, -1.25, -1.25], [1.25, 1.25, 1.25]]
-KINDS = ("spheres", "gaussians")
+KINDS = ("spheres", "cubes", "table", "gaussians")
 
 # centre xyz, radius, base colour, texture frequency
 SPHERES = [
@@ -48,12 +53,12 @@ def poses(n: int, seed: int, fibonacci: bool) -> np.ndarray:
     return np.stack(out)
 
 
-def _shade_spheres(o: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Exact first hit of each ray: (rgb [M, 3], hit [M])."""
-    o, d = o.astype(np.float64), d.astype(np.float64)
-    best = np.full(len(o), np.inf)
-    rgb = np.zeros((len(o), 3))
-    for c, r, base, freq in SPHERES:
+def _lambert(albedo: np.ndarray, n: np.ndarray) -> np.ndarray:
+    return np.clip(albedo * (0.35 + 0.65 * np.clip(n @ LIGHT, 0, None))[:, None], 0, 1)
+
+
+def _hit_spheres(o, d, spheres, best, rgb):
+    for c, r, base, freq in spheres:
         c = np.asarray(c)
         oc = o - c
         b = (oc * d).sum(-1)
@@ -65,19 +70,134 @@ def _shade_spheres(o: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray
         p = o[hit] + t[hit, None] * d[hit]
         n = (p - c) / r
         tex = 0.5 + 0.5 * np.sin(freq * p[:, 0]) * np.sin(freq * p[:, 1] + 1.3) * np.cos(freq * 0.7 * p[:, 2])
-        albedo = np.asarray(base) * (0.55 + 0.45 * tex[:, None])
-        lam = 0.35 + 0.65 * np.clip(n @ LIGHT, 0, None)
-        rgb[hit] = np.clip(albedo * lam[:, None], 0, 1)
+        rgb[hit] = _lambert(np.asarray(base) * (0.55 + 0.45 * tex[:, None]), n)
         best[hit] = t[hit]
+
+
+def _rotation(yaw: float, tilt: float) -> np.ndarray:
+    cz, sz, cx, sx = math.cos(yaw), math.sin(yaw), math.cos(tilt), math.sin(tilt)
+    return np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]]) @ np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+
+
+def _hit_boxes(o, d, boxes, best, rgb):
+    """Oriented boxes (slab test in each box's frame); faces carry stripes or checks."""
+    for c, half, yaw, tilt, base, freq in boxes:
+        R = _rotation(yaw, tilt)
+        ol, dl = (o - np.asarray(c)) @ R, d @ R  # into the box frame
+        dl = np.where(np.abs(dl) < 1e-12, 1e-12, dl)
+        h = np.asarray(half)
+        t0, t1 = (-h - ol) / dl, (h - ol) / dl
+        tn, tf = np.minimum(t0, t1).max(1), np.maximum(t0, t1).min(1)
+        hit = (tf > tn) & (tn > 0) & (tn < best)
+        if not hit.any():
+            continue
+        axis = np.argmax(np.minimum(t0, t1)[hit], 1)  # the slab entered last is the face hit
+        pl = ol[hit] + tn[hit, None] * dl[hit]
+        nl = np.zeros_like(pl)
+        nl[np.arange(len(pl)), axis] = -np.sign(dl[hit][np.arange(len(pl)), axis])
+        uv = pl * freq
+        check = (np.floor(uv[:, 0]) + np.floor(uv[:, 1]) + np.floor(uv[:, 2])) % 2
+        stripe = 0.5 + 0.5 * np.sin(2.7 * uv.sum(1))
+        tex = np.where(axis == 2, check, stripe)
+        rgb[hit] = _lambert(np.asarray(base) * (0.5 + 0.5 * tex[:, None]), nl @ R.T)
+        best[hit] = tn[hit]
+
+
+def _hit_disc(o, d, disc, best, rgb):
+    """A horizontal disc (a table top) with a checkerboard of two colours."""
+    z, radius, c1, c2, freq = disc
+    dz = np.where(np.abs(d[:, 2]) < 1e-12, 1e-12, d[:, 2])
+    t = (z - o[:, 2]) / dz
+    p = o + t[:, None] * d
+    hit = (t > 0) & (t < best) & (np.hypot(p[:, 0], p[:, 1]) < radius) & (o[:, 2] > z)
+    if not hit.any():
+        return
+    q = p[hit]
+    check = ((np.floor(q[:, 0] * freq) + np.floor(q[:, 1] * freq)) % 2)[:, None]
+    rgb[hit] = _lambert(np.asarray(c1) * check + np.asarray(c2) * (1 - check), np.tile([0.0, 0, 1], (len(q), 1)))
+    best[hit] = t[hit]
+
+
+def _hit_rods(o, d, rods, best, rgb):
+    """Finite vertical cylinders (thin structures), banded along their height."""
+    for (cx, cy), r, z0, z1, base in rods:
+        ox, oy = o[:, 0] - cx, o[:, 1] - cy
+        a = d[:, 0] ** 2 + d[:, 1] ** 2
+        b = ox * d[:, 0] + oy * d[:, 1]
+        disc = b * b - a * (ox * ox + oy * oy - r * r)
+        a = np.maximum(a, 1e-12)
+        t = (-b - np.sqrt(np.maximum(disc, 0))) / a
+        z = o[:, 2] + t * d[:, 2]
+        hit = (disc > 0) & (t > 0) & (t < best) & (z > z0) & (z < z1)
+        if not hit.any():
+            continue
+        p = o[hit] + t[hit, None] * d[hit]
+        n = np.stack([p[:, 0] - cx, p[:, 1] - cy, np.zeros(len(p))], 1) / r
+        band = (0.6 + 0.4 * (np.floor(p[:, 2] * 8) % 2))[:, None]
+        rgb[hit] = _lambert(np.asarray(base) * band, n)
+        best[hit] = t[hit]
+
+
+BOXES = [  # centre, half sizes, yaw, tilt, base colour, texture frequency
+    ((0.0, 0.0, -0.35), (0.55, 0.4, 0.3), 0.4, 0.0, (0.8, 0.45, 0.2), 5.0),
+    ((0.55, -0.5, 0.2), (0.22, 0.22, 0.22), -0.3, 0.5, (0.2, 0.5, 0.85), 9.0),
+    ((-0.6, 0.45, 0.1), (0.15, 0.35, 0.45), 1.1, 0.2, (0.35, 0.75, 0.3), 7.0),
+    ((-0.2, -0.7, 0.45), (0.3, 0.12, 0.12), 0.2, -0.6, (0.9, 0.85, 0.3), 11.0),
+]
+DISC = (-0.62, 1.15, (0.92, 0.9, 0.85), (0.25, 0.3, 0.45), 4.0)
+TABLE_SPHERES = [((0.0, 0.0, -0.1), 0.45, (0.85, 0.35, 0.25), 6.0), ((0.65, 0.3, -0.35), 0.25, (0.25, 0.55, 0.9), 9.0),
+                 ((-0.5, -0.45, -0.3), 0.3, (0.7, 0.4, 0.85), 7.0)]
+RODS = [((0.6 * math.cos(a), 0.6 * math.sin(a)), 0.05, -0.62, 0.55, c)
+        for a, c in zip(np.linspace(0, 2 * math.pi, 7)[:-1],
+                        [(0.9, 0.3, 0.2), (0.2, 0.7, 0.3), (0.2, 0.4, 0.9), (0.9, 0.8, 0.2), (0.6, 0.3, 0.8),
+                         (0.3, 0.8, 0.8)])]
+
+
+def _shade(o: np.ndarray, d: np.ndarray, kind: str = "spheres") -> tuple[np.ndarray, np.ndarray]:
+    """Exact first hit of each ray with the analytic scene ``kind``: (rgb [M, 3], hit [M])."""
+    o, d = o.astype(np.float64), d.astype(np.float64)
+    best = np.full(len(o), np.inf)
+    rgb = np.zeros((len(o), 3))
+    if kind == "spheres":
+        _hit_spheres(o, d, SPHERES, best, rgb)
+    elif kind == "cubes":
+        _hit_boxes(o, d, BOXES, best, rgb)
+    elif kind == "table":
+        _hit_disc(o, d, DISC, best, rgb)
+        _hit_spheres(o, d, TABLE_SPHERES, best, rgb)
+        _hit_rods(o, d, RODS, best, rgb)
+    else:
+        raise ValueError(f"no analytic scene {kind!r}")
     return rgb, np.isfinite(best)
 
 
-def render_spheres(c2w: np.ndarray, fx: float, W: int, H: int, ss: int = 4) -> np.ndarray:
-    """RGBA float image [H, W, 4] (straight alpha) with ss x ss supersampling."""
+def _shade_spheres(o: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return _shade(o, d, "spheres")
+
+
+def render_spheres(c2w: np.ndarray, fx: float, W: int, H: int, ss: int = 4, distortion=None,
+                   fisheye: bool = False, kind: str = "spheres") -> np.ndarray:
+    """RGBA float image [H, W, 4] (straight alpha) with ss x ss supersampling; with
+    ``distortion`` ([k1, k2, k3, k4, p1, p2], nerfstudio's model, see distortion.py) each
+    pixel's ray is found by inverting the distortion."""
     j, i = np.meshgrid(np.arange(H * ss), np.arange(W * ss), indexing="ij")
     u, v = (i.ravel() + 0.5) / ss, (j.ravel() + 0.5) / ss
-    o, d = pixel_rays(c2w, fx, fx, W / 2, H / 2, u, v)
-    rgb, hit = _shade_spheres(o, d)
+    if distortion is None and not fisheye:
+        o, d = pixel_rays(c2w, fx, fx, W / 2, H / 2, u, v)
+    else:
+        from gpuforge.plugins.radiance.distortion import undistort_points
+
+        und = undistort_points(np.stack([(u - W / 2) / fx, (v - H / 2) / fx], -1), distortion or [0] * 6)
+        if fisheye:
+            theta = np.linalg.norm(und, axis=-1)
+            sin_t = np.where(theta > 0, np.sin(theta) / np.maximum(theta, 1e-300), 1.0)
+            d_cv = np.concatenate([und * sin_t[:, None], np.cos(theta)[:, None]], -1)
+        else:
+            d_cv = np.concatenate([und, np.ones((len(und), 1))], -1)
+        d = (d_cv * [1, -1, -1]) @ np.asarray(c2w)[:3, :3].T  # OpenCV -> OpenGL camera, then to world
+        d /= np.linalg.norm(d, axis=-1, keepdims=True)
+        o = np.broadcast_to(np.asarray(c2w)[:3, 3], d.shape)
+    rgb, hit = _shade(o, d, kind)
     rgb = rgb.reshape(H, ss, W, ss, 3)
     cov = hit.reshape(H, ss, W, ss).astype(np.float64)
     alpha = cov.mean((1, 3))
@@ -129,7 +249,7 @@ def make_scene(out: Path, kind: str = "spheres", views: int = 100, res: int = 12
         (out / split).mkdir()
         frames = []
         for k, c2w in enumerate(poses(n, s, fib)):
-            img = render_spheres(c2w, fx, res, res) if g is None else render_gaussians(g, c2w, fx, res, res)
+            img = render_spheres(c2w, fx, res, res, kind=kind) if g is None else render_gaussians(g, c2w, fx, res, res)
             Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), "RGBA").save(out / split / f"r_{k}.png")
             frames.append({"file_path": f"./{split}/r_{k}", "rotation": 0.0, "transform_matrix": c2w.tolist()})
         meta = {"camera_angle_x": CAMERA_ANGLE_X, "aabb": AABB, "frames": frames,
@@ -137,3 +257,60 @@ def make_scene(out: Path, kind: str = "spheres", views: int = 100, res: int = 12
         (out / f"transforms_{split}.json").write_text(json.dumps(meta, indent=2))
         counts[split] = n
     return {"kind": kind, "res": res, "views": counts, "camera_angle_x": CAMERA_ANGLE_X, "fl_x": fx}
+
+
+def sphere_points(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` points on the spheres' surfaces with their (view-independent) shaded colours:
+    what structure from motion would reconstruct of this scene."""
+    rng = np.random.default_rng(seed)
+    area = np.array([r * r for _, r, _, _ in SPHERES])
+    which = rng.choice(len(SPHERES), n, p=area / area.sum())
+    pts, cols = [], []
+    for k in range(len(SPHERES)):
+        c, r, _, _ = SPHERES[k]
+        m = int((which == k).sum())
+        nrm = rng.normal(size=(m, 3))
+        nrm /= np.linalg.norm(nrm, axis=1, keepdims=True)
+        p = np.asarray(c) + r * nrm * 1.001
+        o = p + nrm * 0.5  # a ray from just outside, straight back at the point
+        rgb, _ = _shade_spheres(o, -nrm)
+        pts.append(p), cols.append(rgb)
+    return np.concatenate(pts), np.concatenate(cols)
+
+
+def make_nerfstudio_scene(out: Path, views: int = 20, res: int = 32, seed: int = 0, camera_model: str = "OPENCV",
+                          distortion=None, points: int = 0, shuffle: bool = True) -> dict:
+    """The spheres scene as a nerfstudio capture: one ``transforms.json`` (intrinsics
+    ``fl_x, fl_y, cx, cy, w, h``, ``camera_model``, distortion ``k1..k4, p1, p2``), images
+    under ``images/``, no split lists, and with ``points`` an SfM-like ``sparse_pc.ply``
+    (``ply_file_path``). Frames are listed in shuffled order, as captures often are."""
+    from PIL import Image
+
+    fx = 0.5 * res / math.tan(0.5 * CAMERA_ANGLE_X)
+    (out / "images").mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    frames = []
+    fisheye = camera_model == "OPENCV_FISHEYE"
+    for k, c2w in enumerate(poses(views, seed, True)):
+        img = render_spheres(c2w, fx, res, res, distortion=distortion, fisheye=fisheye)
+        name = f"images/frame_{k + 1:05d}.png"
+        Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), "RGBA").save(out / name)
+        frames.append({"file_path": name, "transform_matrix": c2w.tolist()})
+    if shuffle:
+        frames = [frames[i] for i in rng.permutation(len(frames))]
+    meta = {"camera_model": camera_model, "fl_x": fx, "fl_y": fx, "cx": res / 2, "cy": res / 2, "w": res, "h": res,
+            "frames": frames, "aabb": AABB}
+    meta.update(dict(zip(("k1", "k2", "k3", "k4", "p1", "p2"), distortion or [0.0] * 6)))
+    if points:
+        from plyfile import PlyData, PlyElement
+
+        xyz, rgb = sphere_points(points, seed)
+        arr = np.empty(len(xyz), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"),
+                                        ("blue", "u1")])
+        arr["x"], arr["y"], arr["z"] = xyz.T
+        for c, nm in enumerate(("red", "green", "blue")):
+            arr[nm] = np.round(rgb[:, c] * 255).astype(np.uint8)
+        PlyData([PlyElement.describe(arr, "vertex")]).write(str(out / "sparse_pc.ply"))
+        meta["ply_file_path"] = "sparse_pc.ply"
+    (out / "transforms.json").write_text(json.dumps(meta, indent=2))
+    return {"views": views, "res": res, "fl_x": fx, "camera_model": camera_model}

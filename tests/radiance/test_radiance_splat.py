@@ -62,9 +62,9 @@ def test_export_ply_field_names_and_import_renders_identically(trained, run_cli,
         a = g.render(cams, i, sc.background)[0].numpy()
         b = g2.render(cams, i, sc.background)[0].numpy()
         np.testing.assert_array_equal(a, b)
-    from gpuforge.plugins.radiance.runs import evaluate
-
-    assert evaluate(run, None, "test", "splat")["psnr"] == evaluate(imp, None, "test", "splat")["psnr"]
+    ev = [run_cli("radiance", "splat", "eval", str(r), "--json") for r in (run, imp)]
+    assert all(e.code == 0 for e in ev), ev
+    assert ev[0].json()["psnr"] == ev[1].json()["psnr"]
 
 
 def test_render_frames_and_mp4(trained, run_cli, tmp_path):
