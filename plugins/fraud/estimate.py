@@ -8,8 +8,8 @@ state (~10 arrays of n) and the MST (3 (n-1)). Work: the CPU kNN and Boruvka sea
 k-means cells with distance bounds, far fewer than n^2 distances on clustered data
 (towards n^2 d on structureless data); the brute-force tiled pairwise top-k (the GPU
 route) is n^2 d multiply-adds. Exact mode above 60 columns uses Prim's MST: another
-n^2 d, still O(n) memory. Approx mode at 9-32 columns uses the exact kNN
-(``approx.EXACT_KNN_COLUMNS``).
+n^2 d, still O(n) memory. Approx mode at 9-32 columns and <= 50k rows uses the exact
+kNN (``approx.EXACT_KNN_COLUMNS``, ``EXACT_KNN_MAX_ROWS``).
 """
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def estimate_cluster(args: list[str]) -> Estimate:
         notes=["flops: the brute-force tiled pairwise top-k (GPU route); on the CPU the kNN and Boruvka search "
                "k-means cells with distance bounds and do far fewer on clustered data",
                "memory grows as n*k: no n^2 distance matrix is ever built"]
-        + (["approx mode's kNN graph: the exact kNN at 9-32 columns, else each row's nearest among its "
+        + (["approx mode's kNN graph: the exact kNN at 9-32 columns up to 50k rows, else each row's nearest among its "
             "cell's nearest cells (32 x 32 at <= 8 columns, 256 x 8 + one NN-descent join above 32)"]
            if ns.mode == "approx" else [])
         + (["exact mode above 60 columns builds the MST with Prim over all n^2 pairs (hdbscan's switch and "

@@ -35,8 +35,14 @@ REFINE_STEPS = {False: 1, True: 0}
 step lifts the recall from 0.55 to 0.80 (128-row cells); at 100k x 8 it changed the ARI
 by 1e-4 for a third more time."""
 EXACT_KNN_COLUMNS = (9, 32)
-"""Approx mode takes the exact kNN (``fraud.knn``, recall 1.0) from 9 to 32 columns: on
-clustered data its cell search is both faster and closer than the cell-limited graph.
+EXACT_KNN_MAX_ROWS = 50_000
+"""Approx mode takes the exact kNN (``fraud.knn``, recall 1.0) from 9 to 32 columns up to
+50k rows: there, on clustered data, its cell search is both faster and closer than the
+cell-limited graph. It scales worse with the rows: at 100k rows (blobs + 10% noise,
+load 5, same process) approx took 12.1 / 15.1 / 21.3 s with the exact kNN against
+4.7 / 6.1 / 12.4 s with the cells at 12 / 16 / 32 columns, and at 200k x 10 31 s
+against 8.8 s; so above 50k rows the cells stay (their agreement at 16-32 columns and
+> 50k rows is not measured; at 20k-50k rows it is below).
 Measured (load 14-19, one process per shape, ARI of approx vs exact labels):
 20k x 16 blobs + 10% noise, seeds 0-2: exact kNN 2.5-4.5 s, ARI 0.9959-0.9974; cells
 32 x 32 (the <= 16-column default) 4.8-9.5 s, ARI 0.9856-0.9912 (recall 0.95); 64 x 32
