@@ -17,6 +17,27 @@ class BenchContext:
     device: str = "auto"
     cpu_peak: dict[str, float] = field(default_factory=dict)
     """Measured peaks of this machine: ``bandwidth_gbs``, ``fp32_gflops`` (when known)."""
+    cache_dir: str | None = None
+    """Scale benchmarks: where generated inputs go (default ``~/.cache/gpuforge-bench``)."""
+    keep_inputs: bool = False
+    """Scale benchmarks: keep generated inputs (they are deleted after each row otherwise)."""
+    sizes: tuple[str, ...] = ()
+    """Scale benchmarks: only these size labels (e.g. ``1.1B``), when given."""
+    scaling: str | None = None
+    """Scaling benchmarks: ``strong`` (fixed rows), ``weak`` (rows per worker), ``both`` or
+    ``memory`` (peak RSS of the partitioned steps); None: the benchmark's default."""
+    workers: tuple[int, ...] = ()
+    """Scaling benchmarks: the cluster sizes to run (e.g. ``(1, 2)``); empty: the default."""
+    rows: int | None = None
+    """Benchmarks that take an input size in rows (e.g. fraud scaling); None: their default."""
+
+    def cache(self, name: str):
+        from pathlib import Path
+
+        root = Path(self.cache_dir).expanduser() if self.cache_dir else Path.home() / ".cache" / "gpuforge-bench"
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
 
     @property
     def repeat(self) -> int:
@@ -81,3 +102,33 @@ def row(name: str, impl: str, seconds: float, *, baseline: str | None = None, ba
             out["share_of_peak_flops"] = out["gflops"] / peak
     out.update(extra)
     return out
+
+
+def measure_command(argv: list[str], env: dict | None = None, timeout: float | None = None,
+                    cwd: str | None = None) -> dict:
+    """Run ``argv`` in a fresh process: its own peak resident set (through
+    :func:`gpuforge.core.peakrss.run_measured`, so this process's size does not leak in;
+    what ``/usr/bin/time -v`` reports as "Maximum resident set size"), wall time, exit status
+    and the end of its stderr. On ``timeout`` the status is -9 and the peak ``None``."""
+    import subprocess
+    import tempfile
+
+    from gpuforge.core.peakrss import run_measured
+
+    with tempfile.TemporaryFile() as err:
+        m = run_measured(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err, timeout=timeout)
+        err.seek(0)
+        tail = err.read()[-2000:].decode(errors="replace")
+    return {**m, "stderr_tail": tail}
+
+
+def growth_exponent(sizes: list[float], values: list[float]) -> float | None:
+    """Least-squares slope of log(value) against log(size): 1 is linear growth, 0 none."""
+    import math
+
+    pts = [(math.log(s), math.log(v)) for s, v in zip(sizes, values) if s > 0 and v > 0]
+    if len({x for x, _ in pts}) < 2:
+        return None
+    n = len(pts)
+    mx, my = sum(x for x, _ in pts) / n, sum(y for _, y in pts) / n
+    return sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)

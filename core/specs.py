@@ -149,6 +149,10 @@ class BenchmarkSpec:
     name: str
     run: str
     summary: str = ""
+    suite: str = "speed"
+    """``speed``: run by ``gpuforge bench [PLUGIN]`` (times and ratios). ``scale``: run only
+    by ``gpuforge bench scale`` (peak memory and time against input size; rows also carry
+    ``series``, ``size`` and ``peak_rss_bytes``, see :func:`gpuforge.core.bench.measure_command`)."""
 
 
 @dataclass(frozen=True)

@@ -97,13 +97,3 @@ class Placement:
 
 def zeros_flag(place: Placement):
     return cuda.to_device(np.zeros(1, np.int32), stream=place.stream)
-
-
-def check_threads(threads_per_block, maximum: int = 1024, power_of_two: bool = False) -> int:
-    from gpuforge.kernels.arguments import check_int
-
-    t = check_int("threads_per_block", threads_per_block, 1)
-    if t > maximum or (power_of_two and t & (t - 1)):
-        kind = "a power of two" if power_of_two else "an integer"
-        raise KernelArgumentError(f"threads_per_block must be {kind} <= {maximum}, got {t}")
-    return t

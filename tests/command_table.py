@@ -92,8 +92,10 @@ CASES: list[Case] = [
 # second), 8 labelled rows.
 _FT_STEPS = ["--max-steps", "2", "--batch-size", "4", "--r", "2", "--alpha", "4", "--max-len", "16",
              "--checkpoint-every", "100"]
-_QLORA_KERNELS = frozenset({"quantize.nf4_encode", "quantize.nf4_decode", "finetune.quantize_blockwise_8bit",
-                            "finetune.dequantize_blockwise_8bit"})
+# the NF4 base is the quantize plugin's NF4Linear/NF4Embedding: bitsandbytes' double
+# quantization of the block scales through quantize.absmax_dq_*
+_QLORA_KERNELS = frozenset({"quantize.nf4_encode", "quantize.nf4_decode", "quantize.absmax_dq_encode",
+                            "quantize.absmax_dq_decode"})
 
 
 def _ft_inputs(folder: Path) -> None:
@@ -223,3 +225,57 @@ CASES += [
 from command_table_radiance import ROWS as _RADIANCE  # noqa: E402
 
 CASES += [Case(i, make, args, frozenset(kernels), out=out, compare=cmp) for i, make, args, kernels, out, cmp in _RADIANCE]
+
+
+# ------------------------------------------------------------------ quantize
+# A safetensors state dict of two small linear weights (16x64 and 8x64): every block of
+# 64 and every group of 32 is whole, so the simulator runs a few hundred threads.
+def _q_state_dict(folder: Path) -> None:
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(3)
+    save_file({"a.weight": rng.standard_normal((16, 64)).astype(np.float32),
+               "a.bias": rng.standard_normal(16).astype(np.float32),
+               "b.weight": rng.standard_normal((8, 64)).astype(np.float32)}, str(folder / "sd.safetensors"))
+
+
+def _q_nf4_output(folder: Path) -> None:
+    from gpuforge.plugins.quantize.runner import Options, run
+
+    _q_state_dict(folder)
+    run(str(folder / "sd.safetensors"), str(folder / "q"), Options(method="nf4"))
+
+
+def _same_files(*names: str) -> Callable[[Path, Path], None]:
+    def check(a: Path, b: Path) -> None:
+        # codes, scales and packed words are integers or exact float32 results of the
+        # same arithmetic on both backends: the files are byte-identical
+        for n in names:
+            assert (a / n).read_bytes() == (b / n).read_bytes(), n
+
+    return check
+
+
+def _same_quantize_eval(a: Path, b: Path) -> None:
+    import json
+
+    # identical NF4 codes and scales dequantize to identical weights: equal errors
+    x, y = json.loads(a.read_text()), json.loads(b.read_text())
+    assert x["summary"] == y["summary"] and x["layers"] == y["layers"], (x, y)
+
+
+CASES += [
+    Case("quantize run nf4", _q_state_dict, ["quantize", "run", "{dir}/sd.safetensors", "--method", "nf4",
+                                             "--out", "{out}"],
+         frozenset({"quantize.nf4_encode", "quantize.absmax_dq_encode"}), out="q",
+         compare=_same_files("model.safetensors")),
+    Case("quantize run int8", _q_state_dict, ["quantize", "run", "{dir}/sd.safetensors", "--method", "int8",
+                                              "--out", "{out}"],
+         frozenset({"quantize.int8_vectorwise_quant"}), out="q", compare=_same_files("model.safetensors")),
+    Case("quantize sparsify", _q_state_dict, ["quantize", "sparsify", "{dir}/sd.safetensors", "--out", "{out}"],
+         frozenset({"quantize.mask_2to4", "quantize.compress_2to4"}), out="sp",
+         compare=_same_files("model.safetensors", "sparse24.safetensors")),
+    Case("quantize eval nf4", _q_nf4_output, ["quantize", "eval", "{dir}/sd.safetensors", "{dir}/q", "--out", "{out}"],
+         frozenset({"quantize.nf4_decode", "quantize.absmax_dq_decode"}), out="eval.json",
+         compare=_same_quantize_eval),
+]

@@ -138,8 +138,13 @@ def test_kill_9_of_the_job_takes_its_step_along_and_the_rerun_is_clean(tmp_path,
 def test_ctrl_c_and_sigterm_stop_the_step_and_record_it(tmp_path, job_env, sig, code):
     job = _slow_job(tmp_path)
     proc, step = _start_job(job, job_env)
-    os.kill(proc.pid, sig)
-    out, err = proc.communicate(timeout=60)
+    try:
+        os.kill(proc.pid, sig)
+        out, err = proc.communicate(timeout=60)
+    finally:  # a failed run must not leave the job and its 60-second step behind
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
     assert proc.returncode == code, err
     assert _gone(step, within=5)
     assert _leftovers(tmp_path) == []

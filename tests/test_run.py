@@ -314,12 +314,17 @@ def test_signals_clean_up_and_exit_with_the_documented_code(isolated_env, photos
                              "--steps", "100000", "--epoch-steps", "100000", "--patch", "8", "--batch", "4",
                              "--out", str(out)], env=isolated_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not leftovers(tmp_path):
-        time.sleep(0.2)
-    assert leftovers(tmp_path), "the command never started writing"
-    time.sleep(1.0)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not leftovers(tmp_path):
+            time.sleep(0.2)
+        assert leftovers(tmp_path), "the command never started writing"
+        time.sleep(1.0)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:  # a failed run must not leave a 100000-step training behind
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == code, err
     assert sorted(p.name for p in tmp_path.iterdir()) == []

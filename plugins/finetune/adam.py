@@ -21,51 +21,12 @@ from numba import njit, prange
 
 from gpuforge.core.specs import KernelCase
 from gpuforge.kernels.blockwise import absmax_step_cpu
+from gpuforge.kernels.dynamic_map import dynamic_map, midpoints
 
 
 # ---------------------------------------------------------------- dynamic 8-bit code
-def _torch_linspace_f32(start: float, end: float, steps: int) -> np.ndarray:
-    """torch.linspace(start, end, steps, dtype=float32), bit for bit: torch fills the
-    first half forwards from ``start`` and the second half backwards from ``end``."""
-    start32, end32 = np.float32(start), np.float32(end)
-    step = np.float32((end32 - start32) / np.float32(steps - 1))
-    i = np.arange(steps)
-    half = steps // 2
-    # torch evaluates start + step * i with a fused multiply-add: one rounding, which
-    # float64 arithmetic followed by a cast to float32 reproduces.
-    fwd = (np.float64(start32) + np.float64(step) * i).astype(np.float32)
-    bwd = (np.float64(end32) - np.float64(step) * (steps - 1 - i)).astype(np.float32)
-    return np.where(i < half, fwd, bwd).astype(np.float32)
-
-
-def dynamic_map(signed: bool = True, max_exponent_bits: int = 7, total_bits: int = 8) -> np.ndarray:
-    """bitsandbytes.functional.create_dynamic_map: 256 sorted float32 code values in [-1, 1]."""
-    data: list[float] = []
-    non_sign_bits = total_bits - 1
-    additional = 2 ** (non_sign_bits - max_exponent_bits) - 1
-    i = 0
-    for i in range(max_exponent_bits):
-        items = 2 ** (i + non_sign_bits - max_exponent_bits) + 1 if signed else 2 ** (i + non_sign_bits - max_exponent_bits + 1) + 1
-        b = _torch_linspace_f32(0.1, 1, items)
-        means = (b[:-1] + b[1:]) / np.float32(2.0)
-        scale = 10 ** (-(max_exponent_bits - 1) + i)
-        data += (np.float32(scale) * means).tolist()
-        if signed:
-            data += (-np.float32(scale) * means).tolist()
-    if additional > 0:
-        b = _torch_linspace_f32(0.1, 1, additional + 1)
-        means = (b[:-1] + b[1:]) / np.float32(2.0)
-        scale = 10 ** (-(max_exponent_bits - 1) + i)
-        data += (np.float32(scale) * means).tolist()
-        if signed:
-            data += (-np.float32(scale) * means).tolist()
-    data += [0.0, 1.0]
-    data += [0.0] * (2 ** total_bits - len(data))
-    return np.array(sorted(data), dtype=np.float32)
-
-
 _CODES = {True: dynamic_map(True), False: dynamic_map(False)}
-_BOUNDS = {s: ((c[:-1] + c[1:]) / np.float32(2)).astype(np.float32) for s, c in _CODES.items()}
+_BOUNDS = {s: midpoints(s) for s in _CODES}
 _PADDED = {s: np.append(b, np.float32(np.inf)).astype(np.float32) for s, b in _BOUNDS.items()}
 
 

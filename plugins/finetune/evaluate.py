@@ -27,11 +27,7 @@ def load_with_adapter(model_path: str | Path, adapter: str | Path | None, task: 
     if adapter:
         _, meta, _, _ = L.read_adapter(adapter)
     task = task or meta.get("task")
-    backbone, tok = load_base(model_path, task or "classification")
-    if meta.get("qlora"):
-        from gpuforge.plugins.finetune.qlora import quantize_model
-
-        quantize_model(backbone)
+    backbone, tok = load_base(model_path, task or "classification", qlora=bool(meta.get("qlora")))
     head = None
     if adapter:
         _, meta, head = L.apply_adapter(backbone, adapter, dropout=0.0)
@@ -119,11 +115,7 @@ def merge_into(folder: Path, base: str, adapter: str) -> dict[str, Any]:
     """Write the merged model (+ tokenizer, + head) into ``folder``."""
     cfg, meta, _, head = L.read_adapter(adapter)
     task = meta.get("task") or ("causal-lm" if cfg.get("task_type") == "CAUSAL_LM" else "embedding")
-    backbone, tok = load_base(base, task)
-    if meta.get("qlora"):
-        from gpuforge.plugins.finetune.qlora import quantize_model
-
-        quantize_model(backbone)
+    backbone, tok = load_base(base, task, qlora=bool(meta.get("qlora")))
     L.apply_adapter(backbone, adapter, dropout=0.0)
     n = len(L.lora_layers(backbone))
     L.merge(backbone)

@@ -1,12 +1,9 @@
 """QLoRA's frozen base (Dettmers et al. 2023, "QLoRA: Efficient Finetuning of Quantized
-LLMs"): NF4 weights (blocks of 64) with double quantization of the block scales.
-
-The NF4 encode/decode kernels belong to the quantization plugin and are reached only
-through the kernel registry (``quantize.nf4_encode`` / ``quantize.nf4_decode``).
-Double quantization (QLoRA sec. 3) stores the fp32 absmax of every 64-weight block as
-8-bit codes with the dynamic map, after subtracting their mean, in blocks of 256
-(our ``finetune.quantize_blockwise_8bit``): 4 + 8/64 + 32/(64*256) = 4.127 bits per
-weight, plus one fp32 offset per tensor.
+LLMs"): NF4 weights (blocks of 64) with double quantization of the block scales
+(QLoRA sec. 3): 4 + 8/64 + 32/(64*256) = 4.127 bits per weight, plus one fp32 offset per
+tensor. The layers are the quantize plugin's (:mod:`gpuforge.plugins.quantize.api`):
+``NF4Linear`` / ``NF4Embedding`` keep the bitsandbytes layout in memory and dequantize per
+forward.
 
 Quantized here: every linear weight and the word/position embeddings (the bulk of a
 small encoder's parameters; the QLoRA paper keeps embeddings in 16-bit, but for
@@ -15,116 +12,51 @@ in the bits-per-parameter figure.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
-from gpuforge.core.errors import UnsupportedError
+from gpuforge.plugins.quantize.api import NF4Embedding, NF4Linear, load_streamed, require
 
 NF4_BLOCK = 64
-DQ_BLOCK = 256
-NEEDED = ("quantize.nf4_encode", "quantize.nf4_decode")
+
+__all__ = ["NF4Embedding", "NF4Linear", "dequantize_model", "load_nf4_base", "quantize_model", "require_kernels",
+           "storage_report"]
 
 
 def require_kernels() -> None:
-    from gpuforge.core.kernels import kernel_specs
-
-    have = kernel_specs()
-    missing = [k for k in NEEDED if k not in have]
-    if missing:
-        raise UnsupportedError(f"--qlora needs the quantize plugin's {', '.join(missing)} kernel(s), which are not "
-                               f"registered; enable the quantize plugin (`gpuforge plugins list`)")
-
-
-class NF4Tensor:
-    """A flat float tensor in NF4 with double-quantized scales."""
-
-    def __init__(self, x: torch.Tensor):
-        from gpuforge.core.kernels import call
-
-        flat = x.detach().float().cpu().reshape(-1).numpy()
-        self.shape, self.n = tuple(x.shape), flat.size
-        packed, absmax = call("quantize.nf4_encode", np.ascontiguousarray(flat), NF4_BLOCK)
-        self.packed = np.asarray(packed)
-        absmax = np.asarray(absmax, np.float32)
-        self.offset = np.float32(absmax.mean()) if absmax.size else np.float32(0)
-        self.codes, self.scale2 = call("finetune.quantize_blockwise_8bit", absmax - self.offset, DQ_BLOCK, True)
-        self.nblocks = absmax.size
-
-    def absmax(self) -> np.ndarray:
-        from gpuforge.core.kernels import call
-
-        return call("finetune.dequantize_blockwise_8bit", self.codes, self.scale2, DQ_BLOCK, True) + self.offset
-
-    def dequantize(self) -> torch.Tensor:
-        from gpuforge.core.kernels import call
-
-        out = call("quantize.nf4_decode", self.packed, self.absmax(), self.n, NF4_BLOCK)
-        return torch.from_numpy(np.asarray(out, np.float32)).reshape(self.shape)
-
-    def rows(self, ids: torch.Tensor) -> torch.Tensor:
-        """Dequantize only the rows ``ids`` of a 2-D tensor whose row length is a multiple
-        of 64 (both nibbles of a byte then belong to one row)."""
-        from gpuforge.core.kernels import call
-
-        d = self.shape[1]
-        flat_ids = ids.reshape(-1).cpu().numpy()
-        packed = self.packed.reshape(self.shape[0], d // 2)[flat_ids].reshape(-1)
-        absmax = self.absmax().reshape(self.shape[0], d // NF4_BLOCK)[flat_ids].reshape(-1)
-        out = call("quantize.nf4_decode", np.ascontiguousarray(packed), np.ascontiguousarray(absmax),
-                   flat_ids.size * d, NF4_BLOCK)
-        return torch.as_tensor(np.asarray(out, np.float32)).reshape(*ids.shape, d).to(ids.device)
-
-    @property
-    def nbytes(self) -> int:
-        return self.packed.nbytes + self.codes.nbytes + self.scale2.nbytes + 4
-
-
-class NF4Linear(nn.Module):
-    """A frozen linear layer whose weight is stored in NF4 and dequantized per forward."""
-
-    def __init__(self, linear: nn.Linear):
-        super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.qweight = NF4Tensor(linear.weight)
-        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(x, self.qweight.dequantize().to(x.device, x.dtype), self.bias)
-
-    def to_linear(self) -> nn.Linear:
-        lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
-        with torch.no_grad():
-            lin.weight.copy_(self.qweight.dequantize())
-            if self.bias is not None:
-                lin.bias.copy_(self.bias)
-        return lin
-
-
-class NF4Embedding(nn.Module):
-    def __init__(self, emb: nn.Embedding):
-        super().__init__()
-        self.num_embeddings, self.embedding_dim = emb.num_embeddings, emb.embedding_dim
-        self.padding_idx = emb.padding_idx
-        self.qweight = NF4Tensor(emb.weight)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.qweight.rows(ids)
-
-    @property
-    def weight(self) -> torch.Tensor:  # transformers reads .weight (e.g. for dtype/device)
-        return self.qweight.dequantize()
-
-    def to_embedding(self) -> nn.Embedding:
-        emb = nn.Embedding(self.num_embeddings, self.embedding_dim, padding_idx=self.padding_idx)
-        with torch.no_grad():
-            emb.weight.copy_(self.qweight.dequantize())
-        return emb
+    require("--qlora")
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+
+
+def _eligible(mod: nn.Module) -> bool:
+    if isinstance(mod, nn.Linear):
+        return mod.weight.numel() % NF4_BLOCK == 0 and mod.in_features % 2 == 0
+    return isinstance(mod, nn.Embedding) and mod.embedding_dim % NF4_BLOCK == 0 and mod.num_embeddings > 2
+
+
+def load_nf4_base(path, causal: bool) -> nn.Module:
+    """The frozen NF4 base quantized while it loads: each linear / embedding weight is read
+    on its own from the safetensors and stored in NF4 at once, every other parameter read
+    as its module fills, so the full-precision model never exists in memory."""
+    require_kernels()
+
+    def convert(name, mod, sk):
+        if not _eligible(mod):
+            return None
+        w = sk.read_param(f"{name}.weight")
+        if isinstance(mod, nn.Linear):
+            bias = sk.read_param(f"{name}.bias") if mod.bias is not None else None
+            return NF4Linear.from_weight(w, bias, NF4_BLOCK)
+        return NF4Embedding.from_weight(w, mod.padding_idx, NF4_BLOCK)
+
+    model = load_streamed(path, convert, causal=causal)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
 
 
 def quantize_model(model: nn.Module) -> dict:
@@ -135,11 +67,11 @@ def quantize_model(model: nn.Module) -> dict:
         p.requires_grad_(False)
     n_quant = 0
     for name, mod in list(model.named_modules()):
-        if isinstance(mod, nn.Linear) and mod.weight.numel() % NF4_BLOCK == 0 and mod.in_features % 2 == 0:
-            _replace(model, name, NF4Linear(mod))
+        if isinstance(mod, nn.Linear) and _eligible(mod):
+            _replace(model, name, NF4Linear.from_linear(mod, NF4_BLOCK))
             n_quant += mod.weight.numel()
-        elif isinstance(mod, nn.Embedding) and mod.embedding_dim % NF4_BLOCK == 0 and mod.num_embeddings > 2:
-            _replace(model, name, NF4Embedding(mod))
+        elif isinstance(mod, nn.Embedding) and _eligible(mod):
+            _replace(model, name, NF4Embedding.from_embedding(mod, NF4_BLOCK))
             n_quant += mod.weight.numel()
     return storage_report(model)
 
@@ -148,8 +80,8 @@ def storage_report(model: nn.Module) -> dict:
     q_bytes = q_params = 0
     for mod in model.modules():
         if isinstance(mod, (NF4Linear, NF4Embedding)):
-            q_bytes += mod.qweight.nbytes
-            q_params += mod.qweight.n
+            q_bytes += mod.nbytes
+            q_params += mod.numel
     from gpuforge.plugins.finetune.lora import LoRALinear
 
     lora_ids = {id(p) for m in model.modules() if isinstance(m, LoRALinear) for p in (m.lora_A.weight, m.lora_B.weight)}

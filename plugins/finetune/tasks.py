@@ -46,9 +46,10 @@ def check_finite(model: nn.Module, path: Path, what: str = "MODEL") -> None:
                                 "does not train or evaluate non-finite weights)")
 
 
-def load_base(path: str | Path, task: str):
+def load_base(path: str | Path, task: str, qlora: bool = False):
     """(model, tokenizer) from a local folder, offline, on the CPU; one clear line if it is
-    not a safetensors model folder or holds non-finite weights."""
+    not a safetensors model folder or holds non-finite weights. ``qlora``: the frozen NF4
+    base, quantized while it loads (:func:`.qlora.load_nf4_base`)."""
     path = Path(path)
     check_model_folder(path)
     from gpuforge.core.hub import offline
@@ -59,7 +60,12 @@ def load_base(path: str | Path, task: str):
         try:
             tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
             cls = AutoModelForCausalLM if task == "causal-lm" else AutoModel
-            model = cls.from_pretrained(str(path), local_files_only=True, dtype=torch.float32, use_safetensors=True)
+            if qlora:
+                from gpuforge.plugins.finetune.qlora import load_nf4_base
+
+                model = load_nf4_base(path, task == "causal-lm")
+            else:
+                model = cls.from_pretrained(str(path), local_files_only=True, dtype=torch.float32, use_safetensors=True)
         except (OSError, ValueError, KeyError) as exc:
             raise BadInputError(f"cannot load MODEL {path} for --task {task}: {str(exc).splitlines()[0]}") from None
     check_finite(model, path)

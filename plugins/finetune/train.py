@@ -128,15 +128,13 @@ def trainable_state_bytes(params: list[torch.nn.Parameter], opt) -> int:
 def build(a: TrainArgs, ds_labels: list[str], task: str, device: torch.device, qlora_report: dict | None = None):
     """Base model (NF4 with --qlora) + LoRA layers + task head, seeded, on ``device``."""
     torch.manual_seed(a.seed)
-    backbone, tok = load_base(a.model, task)
+    backbone, tok = load_base(a.model, task, qlora=a.qlora)
     exclude = ("pooler",) if task != "causal-lm" else ()
     targets = L.select_targets(backbone, a.targets, exclude=exclude)
-    if a.qlora:
-        from gpuforge.plugins.finetune.qlora import quantize_model
+    if a.qlora and qlora_report is not None:
+        from gpuforge.plugins.finetune.qlora import storage_report
 
-        rep = quantize_model(backbone)
-        if qlora_report is not None:
-            qlora_report.update(rep)
+        qlora_report.update(storage_report(backbone))
     L.inject(backbone, targets, a.r, a.alpha, a.dropout)
     model = TaskModel(backbone, task, ds_labels)
     if a.gradient_checkpointing:

@@ -151,7 +151,7 @@ def embed_cmd(
     run.result(res, f"wrote {Z.shape[1]}-d embeddings of {len(sids):,} sessions to {out}; model {res['model']}")
 
 
-@command(app, "cluster", outputs=True)
+@command(app, "cluster", outputs=True, distributed=True)
 def cluster_cmd(
     run: Run,
     table: Path = typer.Argument(..., help="Numeric table: .parquet, .csv or .npy."),
@@ -172,9 +172,11 @@ def cluster_cmd(
     The kNN and minimum-spanning-tree steps run on --device (numba-cpu or numba-cuda)."""
     from gpuforge.plugins.fraud.cluster import run_cluster
 
-    res = run_cluster(run, table, out, columns=_split_columns(columns), min_cluster_size=min_cluster_size,
-                      min_samples=min_samples, selection=selection, epsilon=epsilon, mode=mode, knn=knn,
-                      knn_leaves=knn_leaves, id_column=id_column, save_model=save_model)
+    with run.cluster() as client:  # --cluster/--scheduler: approx mode runs on Dask, same labels
+        res = run_cluster(run, table, out, columns=_split_columns(columns), min_cluster_size=min_cluster_size,
+                          min_samples=min_samples, selection=selection, epsilon=epsilon, mode=mode, knn=knn,
+                          knn_leaves=knn_leaves, id_column=id_column, save_model=save_model,
+                          client=client)
     cols = res["columns"]
     shown = ", ".join(map(str, cols[:12])) + (f" and {len(cols) - 12} more" if len(cols) > 12 else "")
     run.result(res, f"{res['n_clusters']} clusters, {res['noise']:,} noise of {res['clustered_rows']:,} rows "
@@ -230,7 +232,7 @@ def explain_cmd(
     run.result({"output": str(out), **rep}, human)
 
 
-@command(app, "pipeline", outputs=True, seeded=True)
+@command(app, "pipeline", outputs=True, seeded=True, distributed=True)
 def pipeline_cmd(
     run: Run,
     clicks: Path = typer.Argument(..., help="Click table (.parquet/.csv)."),
@@ -259,10 +261,11 @@ def pipeline_cmd(
 
     if event_map is not None:
         run.input(event_map, "--event-map file")
-    res, _ = run_pipeline(run, clicks, out, event_map=read_event_map(event_map),
-                          column_map=parse_column_map(column_map), dim=dim, epochs=epochs, objective=objective,
-                          min_cluster_size=min_cluster_size, min_samples=min_samples, mode=mode, knn=knn,
-                          dims=pca_dims, embed_weight=embed_weight, embed=embed, max_train=max_train)
+    with run.cluster() as client:  # --cluster/--scheduler: approx clustering runs on Dask
+        res, _ = run_pipeline(run, clicks, out, event_map=read_event_map(event_map),
+                              column_map=parse_column_map(column_map), dim=dim, epochs=epochs, objective=objective,
+                              min_cluster_size=min_cluster_size, min_samples=min_samples, mode=mode, knn=knn,
+                              dims=pca_dims, embed_weight=embed_weight, embed=embed, max_train=max_train, client=client)
     lines = [f"report in {out}/report.md"]
     for name, s in res["comparison"].items():
         if s.get("recall") is not None:

@@ -87,8 +87,10 @@ def standardize(X):
 
 
 def cluster_matrix(X, *, min_cluster_size=5, min_samples=None, selection="eom", epsilon=0.0, mode="exact",
-                   knn=None, where="input", knn_leaves=None):
-    """Validate, drop non-finite rows, standardize, run HDBSCAN. Returns (result, finite mask)."""
+                   knn=None, where="input", knn_leaves=None, client=None):
+    """Validate, drop non-finite rows, standardize, run HDBSCAN. Returns (result, finite mask).
+    With a Dask ``client`` approx mode runs on the cluster (same result,
+    :mod:`.hdbscan.distributed`); exact mode runs here."""
     import numpy as np
 
     from gpuforge.plugins.fraud.hdbscan import hdbscan
@@ -116,6 +118,16 @@ def cluster_matrix(X, *, min_cluster_size=5, min_samples=None, selection="eom", 
     if nbad:
         rows = np.flatnonzero(~finite)[:5].tolist()
         log.warning("%s: %d row(s) with NaN/inf skipped (label -2), e.g. rows %s", where, nbad, rows)
+    if client is not None and mode == "approx" and knn_leaves != 0:
+        from gpuforge.plugins.fraud.hdbscan.distributed import hdbscan_distributed
+
+        workers = max(1, len(client.scheduler_info().get("workers", {})))
+        res = hdbscan_distributed([standardize(Xf)], client, min_cluster_size=min_cluster_size,
+                                  min_samples=min_samples, selection=selection, epsilon=epsilon, knn=knn,
+                                  knn_cells=knn_leaves, tasks=2 * workers, log=log.debug)
+        return res, finite
+    if client is not None:
+        log.warning("exact mode (and --knn-leaves 0) runs on this machine; approx mode uses the cluster")
     res = hdbscan(standardize(Xf), min_cluster_size=min_cluster_size, min_samples=min_samples,
                   selection=selection, epsilon=epsilon, mode=mode, knn=knn, log=log.debug, knn_cells=knn_leaves)
     return res, finite
@@ -124,46 +136,66 @@ def cluster_matrix(X, *, min_cluster_size=5, min_samples=None, selection="eom", 
 def run_cluster(run, table, out, *, columns: list[str] | None = None, min_cluster_size: int = 5,
                 min_samples: int | None = None, selection: str = "eom", epsilon: float = 0.0, mode: str = "exact",
                 knn: int | None = None, knn_leaves: int | None = None, id_column: str | None = None,
-                save_model: Path | None = None) -> dict:
+                save_model: Path | None = None, client=None) -> dict:
     """``fraud cluster`` inside ``run`` (:class:`gpuforge.core.run.Run`): the kernels run on
-    its device and its manifest records them."""
+    its device and its manifest records them. ``table``: a file or a folder of parquet
+    files (read by row group, only the used columns and the id); ``out``: a .parquet/.csv
+    file, or a folder (no suffix) written as one parquet file per input file. ``client``:
+    a Dask client for approx mode (:mod:`.hdbscan.distributed`, the same result)."""
     import numpy as np
     import pandas as pd
 
+    from gpuforge.plugins.fraud.partitions import PART_NAME, is_dataset, read_numeric
     from gpuforge.plugins.fraud.tables import out_suffix_ok, read_table, write_table
 
     out_p = Path(out)
-    out_suffix_ok(out_p)
+    to_folder = out_p.suffix == ""
+    if not to_folder:
+        out_suffix_ok(out_p)
     run.input(table, "table")
-    dst = run.output(out_p)
+    dst = run.output(out_p, kind="dir" if to_folder else "file")
     model_dst = run.output(save_model, kind="dir") if save_model is not None else None
     with run.timed("read"):
-        df = read_table(table)
-        id_col = id_column_of(df, id_column, str(table))
+        if is_dataset(table):
+            parts, used, ids, id_col, sizes = read_numeric(table, columns, str(table), id_column)
+            X = np.vstack(parts)
+            del parts
+        else:
+            df = read_table(table)
+            id_col = id_column_of(df, id_column, str(table))
+            X, used = numeric_matrix(df, columns, str(table), id_col)
+            ids = df[id_col].to_numpy() if id_col is not None else None
+            sizes = [len(df)]
+            del df
         if id_column is None and id_col is not None and id_col not in ID_COLUMNS:
             log.warning(f"{table}: column {id_col} looks like an id: carried to the output as each row's id, not "
                         "clustered (choose with --id-column / --columns)")
-        X, used = numeric_matrix(df, columns, str(table), id_col)
     with run.timed("hdbscan"):
         res, finite = cluster_matrix(X, min_cluster_size=min_cluster_size, min_samples=min_samples,
                                      selection=selection, epsilon=epsilon, mode=mode, knn=knn, where=str(table),
-                                     knn_leaves=knn_leaves)
-    n = len(df)
+                                     knn_leaves=knn_leaves, client=client)
+    n = len(X)
     labels = np.full(n, -2, np.int64)
     prob = np.zeros(n)
     outl = np.full(n, np.nan)
     labels[finite], prob[finite], outl[finite] = res.labels, res.probabilities, res.outlier_scores
     outdf = pd.DataFrame({"label": labels, "probability": prob, "outlier_score": outl})
     if id_col is not None:
-        outdf.insert(0, str(id_col), df[id_col].to_numpy())
+        outdf.insert(0, str(id_col), ids)
     else:
         outdf.insert(0, "row", np.arange(n))
-    write_table(outdf, dst.tmp)
+    if to_folder:
+        dst.tmp.mkdir(parents=True, exist_ok=True)
+        for i, (lo, hi) in enumerate(zip(np.cumsum([0] + sizes[:-1]), np.cumsum(sizes))):
+            outdf.iloc[lo:hi].to_parquet(dst.tmp / PART_NAME.format(i), index=False)
+    else:
+        write_table(outdf, dst.tmp)
     if model_dst is not None:
         from gpuforge.plugins.fraud.api import fitted_model
 
         mu, sd = standard_scale(X[finite])
         fitted_model((X[finite] - mu) / sd, mu, sd, used, id_col, res).save(model_dst.tmp)
+    del X
     sizes = np.bincount(res.labels[res.labels >= 0]) if res.n_clusters else np.zeros(0, int)
     result = {
         "output": str(out_p), "rows": n, "clustered_rows": int(finite.sum()), "skipped_nonfinite": int((~finite).sum()),
@@ -172,6 +204,10 @@ def run_cluster(run, table, out, *, columns: list[str] | None = None, min_cluste
         "min_cluster_size": min_cluster_size, "min_samples": res.info["min_samples_used"], "knn": res.info["knn"],
         "mst_weight": res.mst_weight, "timings_s": {k: round(v, 4) for k, v in res.timings.items()},
     }
+    result["distributed"] = "tasks" in res.info
+    if result["distributed"]:
+        result["tasks"] = res.info["tasks"]
+        result["bytes_moved"] = res.info["bytes_moved"]
     for k, v in res.timings.items():
         run.timings[f"hdbscan_{k}"] = round(v, 4)
     return result

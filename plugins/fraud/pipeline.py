@@ -58,7 +58,7 @@ def clustering_input(features, Z=None, *, embed_weight=1.0, dims=12):
 
 def run_pipeline(run, clicks_path, out, *, event_map=None, column_map=None, dim=32, epochs=3,
                  objective="reconstruct", min_cluster_size=20, min_samples=10, mode="approx", knn=None, dims=12,
-                 embed_weight=1.0, embed=True, max_train=20000) -> tuple[dict, str]:
+                 embed_weight=1.0, embed=True, max_train=20000, client=None) -> tuple[dict, str]:
     """``fraud pipeline`` inside ``run`` (:class:`gpuforge.core.run.Run`): the report folder
     ``out``; the embedding trains on the run's torch device, the HDBSCAN kernels run on its
     device. Returns (result, report markdown)."""
@@ -101,7 +101,7 @@ def run_pipeline(run, clicks_path, out, *, event_map=None, column_map=None, dim=
         with run.timed(f"cluster[{name}]"):
             A = clustering_input(feats, Zv, embed_weight=embed_weight, dims=dims)
             res, finite = cluster_matrix(A, min_cluster_size=min_cluster_size, min_samples=min_samples,
-                                         mode=mode, knn=knn, where=name)
+                                         mode=mode, knn=knn, where=name, client=client)
         cl = pd.DataFrame({"session_id": feats["session_id"].to_numpy(), "label": res.labels,
                            "probability": res.probabilities, "outlier_score": res.outlier_scores})
         fname = "clusters.parquet" if name != "features" or not embed else "clusters_features_only.parquet"

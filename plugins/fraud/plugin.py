@@ -56,6 +56,8 @@ def register_hardware(register):
 def register_benchmarks(register):
     register(BenchmarkSpec("fraud", f"{_PKG}.bench:run",
                            "HDBSCAN exact/approx vs hdbscan and fast_hdbscan; 1M x 8 approx"))
+    register(BenchmarkSpec("scaling", f"{_PKG}.bench_scaling:run",
+                           "approx HDBSCAN on a local Dask cluster of 1, 2, ... workers vs one process"))
 
 
 @hookimpl

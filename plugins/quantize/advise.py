@@ -77,6 +77,9 @@ def advise(params: str, gpu: str, batch: str = "sync", context: int = 4096) -> d
         rows.append({"format": name, "weights_gib": round(weights / 2**30, 2), "kv_gib": round(kv / 2**30, 2),
                      "fits": fits, "step_ms": round(t * 1e3, 3), "tokens_per_s": round(tokens / t, 1),
                      "bound": "memory" if weights / bw >= 2 * n * tokens / rate else "compute"})
+    by_format = methods_by_format()
+    for r in rows:
+        r["methods"] = ", ".join(by_format.get(r["format"], [])) or "-"
     fitting = [r for r in rows if r["fits"]]
     if not fitting:
         advice, why = "none", (f"even W4A16 needs more than 90% of {prof.memory_gib} GiB; use more GPUs or a "
@@ -92,7 +95,20 @@ def advise(params: str, gpu: str, batch: str = "sync", context: int = 4096) -> d
         why = ("large batches are compute-bound: 8-bit activations use the fast tensor path"
                + (" and this GPU has FP8" if prof.fp8 else "; this GPU has no FP8, so INT8"))
     return {"params": n, "params_b": n / 1e9, "gpu": prof.id, "batch": batch, "context": context,
-            "fp8_supported": bool(prof.fp8), "options": rows, "advice": advice, "why": why}
+            "fp8_supported": bool(prof.fp8), "options": rows, "advice": advice, "why": why,
+            "advice_methods": by_format.get(advice, [])}
+
+
+def methods_by_format() -> dict[str, list[str]]:
+    """Serving format -> the ``quantize run`` methods (``name`` or ``name --bits B``) that write it."""
+    from gpuforge.plugins.quantize.methods import all_methods
+
+    out: dict[str, list[str]] = {}
+    for m in all_methods().values():
+        for b in m.bits:
+            label = m.name if b == m.bits[0] else f"{m.name} --bits {b}"
+            out.setdefault(m.serving_format(b), []).append(label)
+    return out
 
 
 def estimate(args: list[str]):
@@ -105,7 +121,9 @@ def estimate(args: list[str]):
 
     p = argparse.ArgumentParser(prog="gpuforge plan quantize run", add_help=False)
     p.add_argument("--params", default="7e9")
-    p.add_argument("--method", default="gptq", choices=["rtn", "nf4", "fp4", "int8", "gptq"])
+    from gpuforge.plugins.quantize.methods import get_method, method_names
+
+    p.add_argument("--method", default="gptq", choices=method_names())
     p.add_argument("--bits", type=int, default=4, choices=[2, 3, 4, 8])
     p.add_argument("--nsamples", type=int, default=128)
     p.add_argument("--seqlen", type=int, default=2048)
@@ -119,8 +137,10 @@ def estimate(args: list[str]):
     hidden = ns.hidden or int((n / (12 * layers)) ** 0.5)
     tokens = ns.nsamples * ns.seqlen
     weights16 = 2 * n
-    out_bytes = n * (ns.bits if ns.method in ("rtn", "gptq") else (4 if ns.method in ("nf4", "fp4") else 8)) / 8
-    if ns.method == "gptq":
+    spec = get_method(ns.method)
+    bits = ns.bits if ns.bits in spec.bits else spec.bits[0]
+    out_bytes = n * spec.nominal_bits(bits) / 8
+    if spec.calibration == "always":
         hess = 2 * (4 * hidden) ** 2 * 4                 # the widest layer (MLP down-proj, 4h inputs)
         acts = tokens * hidden * 2 * 2                     # layer inputs kept for the next layer, fp16
         flops = 2 * n * tokens * 2 + layers * 7 * ((4 * hidden) ** 3 + 4 * hidden * hidden * 4 * hidden / 64)
@@ -135,7 +155,7 @@ def estimate(args: list[str]):
     return Estimate(
         what=f"quantize run --method {ns.method} of a {n / 1e9:.2f}B-parameter model",
         memory_bytes=float(memory), flops=float(flops), bytes_moved=float(weights16 * 2 + out_bytes),
-        dtype="fp32" if ns.method == "gptq" else "fp16",
+        dtype="fp32" if spec.calibration == "always" else "fp16",
         breakdown={"weights_fp16": float(weights16), "hessian": float(hess), "activations": float(acts),
                    "output": float(out_bytes)},
         notes=notes)

@@ -6,18 +6,12 @@ from typing import Optional
 
 import typer
 
-from gpuforge.core.context import get_context
-from gpuforge.core.output import emit, print_table
+from gpuforge.core.output import print_table
+from gpuforge.core.run import Run, command
+from gpuforge.plugins.quantize.methods import method_names
 
 app = typer.Typer(help="GPTQ, LLM.int8(), NF4 + double quantization, KV-cache quantization, 2:4 sparsity.",
                   no_args_is_help=True)
-
-JSON = typer.Option(False, "--json", help="Print the result as JSON.")
-
-
-def _json(flag: bool) -> bool:
-    return flag or get_context().json
-
 
 def _fmt_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
@@ -27,10 +21,18 @@ def _fmt_bytes(n: float) -> str:
     return str(n)
 
 
-@app.command("run")
+def _write_json(dst, res: dict) -> None:
+    if dst is not None:
+        from gpuforge.core.output import to_json
+
+        dst.tmp.write_text(to_json(res) + "\n")
+
+
+@command(app, "run", outputs=True)
 def run_cmd(
+    run: Run,
     input: str = typer.Argument(..., metavar="INPUT", help="A Hugging Face model folder (config.json + safetensors) or a .safetensors state dict."),
-    method: str = typer.Option(..., "--method", help="rtn | nf4 | fp4 | int8 | gptq"),
+    method: str = typer.Option(..., "--method", help=" | ".join(method_names())),
     out: str = typer.Option(..., "--out", help="Output folder."),
     bits: Optional[int] = typer.Option(None, "--bits", help="2 | 3 | 4 | 8 (rtn/gptq; default 4)."),
     group_size: int = typer.Option(128, "--group-size", help="rtn/gptq group size along the input dimension (-1: one group per row)."),
@@ -46,35 +48,53 @@ def run_cmd(
     targets: Optional[str] = typer.Option(None, "--targets", help="Regex: quantize weights whose name matches (default: all nn.Linear / 2-D weights)."),
     ignore: Optional[str] = typer.Option(None, "--ignore", help="Regex: leave matching weights in float."),
     threshold: float = typer.Option(6.0, "--threshold", help="int8: LLM.int8() outlier threshold used at run time."),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing output folder."),
-    json_out: bool = JSON,
+    shard_size: str = typer.Option("2GB", "--shard-size", help="Largest output shard (model-0000N-of-0000M.safetensors + index); e.g. 2GB, 500MB. Memory does not depend on it."),
+    calib_memory: str = typer.Option("1GB", "--calib-memory", help="gptq / --gptq: calibration activations kept in memory; the rest goes to scratch files."),
 ) -> None:
-    """Quantize a model and write it in the layout bitsandbytes / GPTQ loaders read."""
-    from gpuforge.plugins.quantize.runner import Options, run
+    """Quantize a model and write it in the layout bitsandbytes / GPTQ loaders read, streamed:
+    one tensor (gptq: one transformer block) in memory at a time."""
+    from gpuforge.plugins.quantize.runner import Options, quantize_run
 
     opts = Options(method=method, bits=bits, group_size=group_size, block_size=block_size, double_quant=double_quant,
                    act_order=act_order, sym=sym, calib=calib, nsamples=nsamples, seqlen=seqlen, targets=targets,
                    ignore=ignore, threshold=threshold, gptq=use_gptq, mse=mse)
-    res = run(input, out, opts, force=force)
-    human = (f"{res['method']} ({res['bits']}-bit): {res['layers']} layers, {res['quantized_params']:,} params at "
-             f"{res['bits_per_param']:.2f} bits/param; {_fmt_bytes(res['input_bytes'])} -> "
-             f"{_fmt_bytes(res['output_bytes'])}; wrote {res['output']}")
-    emit(res, human, as_json=_json(json_out))
+    res = quantize_run(run, input, out, opts, shard_size=shard_size, calib_memory=calib_memory)
+
+    def human() -> None:
+        typer.echo(f"{res['method']} ({res['bits']}-bit): {res['layers']} layers, {res['quantized_params']:,} params at "
+                   f"{res['bits_per_param']:.2f} bits/param; {_fmt_bytes(res['input_bytes'])} -> "
+                   f"{_fmt_bytes(res['output_bytes'])}; wrote {res['output']}")
+        if res.get("kept_in_float"):
+            typer.echo(f"kept in float (outside the transformer blocks its loaders quantize): "
+                       f"{', '.join(res['kept_in_float'])}; --targets quantizes them anyway")
+        for note in res.get("notes", []):
+            typer.echo(f"note: {note}")
+        if res.get("loaders"):
+            typer.echo(f"loads in: {res['loaders']}")
+
+    run.result(res, human)
 
 
-@app.command("eval")
+@command(app, "eval", outputs=True)
 def eval_cmd(
+    run: Run,
     original: str = typer.Argument(..., metavar="ORIGINAL", help="The float model folder or .safetensors file."),
     quantized: str = typer.Argument(..., metavar="QUANTIZED", help="The output folder of `quantize run`."),
     data: Optional[str] = typer.Option(None, "--data", help="Text file, one sample per line (default: the shipped held-out sentences)."),
     seqlen: int = typer.Option(128, "--seqlen", help="Tokens per sample (perplexity: window length)."),
     stride: int = typer.Option(64, "--stride", help="Perplexity: window stride."),
-    json_out: bool = JSON,
+    out: Optional[str] = typer.Option(None, "--out", help="Also write the result as JSON to this file (manifest beside it)."),
 ) -> None:
     """Per-layer weight and output error; embedding cosine (encoders) or perplexity (causal LMs)."""
     from gpuforge.plugins.quantize.evaluate import evaluate
 
+    run.input(original, "ORIGINAL")
+    run.input(quantized, "QUANTIZED")
+    if data is not None:
+        run.input(data, "--data file")
+    dst = run.output(out, kind="file") if out is not None else None
     res = evaluate(original, quantized, data, seqlen=seqlen, stride=stride)
+    _write_json(dst, res)
 
     def human() -> None:
         print_table([{k: (f"{v:.5f}" if isinstance(v, float) else v) for k, v in r.items()} for r in res["layers"]],
@@ -82,15 +102,16 @@ def eval_cmd(
         for k, v in res["summary"].items():
             typer.echo(f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}")
 
-    emit(res, human, as_json=_json(json_out))
+    run.result(res, human)
 
 
-@app.command("inspect")
-def inspect_cmd(folder: str = typer.Argument(..., metavar="DIR", help="A quantized output folder (or .safetensors file)."),
-                json_out: bool = JSON) -> None:
+@command(app, "inspect", device=False)
+def inspect_cmd(run: Run,
+                folder: str = typer.Argument(..., metavar="DIR", help="A quantized output folder (or .safetensors file).")) -> None:
     """Bits per parameter, size on disk, method per layer."""
     from gpuforge.plugins.quantize.inspect_dir import inspect_path
 
+    run.input(folder, "DIR")
     res = inspect_path(folder)
 
     def human() -> None:
@@ -98,16 +119,16 @@ def inspect_cmd(folder: str = typer.Argument(..., metavar="DIR", help="A quantiz
         typer.echo(f"{res['quantized_layers']} quantized layers, {res['bits_per_param']:.3f} bits/param over them; "
                    f"{_fmt_bytes(res['bytes_on_disk'])} on disk")
 
-    emit(res, human, as_json=_json(json_out))
+    run.result(res, human)
 
 
-@app.command("advise")
+@command(app, "advise", device=False)
 def advise_cmd(
+    run: Run,
     params: str = typer.Option(..., "--params", help="Parameter count: 7e9, 7B, 70B, 125M ..."),
     gpu: str = typer.Option(..., "--gpu", help="GPU profile id (see `gpuforge hw list`)."),
     batch: str = typer.Option("sync", "--batch", help="sync (latency, small batches) | async (throughput, large batches)."),
-    context: int = typer.Option(4096, "--context", help="Tokens of context per sequence (KV cache)."),
-    json_out: bool = JSON,
+    context: int = typer.Option(4096, "--context", min=1, help="Tokens of context per sequence (KV cache)."),
 ) -> None:
     """Which weight/activation format for this model size on this GPU (BF16, W8A8-FP8, W8A8-INT8, W4A16)."""
     from gpuforge.plugins.quantize.advise import advise
@@ -116,47 +137,53 @@ def advise_cmd(
 
     def human() -> None:
         print_table(res["options"], title=f"{res['params_b']:.2f}B params on {res['gpu']} ({batch})")
-        typer.echo(f"advice: {res['advice']} - {res['why']}")
+        how = f" (quantize run --method {' | '.join(res['advice_methods'])})" if res["advice_methods"] else ""
+        typer.echo(f"advice: {res['advice']}{how} - {res['why']}")
 
-    emit(res, human, as_json=_json(json_out))
+    run.result(res, human)
 
 
-@app.command("sparsify")
+@command(app, "sparsify", outputs=True)
 def sparsify_cmd(
+    run: Run,
     input: str = typer.Argument(..., metavar="INPUT", help="A model folder or .safetensors state dict."),
     pattern: str = typer.Option("2:4", "--pattern", help="N:M structured sparsity pattern (2:4)."),
     out: str = typer.Option(..., "--out", help="Output folder."),
     calib: Optional[str] = typer.Option(None, "--calib", help="Calibration text: score weights by |w| * ||x|| (Wanda-style) instead of |w|."),
     targets: Optional[str] = typer.Option(None, "--targets", help="Regex of weights to sparsify."),
     ignore: Optional[str] = typer.Option(None, "--ignore", help="Regex of weights to keep dense."),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing output folder."),
-    json_out: bool = JSON,
 ) -> None:
     """2:4 structured sparsity: keep the 2 largest of every 4 weights along the input dimension."""
     from gpuforge.plugins.quantize.sparsify import sparsify
 
-    res = sparsify(input, out, pattern, calib, targets, ignore, force)
-    emit(res, f"{res['layers']} layers pruned to {pattern}; compressed {_fmt_bytes(res['compressed_bytes'])} "
-              f"(dense {_fmt_bytes(res['dense_bytes'])}); wrote {res['output']}", as_json=_json(json_out))
+    res = sparsify(run, input, out, pattern, calib, targets, ignore)
+    run.result(res, f"{res['layers']} layers pruned to {pattern}; compressed {_fmt_bytes(res['compressed_bytes'])} "
+                    f"(dense {_fmt_bytes(res['dense_bytes'])}); wrote {res['output']}")
 
 
-@app.command("kv")
+@command(app, "kv", outputs=True)
 def kv_cmd(
+    run: Run,
     model: str = typer.Argument(..., metavar="MODEL", help="A Hugging Face model folder."),
     bits: int = typer.Option(4, "--bits", help="2 | 3 | 4"),
     calib: Optional[str] = typer.Option(None, "--calib", help="Text whose keys/values are analysed (default: the shipped calibration file)."),
     gpu: str = typer.Option("a100-80gb", "--gpu", help="GPU profile for the context-length estimate."),
     outlier_frac: float = typer.Option(0.01, "--outlier-frac", help="Share of values kept in fp16 as sparse outliers (dense-and-sparse)."),
-    json_out: bool = JSON,
+    out: Optional[str] = typer.Option(None, "--out", help="Also write the result as JSON to this file (manifest beside it)."),
 ) -> None:
     """KVQuant analysis on the model's real keys and values."""
     from gpuforge.plugins.quantize.kv import analyse
 
+    run.input(model, "MODEL")
+    if calib is not None:
+        run.input(calib, "--calib file")
+    dst = run.output(out, kind="file") if out is not None else None
     res = analyse(model, bits, calib, gpu, outlier_frac)
+    _write_json(dst, res)
 
     def human() -> None:
         print_table(res["rows"], title=f"KV cache at {bits} bits ({res['model_type']}; {res['rope_note']})")
         typer.echo(f"bytes per token: fp16 {res['fp16_bytes_per_token']:.0f} -> {res['quant_bytes_per_token']:.1f}; "
                    f"context that fits on {res['gpu']}: {res['fp16_context']:,} -> {res['quant_context']:,} tokens")
 
-    emit(res, human, as_json=_json(json_out))
+    run.result(res, human)

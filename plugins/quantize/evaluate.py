@@ -30,26 +30,19 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 
 def weight_errors(orig: dict[str, np.ndarray], quantized: dict[str, np.ndarray]) -> list[dict]:
     """Per quantized layer of a state dict: relative weight error (no model needed)."""
-    from gpuforge.plugins.quantize.modules import build_module, layer_groups
+    from gpuforge.plugins.quantize import methods
 
     rows = []
-    for prefix, method in layer_groups(quantized).items():
+    for prefix, layout in methods.find_layers(quantized).items():
         key = prefix + ".weight"
         if key not in orig:
             raise BadInputError(f"the original has no tensor {key} for quantized layer {prefix}")
-        mod = build_module(prefix, method, quantized, _guess_qconfig(quantized, prefix))
-        w = orig[key].astype(np.float32)
-        rows.append({"layer": prefix, "method": method, "weight_rel_err": _rel(np.asarray(mod.dequantized()), w)})
+        sub = methods.layer_tensors(quantized, prefix)
+        wq = methods.decode(layout, sub, {})
+        w = np.asarray(orig[key], np.float32)
+        rows.append({"layer": prefix, "method": methods.describe(layout, sub, {})["label"],
+                     "weight_rel_err": _rel(np.asarray(wq), w)})
     return rows
-
-
-def _guess_qconfig(tensors: dict, prefix: str) -> dict:
-    """GPTQ bits from the packed shapes: qweight rows * 32 / in_features."""
-    if prefix + ".qweight" in tensors:
-        rows = tensors[prefix + ".qweight"].shape[0]
-        n_in = tensors[prefix + ".g_idx"].shape[0]
-        return {"bits": int(round(rows * 32 / n_in))}
-    return {}
 
 
 def mean_pool(last_hidden, mask):
@@ -103,14 +96,16 @@ def perplexity(model, tok, text: str, seqlen: int, stride: int) -> float:
 
 def evaluate(original: str, quantized: str, data: str | None, seqlen: int = 128, stride: int = 64,
              max_tokens_per_layer: int = 4096) -> dict:
-    from gpuforge.plugins.quantize.modules import layer_groups, load_quantized_model
+    from gpuforge.plugins.quantize import methods
+    from gpuforge.plugins.quantize.methods import find_layers
+    from gpuforge.plugins.quantize.modules import load_quantized_model
 
     orig_p, quant_p = Path(original), Path(quantized)
-    if quant_p.is_dir() and not model_io.is_model_folder(quant_p) and (quant_p / model_io.WEIGHTS_NAME).is_file():
-        quant_p = quant_p / model_io.WEIGHTS_NAME     # the output folder of a state-dict run
-    okind, otensors, oconfig = model_io.load_input(orig_p)
-    qkind, qtensors, _ = model_io.load_input(quant_p)
-    groups = layer_groups(qtensors)
+    osrc = model_io.TensorSource(orig_p)
+    qsrc = model_io.TensorSource(quant_p, require_config=False)
+    okind, oconfig, qkind = osrc.kind, osrc.config, qsrc.kind
+    otensors, qtensors = osrc.lazy(), qsrc.lazy()     # read a layer at a time
+    groups = find_layers(qtensors)
     if not groups:
         raise BadInputError(f"{quant_p} holds no quantized layers (no qweight / quant_state / SCB tensors)")
     lines = model_io.read_lines(data, model_io.HELDOUT_TEXT)
@@ -138,7 +133,8 @@ def evaluate(original: str, quantized: str, data: str | None, seqlen: int = 128,
             yq = qmods[n](torch.from_numpy(x)).numpy()
             if omods[n].bias is not None:
                 yq = yq - omods[n].bias.numpy()
-        rows.append({"layer": n, "method": groups[n], "weight_rel_err": _rel(wq, w), "output_rel_err": _rel(yq, y)})
+        label = methods.describe(groups[n], methods.layer_tensors(qtensors, n), qconfig or {})["label"]
+        rows.append({"layer": n, "method": label, "weight_rel_err": _rel(wq, w), "output_rel_err": _rel(yq, y)})
     summary: dict = {"layers": len(rows),
                      "mean_weight_rel_err": float(np.mean([r["weight_rel_err"] for r in rows])),
                      "mean_output_rel_err": float(np.mean([r["output_rel_err"] for r in rows]))}

@@ -74,12 +74,6 @@ def int8_matmul(a, b):
     return a.astype(np.int32) @ b.astype(np.int32).T
 
 
-def int8_rowwise(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """bitsandbytes' Linear8bitLt weight layout: (CB int8, SCB float32 row absmax)."""
-    codes, absmax, _ = int8_vectorwise_quant(np.ascontiguousarray(w, dtype=np.float32), 0.0)
-    return codes, absmax
-
-
 # --- numba-cpu ---------------------------------------------------------------------------
 
 @njit(parallel=True, cache=True)

@@ -91,11 +91,19 @@ def nf4_decode_invalid_cases() -> list[KernelCase]:
     ]
 
 
+def llm_absmax(seed: int, blocks: int) -> np.ndarray:
+    """Block absmax (blocks of 64) of an LLM-like weight: N(0, 0.02^2) rounded to bf16."""
+    w = (_normal(seed, blocks * 64) * np.float32(0.02)).view(np.uint32) & np.uint32(0xFFFF0000)
+    return np.abs(w.view(np.float32)).reshape(blocks, 64).max(axis=1)
+
+
 def absmax_dq_encode_cases() -> list[KernelCase]:
     a = np.abs(_normal(11, 3000)) + np.float32(0.5)
     const = np.full(300, 0.75, np.float32)
     return [
         KernelCase("absmax-3000-bs256", (a, 256)),
+        KernelCase("llm-bf16-absmax-3000", (llm_absmax(16, 3000), 256)),
+        KernelCase("llm-bf16-absmax-180k", (llm_absmax(17, 180_224), 256), simulator=False),
         KernelCase("absmax-odd-bs100", (a[:777], 100)),
         KernelCase("constant", (const, 256)),
         KernelCase("one-value", (np.array([1.5], np.float32), 256)),

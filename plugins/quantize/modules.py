@@ -39,7 +39,8 @@ class _Quantized(torch.nn.Module):
         if bias is None:
             self.bias = None
         else:
-            self.bias = torch.nn.Parameter(torch.as_tensor(np.asarray(bias)).float(), requires_grad=False)
+            b = bias.detach().float().clone() if isinstance(bias, torch.Tensor) else torch.as_tensor(np.asarray(bias)).float()
+            self.bias = torch.nn.Parameter(b, requires_grad=False)
 
     def _finish(self, y: torch.Tensor, shape, dtype) -> torch.Tensor:
         if self.bias is not None:
@@ -47,41 +48,166 @@ class _Quantized(torch.nn.Module):
         return y.reshape(*shape[:-1], self.out_features).to(dtype)
 
 
-class NF4Linear(_Quantized):
-    def __init__(self, in_features, out_features, packed, absmax, blocksize, quant_type, bias=None):
+class _NF4Stored(torch.nn.Module):
+    """A weight in the bitsandbytes 4-bit layout, held as stored: packed codes and the block
+    absmax, double-quantized (8-bit codes + nested absmax + offset: 4.127 bits per weight
+    in memory) or float32; the absmax is decoded when the weight is (n/64 values)."""
+
+    def _store(self, shape, packed, absmax, blocksize: int, quant_type: str, nested=None, offset=None,
+               nested_blocksize: int = 256) -> None:
+        self.shape, self.numel = tuple(int(d) for d in shape), int(np.prod(shape))
+        self.blocksize, self.quant_type, self.nested_blocksize = int(blocksize), quant_type, int(nested_blocksize)
+        self.register_buffer("packed", _buffer(packed, np.uint8).reshape(-1))
+        self.double_quant = nested is not None
+        self.register_buffer("absmax", _buffer(absmax, np.uint8 if self.double_quant else np.float32))
+        if self.double_quant:
+            self.register_buffer("nested_absmax", _buffer(nested, np.float32))
+            self.register_buffer("offset", _buffer(offset, np.float32).reshape(1))
+
+    def _encode(self, weight, blocksize: int, quant_type: str, double_quant: bool) -> None:
+        w = weight.detach().float().cpu().numpy() if isinstance(weight, torch.Tensor) else np.asarray(weight, np.float32)
+        packed, absmax = call("quantize.nf4_encode", np.ascontiguousarray(w).reshape(-1), blocksize, quant_type)
+        nested = offset = None
+        if double_quant:
+            absmax, nested, offset = call("quantize.absmax_dq_encode", absmax, 256)
+        self._store(w.shape, packed, absmax, blocksize, quant_type, nested, offset)
+
+    def block_absmax(self):
+        """float32 absmax per block (double quantization undone)."""
+        if not self.double_quant:
+            return _arg(self.absmax)
+        return call("quantize.absmax_dq_decode", _arg(self.absmax), _arg(self.nested_absmax), _arg(self.offset),
+                    self.nested_blocksize)
+
+    def _decode_flat(self):
+        return call("quantize.nf4_decode", _arg(self.packed), self.block_absmax(), self.numel, self.blocksize,
+                    self.quant_type)
+
+    def dequantized(self) -> np.ndarray:
+        """float32, the stored shape."""
+        w = self._decode_flat()
+        w = w.cpu().numpy() if isinstance(w, torch.Tensor) else np.asarray(w)
+        return w.reshape(self.shape)
+
+    def dequantized_tensor(self) -> torch.Tensor:
+        return _torch(self._decode_flat(), self.packed.device).reshape(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the stored weight (codes, absmax, nested absmax, offset)."""
+        bufs = [self.packed, self.absmax] + ([self.nested_absmax, self.offset] if self.double_quant else [])
+        return int(sum(b.numel() * b.element_size() for b in bufs))
+
+
+def _buffer(a, dtype) -> torch.Tensor:
+    if isinstance(a, torch.Tensor):
+        return a.detach().to(torch.from_numpy(np.zeros(0, dtype)).dtype).contiguous()
+    return torch.from_numpy(np.array(a, dtype=dtype, copy=True).reshape(np.shape(a)))
+
+
+class NF4Linear(_NF4Stored, _Quantized):
+    """A linear layer whose weight is NF4/FP4 (bitsandbytes Linear4bit layout): one input
+    row without gradients takes the fused dequantize + matvec kernel (W4A16 decode),
+    more rows (or autograd through the input, as QLoRA trains) a dequantized matmul."""
+
+    def __init__(self, in_features, out_features, packed, absmax, blocksize, quant_type, bias=None, *,
+                 nested_absmax=None, offset=None, nested_blocksize: int = 256):
         super().__init__()
-        self.in_features, self.out_features = in_features, out_features
-        self.blocksize, self.quant_type = blocksize, quant_type
-        self.register_buffer("packed", torch.from_numpy(np.ascontiguousarray(packed, np.uint8).reshape(-1)))
-        self.register_buffer("absmax", torch.from_numpy(np.ascontiguousarray(absmax, np.float32)))
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self._store((self.out_features, self.in_features), packed, absmax, blocksize, quant_type, nested_absmax,
+                    offset, nested_blocksize)
         self._bias(bias)
 
     @classmethod
     def from_state(cls, tensors: dict[str, np.ndarray], bias=None) -> "NF4Linear":
+        """From a Linear4bit state dict's entries (keys without the layer prefix)."""
         from gpuforge.plugins.quantize.formats import read_nf4_state
 
-        st = read_nf4_state(tensors)
+        st = read_nf4_state(tensors, decode_absmax=False)
         out_f, in_f = st["shape"]
-        return cls(in_f, out_f, st["packed"], st["absmax"], st["blocksize"], st["quant_type"], bias)
+        return cls(in_f, out_f, st["packed"], st["absmax"], st["blocksize"], st["quant_type"], bias,
+                   nested_absmax=st.get("nested_absmax"), offset=st.get("offset"),
+                   nested_blocksize=st.get("nested_blocksize", 256))
+
+    @classmethod
+    def from_weight(cls, weight, bias=None, blocksize: int = 64, quant_type: str = "nf4",
+                    double_quant: bool = True) -> "NF4Linear":
+        """Quantize a weight (out, in) (QLoRA's frozen base: blocks of 64, double quantization)."""
+        self = cls.__new__(cls)
+        torch.nn.Module.__init__(self)
+        self.out_features, self.in_features = (int(d) for d in weight.shape)
+        self._encode(weight, blocksize, quant_type, double_quant)
+        self._bias(bias)
+        return self
+
+    @classmethod
+    def from_linear(cls, linear: torch.nn.Linear, blocksize: int = 64, quant_type: str = "nf4",
+                    double_quant: bool = True) -> "NF4Linear":
+        return cls.from_weight(linear.weight, linear.bias, blocksize, quant_type, double_quant)
 
     def _weight(self):
-        n = self.in_features * self.out_features
-        return call("quantize.nf4_decode", _arg(self.packed), _arg(self.absmax), n, self.blocksize,
-                    self.quant_type).reshape(self.out_features, self.in_features)
+        return self._decode_flat().reshape(self.out_features, self.in_features)
 
-    def dequantized(self) -> np.ndarray:
-        w = self._weight()
-        return w.cpu().numpy() if isinstance(w, torch.Tensor) else w
+    def to_linear(self) -> torch.nn.Linear:
+        lin = torch.nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        with torch.no_grad():
+            lin.weight.copy_(self.dequantized_tensor())
+            if self.bias is not None:
+                lin.bias.copy_(self.bias)
+        return lin
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x2 = x.reshape(-1, self.in_features).float()
-        if x2.shape[0] == 1:
-            y = _torch(call("quantize.nf4_matvec", _arg(self.packed), _arg(self.absmax), _arg(x2[0]),
+        if x2.shape[0] == 1 and not (torch.is_grad_enabled() and x2.requires_grad):
+            y = _torch(call("quantize.nf4_matvec", _arg(self.packed), self.block_absmax(), _arg(x2[0]),
                             self.out_features, self.blocksize, self.quant_type), x.device)[None]
         else:
             y = x2 @ _torch(self._weight(), x.device).T
         return self._finish(y, shape, x.dtype)
+
+
+class NF4Embedding(_NF4Stored):
+    """An embedding table in NF4 (rows a multiple of the block size wide, so a row never
+    shares a block with another): a lookup dequantizes only the rows it needs."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx=None):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, padding_idx
+
+    @classmethod
+    def from_weight(cls, weight, padding_idx=None, blocksize: int = 64, quant_type: str = "nf4",
+                    double_quant: bool = True) -> "NF4Embedding":
+        num, dim = (int(d) for d in weight.shape)
+        if dim % blocksize:
+            raise ValueError(f"embedding width {dim} is not a multiple of the block size {blocksize}")
+        self = cls(num, dim, padding_idx)
+        self._encode(weight, blocksize, quant_type, double_quant)
+        return self
+
+    @classmethod
+    def from_embedding(cls, emb: torch.nn.Embedding, blocksize: int = 64, quant_type: str = "nf4",
+                       double_quant: bool = True) -> "NF4Embedding":
+        return cls.from_weight(emb.weight, emb.padding_idx, blocksize, quant_type, double_quant)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        d = self.embedding_dim
+        flat = ids.reshape(-1).cpu().numpy()
+        packed = self.packed.reshape(self.num_embeddings, d // 2)[torch.from_numpy(flat)].reshape(-1)
+        absmax = _torch(self.block_absmax(), self.packed.device).reshape(self.num_embeddings, d // self.blocksize)
+        absmax = absmax[torch.from_numpy(flat)].reshape(-1)
+        out = call("quantize.nf4_decode", _arg(packed), _arg(absmax), flat.size * d, self.blocksize, self.quant_type)
+        return _torch(out, ids.device).reshape(*ids.shape, d)
+
+    @property
+    def weight(self) -> torch.Tensor:  # transformers reads .weight (e.g. for dtype/device)
+        return self.dequantized_tensor()
+
+    def to_embedding(self) -> torch.nn.Embedding:
+        emb = torch.nn.Embedding(self.num_embeddings, self.embedding_dim, padding_idx=self.padding_idx)
+        with torch.no_grad():
+            emb.weight.copy_(self.dequantized_tensor())
+        return emb
 
 
 class Int8Linear(_Quantized):
@@ -139,85 +265,80 @@ class GPTQLinear(_Quantized):
         return self._finish(y, shape, x.dtype)
 
 
-def _set_module(model, name: str, new) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
+class DequantizedLinear(torch.nn.Linear):
+    """A layout without a module of its own runs as a float linear layer holding the
+    decoded weight."""
+
+    def __init__(self, weight: np.ndarray, bias=None):
+        out_f, in_f = weight.shape
+        super().__init__(in_f, out_f, bias=bias is not None)
+        with torch.no_grad():
+            self.weight.copy_(torch.from_numpy(np.ascontiguousarray(weight, np.float32)))
+            if bias is not None:
+                self.bias.copy_(torch.as_tensor(np.asarray(bias)).float())
+        self.weight.requires_grad_(False)
+
+    def dequantized(self) -> np.ndarray:
+        return self.weight.detach().numpy()
 
 
-def layer_groups(tensors: dict[str, np.ndarray]) -> dict[str, str]:
-    """{layer prefix: method} of the quantized layers in a state dict."""
-    out = {}
-    for k in tensors:
-        if k.endswith(".qweight"):
-            out[k[: -len(".qweight")]] = "gptq"
-        elif ".weight.quant_state.bitsandbytes__" in k:
-            out[k.split(".weight.quant_state.")[0]] = k.rsplit("__", 1)[1]
-        elif k.endswith(".SCB"):
-            out[k[: -len(".SCB")]] = "int8"
-    return out
+def nf4_module(sub: dict, qconfig: dict, bias=None) -> NF4Linear:
+    return NF4Linear.from_state(sub, bias)
 
 
-def _sub(tensors: dict, prefix: str) -> dict:
-    p = prefix + "."
-    return {k[len(p):]: v for k, v in tensors.items() if k.startswith(p)}
+def int8_module(sub: dict, qconfig: dict, bias=None) -> "Int8Linear":
+    return Int8Linear(np.asarray(sub["weight"]), np.asarray(sub["SCB"]), bias, qconfig.get("llm_int8_threshold", 6.0))
 
 
-def build_module(prefix: str, method: str, tensors: dict, qconfig: dict, linear=None):
-    sub = _sub(tensors, prefix)
+def gptq_module(sub: dict, qconfig: dict, bias=None) -> "GPTQLinear":
+    from gpuforge.plugins.quantize.formats import gptq_bits
+
+    return GPTQLinear(sub, gptq_bits(sub), np.shape(sub["g_idx"])[0], np.shape(sub["qweight"])[1], bias)
+
+
+def build_module(layout, sub: dict, qconfig: dict) -> torch.nn.Module:
+    """The module running one stored layer (``sub``: its tensors without the prefix)."""
+    from gpuforge.plugins.quantize.methods import loaded, resolve
+
+    sub = loaded(sub)
     bias = sub.get("bias")
-    if method in ("nf4", "fp4"):
-        return NF4Linear.from_state(sub, bias)
-    if method == "int8":
-        return Int8Linear(sub["weight"], sub["SCB"], bias, qconfig.get("llm_int8_threshold", 6.0))
-    bits = int(qconfig.get("bits", 4))
-    in_f = sub["g_idx"].shape[0]
-    out_f = sub["qweight"].shape[1]
-    return GPTQLinear(sub, bits, in_f, out_f, bias)
+    if layout.module:
+        return resolve(layout.module)(sub, qconfig, bias)
+    return DequantizedLinear(resolve(layout.decode)(sub, qconfig), bias)
 
 
 def load_quantized_model(folder: str | Path):
-    """(model with quantized modules, tokenizer, config dict) from a `quantize run` folder."""
+    """(model with quantized modules, tokenizer, config dict) from a `quantize run` folder,
+    built module by module: a quantized layer is built from its own tensors, every other
+    parameter read when its module is filled (sharded outputs welcome)."""
     from gpuforge.core.errors import BadInputError
     from gpuforge.plugins.quantize import model_io
+    from gpuforge.plugins.quantize.methods import find_layers, layer_tensors
+    from gpuforge.plugins.quantize.skeleton import load_model
 
     folder = Path(folder)
-    kind, tensors, config = model_io.load_input(folder)
-    if kind != "folder":
+    src = model_io.TensorSource(folder, require_config=False)
+    if src.kind != "folder":
         raise BadInputError(f"{folder} is not a model folder; eval of a state dict compares weights only")
+    config = src.config
     qconfig = config.get("quantization_config") or {}
-    from gpuforge.core.hub import offline
+    lazy = src.lazy()
+    groups = find_layers(lazy)
+    built: set[str] = set()
 
-    with offline():
-        from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+    def convert(name, module, sk):
+        key = sk.checkpoint_name(name, groups)
+        if key is None:
+            return None
+        built.add(key)
+        return build_module(groups[key], layer_tensors(lazy, key), qconfig)
 
-        cfg_dict = {k: v for k, v in config.items() if k != "quantization_config"}
-        cfg = AutoConfig.for_model(**cfg_dict) if "model_type" in cfg_dict else AutoConfig.from_pretrained(str(folder))
-        if hasattr(cfg, "quantization_config"):
-            delattr(cfg, "quantization_config")
-        cls = AutoModelForCausalLM if model_io.is_causal(config) else AutoModel
-        model = cls.from_config(cfg)
+    model = load_model(src, convert)
     model.eval()
-    groups = layer_groups(tensors)
-    for prefix, method in groups.items():
-        try:
-            model.get_submodule(prefix)
-        except AttributeError:
-            raise BadInputError(f"quantized layer {prefix} of {folder} is not a module of the model") from None
-        _set_module(model, prefix, build_module(prefix, method, tensors, qconfig))
-    rest = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()
-            if not any(k.startswith(p + ".") for p in groups)}
-    missing, _unexpected = model.load_state_dict(rest, strict=False)
-    missing = [m for m in missing if not any(m.startswith(p + ".") for p in groups)]
+    missing = sorted(set(groups) - built)
     if missing:
-        raise BadInputError(f"{folder} lacks tensors the model needs, e.g. {missing[0]}")
-    tok = None
-    with offline():
-        try:
-            tok = AutoTokenizer.from_pretrained(str(folder))
-        except Exception:
-            pass
-    return model, tok, config
+        raise BadInputError(f"quantized layer {missing[0]} of {folder} is not a module of the model")
+    return model, model_io.load_tokenizer(folder), config
 
 
 def quant_config_of(folder: Path) -> dict:

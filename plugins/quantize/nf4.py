@@ -17,9 +17,12 @@ Layout (the kernel contract other plugins rely on, see README.md "Kernel contrac
   ``code[nibble] * absmax[i // blocksize]`` in float32, as bitsandbytes.
 - ``quant_type="fp4"`` selects bitsandbytes' FP4 code (same layout, its code order).
 - ``absmax_dq_encode(absmax, blocksize=256) -> (qabsmax uint8, nested_absmax f32, offset f32 (1,))``:
-  bitsandbytes' double quantization: ``offset = mean(absmax)``, then blockwise 8-bit
-  quantization of ``absmax - offset`` with the signed dynamic map (nearest code value,
-  ties to the lower), nested blocks of 256.
+  bitsandbytes' double quantization (``quantize_4bit(..., compress_statistics=True)``),
+  byte for byte as it stores it on a CPU: ``offset = absmax.mean()`` as torch computes it
+  in float32 on the CPU (:func:`dq_offset`), then blockwise 8-bit quantization of
+  ``absmax - offset`` (float32) in nested blocks of 256 with the signed dynamic map:
+  ``s = v * (1 / nested_absmax)`` picks one of bitsandbytes' 65536 bins and its table
+  gives the code (:mod:`gpuforge.kernels.dynamic_map`); a nested block of zeros gets code 0.
 - ``absmax_dq_decode(qabsmax, nested_absmax, offset, blocksize=256) -> float32``:
   ``dynamic_map[q] * nested_absmax[i // blocksize] + offset``, as bitsandbytes.
 
@@ -34,7 +37,7 @@ from numba import njit, prange
 
 from gpuforge.kernels.arguments import (KernelArgumentError, check_float32, check_int,
                                         check_ndim)
-from gpuforge.plugins.quantize.dynamic_map import DYNAMIC_MAP_HEX
+from gpuforge.kernels.dynamic_map import dynamic_map, lut_index, lut_indices, quantize_lut
 
 # bitsandbytes' NF4 code (QLoRA appendix E), normalized to [-1, 1].
 NF4_CODE = np.array([
@@ -42,11 +45,12 @@ NF4_CODE = np.array([
     -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
     0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
     0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0], np.float32)
-# bitsandbytes' FP4 (E2M1 without inf/NaN, bias 3) in its storage order, divided by 12.
+# bitsandbytes' FP4 (E2M1 without inf/NaN, bias 3) in its storage order, divided by 12;
+# code 8 (sign bit, zero) is +0.0 in bitsandbytes' table, so it decodes to +0.0 here too.
 FP4_CODE = (np.array([0, 0.0625, 8.0, 12.0, 4.0, 6.0, 2.0, 3.0,
-                      -0.0, -0.0625, -8.0, -12.0, -4.0, -6.0, -2.0, -3.0], np.float32)
+                      0.0, -0.0625, -8.0, -12.0, -4.0, -6.0, -2.0, -3.0], np.float32)
             / np.float32(12.0)).astype(np.float32)
-DYNAMIC_MAP = np.array([float.fromhex(h) for h in DYNAMIC_MAP_HEX], np.float32)
+DYNAMIC_MAP = dynamic_map(signed=True)
 TINY = np.float32(1e-38)
 """bitsandbytes clamps absmax to this before dividing by it."""
 QUANT_TYPES = ("nf4", "fp4")
@@ -162,11 +166,17 @@ def nf4_decode(packed, absmax, n: int, blocksize: int = 64, quant_type: str = "n
     return code_table(quant_type)[q] * np.repeat(absmax, blocksize)[:n]
 
 
-def _nearest(code: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """Index of the nearest value of sorted ``code`` (ties to the lower index)."""
-    hi = np.clip(np.searchsorted(code, s, side="left"), 1, code.size - 1)
-    lo = hi - 1
-    return np.where(np.abs(code[hi] - s) < np.abs(s - code[lo]), hi, lo)
+def dq_offset(absmax: np.ndarray) -> np.float32:
+    """bitsandbytes' offset ``absmax.mean()``: torch's float32 mean on the CPU. It is not
+    the correctly rounded mean (torch sums in float32 lanes and chunks; the two differ in
+    the last bit for most LLM-sized tensors), and torch's chunks follow its thread count,
+    so bitsandbytes' own offset can move by an ulp between thread settings: this is the
+    value it stores in a process with torch's current settings."""
+    if absmax.size == 0:
+        return np.float32(0)
+    import torch
+
+    return np.float32(torch.from_numpy(np.ascontiguousarray(absmax, np.float32)).mean().item())
 
 
 def absmax_dq_encode(absmax, blocksize: int = 256):
@@ -175,15 +185,17 @@ def absmax_dq_encode(absmax, blocksize: int = 256):
     if not np.isfinite(absmax).all():
         raise KernelArgumentError("absmax holds NaN or inf")
     m = absmax.size
-    offset = np.float32(absmax.astype(np.float64).sum() / m) if m else np.float32(0)
+    offset = dq_offset(absmax)
     v = (absmax - offset).astype(np.float32)
     nb = -(-m // blocksize)
     pad = np.zeros(nb * blocksize, np.float32)
     pad[:m] = np.abs(v)
     nested = pad.reshape(nb, blocksize).max(axis=1) if nb else np.zeros(0, np.float32)
-    scale = np.repeat(nested, blocksize)[:m]
-    s = np.where(scale > 0, v / np.where(scale > 0, scale, np.float32(1)), np.float32(0)).astype(np.float32)
-    q = _nearest(DYNAMIC_MAP, s).astype(np.uint8)
+    with np.errstate(divide="ignore"):
+        inv = np.repeat((np.float32(1) / nested).astype(np.float32), blocksize)[:m]
+    live = np.repeat(nested > 0, blocksize)[:m]
+    s = np.where(live, v * np.where(live, inv, np.float32(0)), np.float32(0)).astype(np.float32)
+    q = np.where(live, quantize_lut(True)[lut_indices(s)], 0).astype(np.uint8)
     return q, nested.astype(np.float32), np.array([offset], np.float32)
 
 
@@ -374,38 +386,11 @@ def nf4_decode_cpu(packed, absmax, n: int, blocksize: int = 64, quant_type: str 
     return out
 
 
-@njit(cache=True)
-def _sum64(a):
-    s = 0.0
-    for i in range(a.size):
-        s += np.float64(a[i])
-    return s
-
-
-def nearest_idx(code, s):
-    """Index of the value of the sorted table ``code`` nearest ``s``; a tie takes the lower
-    one (bitsandbytes' rule). Plain Python: compiled inline by the CPU kernel below and as
-    a CUDA device function in nf4_cuda."""
-    lo = 0
-    hi = code.size - 1
-    # first index with code[idx] >= s, clamped to [1, size - 1]
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if code[mid] < s:
-            lo = mid + 1
-        else:
-            hi = mid
-    h = max(1, min(lo, code.size - 1))
-    if abs(code[h] - s) < abs(s - code[h - 1]):
-        return h
-    return h - 1
-
-
-_nearest_idx = njit(inline="always")(nearest_idx)
+_lut_index = njit(inline="always")(lut_index)
 
 
 @njit(parallel=True, cache=True)
-def _dq_encode(absmax, offset, bs, code, q, nested):
+def _dq_encode(absmax, offset, bs, lut, q, nested):
     m = absmax.size
     for b in prange(nested.size):
         start = b * bs
@@ -416,10 +401,13 @@ def _dq_encode(absmax, offset, bs, code, q, nested):
             if v > mx:
                 mx = v
         nested[b] = mx
+        if mx == np.float32(0.0):
+            for i in range(start, stop):
+                q[i] = 0
+            continue
+        inv = np.float32(1.0) / mx
         for i in range(start, stop):
-            v = absmax[i] - offset
-            s = v / mx if mx > np.float32(0.0) else np.float32(0.0)
-            q[i] = _nearest_idx(code, s)
+            q[i] = lut[_lut_index((absmax[i] - offset) * inv)]
 
 
 @njit(parallel=True, cache=True)
@@ -433,14 +421,13 @@ def absmax_dq_encode_cpu(absmax, blocksize: int = 256):
     blocksize = check_dq_encode(absmax, blocksize)
     a = np.ascontiguousarray(absmax)
     m = a.size
-    s = _sum64(a) if m else 0.0
-    if not np.isfinite(s):
+    offset = dq_offset(a)
+    if not np.isfinite(offset):
         raise KernelArgumentError("absmax holds NaN or inf")
-    offset = np.float32(s / m) if m else np.float32(0)
     q = np.empty(m, np.uint8)
     nested = np.empty(-(-m // blocksize), np.float32)
     if m:
-        _dq_encode(a, offset, blocksize, DYNAMIC_MAP, q, nested)
+        _dq_encode(a, offset, blocksize, quantize_lut(True), q, nested)
     return q, nested, np.array([offset], np.float32)
 
 

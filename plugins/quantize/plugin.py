@@ -67,6 +67,9 @@ def register_estimates(register):
 def register_benchmarks(register):
     register(BenchmarkSpec("quantize", f"{_PKG}.bench:run",
                            "NF4 against bitsandbytes (CPU), W4A16 matvec against torch fp32, GPTQ pack/dequantize"))
+    register(BenchmarkSpec("quantize.scale", f"{_PKG}.scale_bench:run",
+                           "quantize run on Llama-shaped 1.1B/3B/7B bf16 models: peak RSS and time (nf4, int8, gptq)",
+                           suite="scale"))
 
 
 @hookimpl

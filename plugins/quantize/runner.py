@@ -11,12 +11,14 @@ from pathlib import Path
 import numpy as np
 
 from gpuforge.core.errors import BadInputError, UsageError
-from gpuforge.core.files import Manifest, atomic_dir, check_output
 from gpuforge.core.log import get_logger
 from gpuforge.plugins.quantize import model_io
+from gpuforge.plugins.quantize.shards import DEFAULT_SHARD_BYTES, INDEX_NAME, ShardWriter, parse_size
 
-METHODS = ("rtn", "nf4", "fp4", "int8", "gptq")
-CONSTANT_KEYS = ("weight.quant_map", "weight.nested_quant_map", "weight_format", "g_idx")
+DEFAULT_CALIB_MEMORY = 1024**3
+"""Calibration activations kept in memory (inputs and outputs of the current block); the
+rest goes to files in a scratch folder."""
+
 log = get_logger("gpuforge.quantize")
 
 
@@ -40,53 +42,30 @@ class Options:
     mse: bool = False           # rtn/gptq: group ranges by the clipping search (gptq.find_params)
 
     @property
+    def spec(self):
+        """This run's row of the methods table."""
+        from gpuforge.plugins.quantize.methods import get_method
+
+        return get_method(self.method)
+
+    @property
     def calibrated(self) -> bool:
-        return self.method == "gptq" or (self.gptq and self.method in ("nf4", "fp4"))
+        return self.spec.calibrated(self)
 
     def resolved_bits(self) -> int:
-        m = self.method
-        if m in ("nf4", "fp4"):
-            if self.bits not in (None, 4):
-                raise UsageError(f"--method {m} is 4-bit; drop --bits {self.bits} or use rtn/gptq")
-            if self.mse:
-                raise UsageError(f"--mse applies to rtn/gptq grids; --method {m} scales by the block absmax")
-            return 4
-        if m == "int8":
-            if self.gptq or self.mse:
-                raise UsageError("--gptq / --mse do not apply to --method int8")
-            if self.bits not in (None, 8):
-                raise UsageError(f"--method int8 is 8-bit; drop --bits {self.bits} or use rtn/gptq")
-            return 8
-        if self.gptq:
-            raise UsageError(f"--gptq applies to nf4/fp4 (for integer GPTQ use --method gptq), not --method {m}")
-        bits = 4 if self.bits is None else self.bits
-        if bits not in (2, 3, 4, 8):
-            raise UsageError(f"--bits {bits} is not supported for {m}; choose 2, 3, 4 or 8")
-        return bits
+        return self.spec.resolve_bits(self)
 
 
 def check_method(method: str) -> str:
-    if method not in METHODS:
-        raise UsageError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    return method
+    return Options(method).spec.name
 
 
 def check_shapes(name: str, shape: tuple, opts: Options, bits: int) -> None:
-    out_f, in_f = shape
-    if opts.method in ("nf4", "fp4"):
-        if opts.block_size < 1 or in_f % opts.block_size:
-            raise BadInputError(f"{name} has {in_f} input features, not a multiple of --block-size "
-                                f"{opts.block_size}; pick a block size that divides it or --ignore the layer")
-    elif opts.method in ("rtn", "gptq"):
-        from gpuforge.kernels.packing import gptq_group
+    spec = opts.spec
+    if spec.check_shape:
+        from gpuforge.plugins.quantize.methods import resolve
 
-        g = gptq_group(bits)[0]
-        if opts.group_size > 0 and in_f % opts.group_size:
-            raise BadInputError(f"{name} has {in_f} input features, not a multiple of --group-size "
-                                f"{opts.group_size}; pick a group size that divides it or --ignore the layer")
-        if in_f % g or out_f % g:
-            raise BadInputError(f"{name} has shape {shape}; GPTQ {bits}-bit packing needs both dimensions to be "
-                                f"multiples of {g}; --ignore the layer")
+        resolve(spec.check_shape)(name, tuple(shape), opts, bits)
 
 
 def _find_key(tensors: dict, module_name: str) -> str | None:
@@ -115,144 +94,295 @@ def collect_hessians(model, tok, names: dict[str, str], lines: list[str], seqlen
     return {k: h.H for k, h in hs.items()}
 
 
-def quantize_tensors(tensors: dict[str, np.ndarray], names: list[str], opts: Options, bits: int,
-                     hessians: dict | None = None, progress_cb=None) -> tuple[dict[str, np.ndarray], list[dict]]:
-    """The output state dict and one info row per quantized layer."""
+def quantization_config(opts: Options, bits: int, structure: dict | None = None) -> dict | None:
+    spec = opts.spec
+    if not spec.config:
+        return None
+    from gpuforge.plugins.quantize.methods import resolve
+
+    return resolve(spec.config)(opts, bits, structure or {})
+
+
+def block_scope(names: list[str], linear_keys: dict[str, str], block_key: str | None, n_blocks: int,
+                targets: str | None, scope: str) -> tuple[list[str], list[str], dict, list[str]]:
+    """For a layout whose loaders quantize only the same linear layers in every transformer
+    block (``scope == "blocks"``): (weights to quantize, weights kept in float, the
+    ``block_name_to_quantize`` / ``modules_in_block_to_quantize`` structure, notes).
+    ``linear_keys``: module name -> weight key of every linear layer; names are checkpoint
+    keys, so the block name is the one a loader of the checkpoint's class sees."""
+    if scope != "blocks":
+        return names, [], {}, []
+    if block_key is None:
+        return names, [], {}, ["no transformer blocks found: GPTQ loaders (optimum / gptqmodel) need "
+                               "block_name_to_quantize; this output loads in gpuforge only"]
+    inside = [k for k in names if k.startswith(block_key + ".")]
+    kept: list[str] = []
+    if targets is None:
+        kept = [k for k in names if k not in set(inside)]
+        names = inside
+    def rel(k: str) -> tuple[str, str]:
+        idx, _, rest = k[len(block_key) + 1:].partition(".")
+        return idx, rest[: -len(".weight")] if rest.endswith(".weight") else rest
+    all_rel = list(dict.fromkeys(rel(k)[1] for k in linear_keys.values() if k.startswith(block_key + ".")))
+    per_block: dict[str, set] = {}
+    for k in names:
+        if k.startswith(block_key + "."):
+            i, r = rel(k)
+            per_block.setdefault(i, set()).add(r)
+    notes = []
+    outside = [k for k in names if not k.startswith(block_key + ".")]
+    sets = list(per_block.values())
+    uniform = len(per_block) == n_blocks and all(x == sets[0] for x in sets)
+    if outside or not uniform:
+        notes.append("GPTQ loaders (transformers + optimum / gptqmodel) quantize the same linear layers in every "
+                     f"block of {block_key} and nothing outside it; "
+                     + (f"{len(outside)} selected layer(s) lie outside the blocks (e.g. {outside[0]})" if outside
+                        else "the selection differs between blocks")
+                     + ": this output loads in gpuforge (quantize eval, load_quantized_model) only")
+    structure: dict = {"block_name_to_quantize": block_key}
+    if uniform and sets and set(all_rel) != sets[0]:
+        structure["modules_in_block_to_quantize"] = [[r for r in all_rel if r in sets[0]]]
+    return names, kept, structure, notes
+
+
+def _prefix(key: str) -> str:
+    return key[: -len("weight")] if key.endswith("weight") else key + "."
+
+
+class _Quantizer:
+    """Encodes one weight, writes its layer tensors, keeps the report row."""
+
+    def __init__(self, opts: Options, bits: int, writer: ShardWriter, src: model_io.TensorSource, bar=None):
+        from gpuforge.plugins.quantize.methods import resolve
+
+        self.opts, self.bits, self.writer, self.src, self.bar = opts, bits, writer, src, bar
+        self.spec = opts.spec
+        self.encode = resolve(self.spec.encode)
+        self.decode = resolve(self.spec.layout.decode)
+        self.rows: list[dict] = []
+
+    def __call__(self, key: str, w: np.ndarray, hessian=None) -> dict[str, np.ndarray]:
+        from gpuforge.plugins.quantize.methods import LayerJob, data_bytes
+
+        if not np.isfinite(w).all():
+            raise BadInputError(f"tensor {key} of {self.src.path} holds NaN or inf; fix or --ignore it")
+        t0 = time.perf_counter()
+        dtype = model_io.DTYPE_NAMES.get(self.src.info(key).dtype, "float32")
+        layer = self.encode(np.ascontiguousarray(w, np.float32), LayerJob(key, self.opts, self.bits, hessian, dtype))
+        prefix = _prefix(key)
+        for k, v in layer.items():
+            self.writer.add(prefix + k, np.ascontiguousarray(v))
+        self.rows.append({"name": prefix.rstrip("."), "shape": list(w.shape), "method": self.opts.method,
+                          "bits_per_param": 8 * data_bytes(self.spec.layout, layer) / w.size,
+                          "seconds": round(time.perf_counter() - t0, 3)})
+        if self.bar is not None:
+            self.bar.advance(1)
+        return layer
+
+    def dequantized(self, layer: dict) -> np.ndarray:
+        return np.asarray(self.decode(layer, {}), np.float32)
+
+
+def _pass_through(src: model_io.TensorSource, keys, writer: ShardWriter) -> None:
+    for key in keys:
+        writer.add(key, src.raw(key), src.info(key).dtype)
+
+
+def _quantize_streamed(src, names: list[str], q: _Quantizer) -> None:
+    """Tensor by tensor in file order: quantize the chosen weights, copy the rest as stored."""
+    from gpuforge.plugins.quantize.blockwise import release_memory
+
+    chosen = set(names)
+    for key in src.keys():
+        if key in chosen:
+            q(key, src.read(key))
+            release_memory()
+        else:
+            _pass_through(src, [key], q.writer)
+
+
+def _quantize_blockwise(sk, names: list[str], linear: dict[str, str], q: _Quantizer, opts: Options,
+                        calib_memory: int, run) -> dict:
+    """Calibrated methods, one transformer block at a time (:mod:`.blockwise`)."""
     import torch
 
-    from gpuforge.plugins.quantize import formats, gptq
+    from gpuforge.plugins.quantize.blockwise import BlockRunner
+    from gpuforge.plugins.quantize.gptq import Hessian
 
-    out: dict[str, np.ndarray] = {}
-    rows = []
+    tok = model_io.load_tokenizer(sk.source.path)
+    lines = model_io.read_lines(opts.calib, model_io.CALIB_TEXT)[: opts.nsamples]
     chosen = set(names)
-    for key, t in tensors.items():
-        if key not in chosen:
-            out[key] = t
-    for key in names:
-        w = np.ascontiguousarray(tensors[key], dtype=np.float32)
-        prefix = key[: -len("weight")] if key.endswith("weight") else key + "."
-        t0 = time.perf_counter()
-        if opts.method in ("nf4", "fp4") and opts.gptq:
-            layer = formats.nf4_gptq_layer_tensors(w, hessians[key], opts.method, opts.block_size, opts.double_quant,
-                                                   opts.act_order, opts.percdamp)
-        elif opts.method in ("nf4", "fp4"):
-            layer = formats.nf4_layer_tensors(w, opts.method, opts.block_size, opts.double_quant)
-        elif opts.method == "int8":
-            layer = formats.int8_layer_tensors(w)
-        else:
-            wt = torch.from_numpy(w)
-            if opts.method == "gptq":
-                gq = gptq.gptq(wt, hessians[key], bits, opts.group_size, opts.sym, opts.act_order,
-                               percdamp=opts.percdamp, mse=opts.mse)
-            else:
-                gq = gptq.rtn(wt, bits, opts.group_size, opts.sym, mse=opts.mse)
-            layer = formats.gptq_layer_tensors(gq)
-        # per-parameter storage; the fixed code tables and the JSON state are format constants
-        nbytes = sum(v.nbytes for k, v in layer.items() if k not in CONSTANT_KEYS and ".quant_state." not in k)
-        for k, v in layer.items():
-            out[prefix + k] = np.ascontiguousarray(v)
-        rows.append({"name": prefix.rstrip("."), "shape": list(w.shape), "method": opts.method,
-                     "bits_per_param": 8 * nbytes / w.size, "seconds": round(time.perf_counter() - t0, 3)})
-        if progress_cb:
-            progress_cb()
-    return out, rows
+    modules = [m for m, k in linear.items() if k in chosen]
+    mods = dict(sk.model.named_modules())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)   # one short sequence per forward: small ops, the thread pool only adds waiting
+    try:
+        with run.timed("calibrate_first_block"):
+            runner = BlockRunner(sk, tok, lines, opts.seqlen, calib_memory)
+    finally:
+        torch.set_num_threads(threads)
+    done: set[str] = set()
+
+    def quantize_group(group: list[str], run) -> None:
+        hs = {m: Hessian(mods[m].in_features) for m in group}
+        alias: dict[str, str] = {}
+        seen: dict[int, tuple] = {}       # inputs of this sample: modules fed the same tensor share a Hessian
+
+        def hook(m):
+            def f(mod, inp, out):
+                x = inp[0]
+                owner = seen.setdefault(id(x), (m, x))[0]
+                if owner == m:
+                    hs[m].add(x)
+                else:
+                    alias[m] = owner
+            return f
+
+        handles = [mods[m].register_forward_hook(hook(m)) for m in group]
+        torch.set_num_threads(1)
+        try:
+            run(lambda j, out: seen.clear())
+        finally:
+            torch.set_num_threads(threads)
+            for h in handles:
+                h.remove()
+        for m in group:
+            h = hs[alias.get(m, m)].H
+            layer = q(linear[m], mods[m].weight.detach().numpy(), h)
+            with torch.no_grad():      # the next inputs come from the quantized layer
+                mods[m].weight.data = torch.from_numpy(q.dequantized(layer))
+            done.add(m)
+        hs.clear()
+
+    try:
+        for i, bname in enumerate(runner.block_names()):
+            group = [m for m in modules if m.startswith(bname + ".")]
+            runner.load(i)
+            if group:
+                quantize_group(group, lambda cb, i=i: runner.run(i, cb))
+            runner.advance(i)
+        outside = [m for m in modules if m not in done]
+        if outside:                   # layers after the blocks (pooler, head): calibrated on their real inputs
+            quantize_group(outside, lambda cb: runner.tail(cb))
+        return {"activations_spilled_bytes": runner.spilled_bytes, "calibration_lines": len(lines)}
+    finally:
+        runner.close()
 
 
-def quantization_config(opts: Options, bits: int) -> dict:
-    if opts.method in ("nf4", "fp4"):
-        return {"quant_method": "bitsandbytes", "load_in_4bit": True, "load_in_8bit": False,
-                "bnb_4bit_quant_type": opts.method, "bnb_4bit_use_double_quant": opts.double_quant,
-                "bnb_4bit_compute_dtype": "float32", "bnb_4bit_quant_storage": "uint8",
-                "bnb_4bit_blocksize": opts.block_size,
-                **({"gpuforge_codes": "gptq", "gpuforge_act_order": opts.act_order} if opts.gptq else {})}
-    if opts.method == "int8":
-        return {"quant_method": "bitsandbytes", "load_in_8bit": True, "load_in_4bit": False,
-                "llm_int8_threshold": opts.threshold}
-    return {"quant_method": "gptq", "bits": bits, "group_size": opts.group_size if opts.group_size > 0 else -1,
-            "damp_percent": opts.percdamp, "desc_act": opts.act_order, "static_groups": False,
-            "sym": opts.sym, "true_sequential": False, "model_file_base_name": "model",
-            "checkpoint_format": "gptq", "gpuforge_method": opts.method, "gpuforge_mse_ranges": opts.mse}
+def run(input_path: str, out: str, opts: Options, force: bool = False, shard_size: int | str = DEFAULT_SHARD_BYTES,
+        calib_memory: int | str = DEFAULT_CALIB_MEMORY, device: str = "cpu") -> dict:
+    """``gpuforge quantize run`` from Python: the same checks, output transaction and
+    manifest as the command (kernels on ``device``: ``cpu``, ``cuda[:N]`` or ``auto``)."""
+    from gpuforge.core.run import Run, execute, resolve_device
+
+    r = Run("quantize run", device=resolve_device(device), backend=None, seed=None, json=False, force=force,
+            threads=None, params={**opts.__dict__, "input": str(input_path), "out": str(out),
+                                  "shard_size": str(shard_size), "calib_memory": str(calib_memory)})
+    result: dict = {}
+
+    def body(r) -> None:
+        result.update(quantize_run(r, input_path, out, opts, shard_size, calib_memory))
+        r.result({k: v for k, v in result.items() if k != "per_layer"})
+
+    execute(r, body)
+    return result
 
 
-def run(input_path: str, out: str, opts: Options, force: bool = False) -> dict:
+def quantize_run(run, input_path: str, out: str, opts: Options, shard_size: int | str = DEFAULT_SHARD_BYTES,
+                 calib_memory: int | str = DEFAULT_CALIB_MEMORY) -> dict:
+    """Quantize ``input_path`` (a model folder or a .safetensors file) into the output
+    folder ``out`` of the command runtime's ``run``, streamed: weights are read one tensor
+    at a time and written to shards as they fill; calibrated methods hold one transformer
+    block at a time (activations past ``calib_memory`` bytes go to disk). Kernels run on
+    ``run.device`` through the registry; the runtime writes the manifest."""
     check_method(opts.method)
+    spec = opts.spec
     bits = opts.resolved_bits()
-    check_output(out, force)
-    if opts.calibrated:
-        if opts.nsamples < 1 or opts.seqlen < 2:
-            raise UsageError("--nsamples must be >= 1 and --seqlen >= 2")
-    manifest = Manifest("quantize run", {k: v for k, v in opts.__dict__.items()} | {"bits": bits})
-    src = Path(input_path)
-    with manifest.timed("load"):
-        kind, tensors, config = model_io.load_input(src)
-    model = tok = None
-    linear_keys = None
-    names_by_module: dict[str, str] = {}
-    if kind == "folder":
-        with manifest.timed("load_model"):
-            model, tok = model_io.load_hf(src, config)
-        for mod in model_io.linear_modules(model):
-            key = _find_key(tensors, mod)
-            if key:
-                names_by_module[mod] = key
-        linear_keys = set(names_by_module.values())
+    shard_size, calib_memory = parse_size(shard_size), parse_size(calib_memory)
+    if shard_size < 1 or calib_memory < 0:
+        raise UsageError("--shard-size must be positive and --calib-memory >= 0")
+    if opts.calibrated and (opts.nsamples < 1 or opts.seqlen < 2):
+        raise UsageError("--nsamples must be >= 1 and --seqlen >= 2")
+    run.input(input_path, "INPUT")
+    dst = run.output(out, kind="dir")   # --force, overlap with the input, writability: checked before any work
+    run.note("quantize", {"bits": bits, "shard_size": shard_size, "calib_memory": calib_memory})
+    src = model_io.TensorSource(input_path)
+    infos = {k: src.info(k) for k in src.keys()}
+    sk = None
+    linear: dict[str, str] = {}
+    block_key, n_blocks = None, 0
+    if src.kind == "folder":
+        from gpuforge.plugins.quantize.skeleton import Skeleton
+
+        with run.timed("skeleton"):
+            sk = Skeleton(src)
+        linear = sk.linear_keys()
+        block_mod = model_io.find_blocks(sk.model)
+        if block_mod is not None:
+            n_blocks = len(sk.model.get_submodule(block_mod))
+            first = next((m for m in linear if m.startswith(block_mod + ".")), None)
+            if first is not None:   # the block list as the checkpoint names it
+                block_key = linear[first][: -len(first + ".weight")] + block_mod
     elif opts.calibrated:
-        what = "--method gptq" if opts.method == "gptq" else "--gptq"
+        what = "--gptq" if opts.gptq else f"--method {opts.method}"
         raise UsageError(f"{what} needs calibration activations, so a model folder (config.json + "
-                         f"safetensors), not the bare state dict {src}; use --method rtn / nf4 without it")
-    names = model_io.select_targets(tensors, linear_keys, opts.targets, opts.ignore)
+                         f"safetensors), not the bare state dict {src.path}; use --method rtn / nf4 without it")
+    names = model_io.select_targets(infos, set(linear.values()) if sk is not None else None, opts.targets, opts.ignore)
     if opts.targets is None:   # like GPTQ tools: the output head stays in float unless asked for
         names = [k for k in names if not k.startswith("lm_head.")]
+    kept_float, structure, notes = [], {}, []
+    if sk is not None:
+        names, kept_float, structure, notes = block_scope(names, linear, block_key, n_blocks, opts.targets,
+                                                          spec.layout.scope)
+        for note in notes:
+            log.warning(note)
     if not names:
-        raise BadInputError(f"no 2-D floating weights of {src} match --targets/--ignore; nothing to quantize")
+        raise BadInputError(f"no 2-D floating weights of {src.path} match --targets/--ignore; nothing to quantize")
     for key in names:
-        check_shapes(key, tensors[key].shape, opts, bits)
-        if not np.isfinite(tensors[key]).all():
-            raise BadInputError(f"tensor {key} of {src} holds NaN or inf; fix or --ignore it")
-    hessians = None
-    if opts.calibrated:
-        lines = model_io.read_lines(opts.calib, model_io.CALIB_TEXT)[: opts.nsamples]
-        wanted = {m: k for m, k in names_by_module.items() if k in set(names)}
-        with manifest.timed("calibrate"):
-            hessians = collect_hessians(model, tok, wanted, lines, opts.seqlen)
+        check_shapes(key, infos[key].shape, opts, bits)
+
     from gpuforge.core.progress import progress
 
-    with manifest.timed("quantize"):
-        with progress(f"quantize {opts.method}", total=len(names)) as bar:
-            qtensors, rows = quantize_tensors(tensors, names, opts, bits, hessians, progress_cb=lambda: bar.advance(1))
-
-    from safetensors.numpy import save_file
-
-    manifest.add_input(src)
-    with atomic_dir(out, force=force) as tmp:
-        with manifest.timed("write"):
-            save_file(qtensors, str(tmp / model_io.WEIGHTS_NAME), metadata={"format": "pt"})
-            qc = quantization_config(opts, bits)
-            if kind == "folder":
-                for p in src.rglob("*"):
-                    rel = p.relative_to(src)
-                    if p.is_file() and p.suffix not in (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack") \
-                            and rel != Path("config.json") and not rel.name.startswith("."):
-                        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                        shutil.copy2(p, tmp / rel)
-                cfg = dict(config)
+    extra: dict = {}
+    tmp = dst.tmp
+    # everything lands in the runtime's temporary folder, moved into place on success
+    writer = ShardWriter(tmp, shard_size)
+    with progress(f"quantize {opts.method}", total=len(names)) as bar:
+        q = _Quantizer(opts, bits, writer, src, bar)
+        with run.timed("quantize"):
+            if opts.calibrated:
+                extra = _quantize_blockwise(sk, names, linear, q, opts, calib_memory, run)
+                _pass_through(src, [k for k in src.keys() if k not in set(names)], writer)
+            else:
+                _quantize_streamed(src, names, q)
+    with run.timed("write"):
+        files = writer.close()
+        qc = quantization_config(opts, bits, structure)
+        if src.kind == "folder":
+            for p in src.path.rglob("*"):
+                rel = p.relative_to(src.path)
+                if p.is_file() and p.suffix not in (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack") \
+                        and rel not in (Path("config.json"), Path(INDEX_NAME)) and not rel.name.startswith("."):
+                    (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(p, tmp / rel)
+            cfg = dict(src.config)
+            if qc is not None:
                 cfg["quantization_config"] = qc
-                (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-            if qc["quant_method"] == "gptq":
-                (tmp / "quantize_config.json").write_text(json.dumps(
-                    {k: v for k, v in qc.items() if k != "quant_method"} | {"quant_method": "gptq"}, indent=2) + "\n")
-        for p in sorted(tmp.rglob("*")):
-            if p.is_file():
-                manifest.add_output(Path(out) / p.relative_to(tmp))
-        qparams = sum(int(np.prod(r["shape"])) for r in rows)
-        result = {
-            "input": str(src), "output": str(out), "kind": kind, "method": opts.method, "bits": bits,
-            "layers": len(rows), "quantized_params": qparams,
-            "bits_per_param": sum(r["bits_per_param"] * np.prod(r["shape"]) for r in rows) / max(qparams, 1),
-            "input_bytes": int(sum(v.nbytes for v in tensors.values())),
-            "output_bytes": int((tmp / model_io.WEIGHTS_NAME).stat().st_size),
-            "per_layer": rows,
-        }
-        manifest.set("result", {k: v for k, v in result.items() if k != "per_layer"})
-        manifest.write(tmp)
+            (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+        if qc is not None and qc.get("quant_method") == "gptq":
+            (tmp / "quantize_config.json").write_text(json.dumps(
+                {k: v for k, v in qc.items() if k != "quant_method"} | {"quant_method": "gptq"}, indent=2) + "\n")
+    rows = q.rows
+    qparams = sum(int(np.prod(r["shape"])) for r in rows)
+    result = {
+        "input": str(src.path), "output": str(out), "kind": src.kind, "method": opts.method, "bits": bits,
+        "layers": len(rows), "quantized_params": qparams,
+        "bits_per_param": sum(r["bits_per_param"] * np.prod(r["shape"]) for r in rows) / max(qparams, 1),
+        "input_bytes": src.bytes_on_disk,
+        "output_bytes": int(sum(f.stat().st_size for f in files if f.suffix == ".safetensors")),
+        "shards": len([f for f in files if f.suffix == ".safetensors"]),
+        "per_layer": rows,
+        "kept_in_float": [k[: -len(".weight")] if k.endswith(".weight") else k for k in kept_float],
+        "loaders": spec.layout.loader, "notes": notes, **extra,
+    }
     return result

@@ -18,18 +18,20 @@ from pathlib import Path
 import numpy as np
 
 from gpuforge.core.errors import BadInputError, UsageError
-from gpuforge.core.files import Manifest, atomic_dir, check_output
 from gpuforge.core.kernels import call
 from gpuforge.plugins.quantize import model_io
 
 
-def sparsify(input_path: str, out: str, pattern: str = "2:4", calib: str | None = None, targets: str | None = None,
-             ignore: str | None = None, force: bool = False) -> dict:
+def sparsify(run, input_path: str, out: str, pattern: str = "2:4", calib: str | None = None,
+             targets: str | None = None, ignore: str | None = None) -> dict:
+    """Prune into the output folder ``out`` of the command runtime's ``run`` (kernels on
+    ``run.device`` through the registry; the runtime writes the manifest)."""
     if pattern != "2:4":
         raise UsageError(f"--pattern {pattern!r}: only 2:4 is supported (the pattern sparse tensor cores run)")
-    check_output(out, force)
-    src = Path(input_path)
-    manifest = Manifest("quantize sparsify", {"pattern": pattern, "calib": calib, "targets": targets, "ignore": ignore})
+    src = run.input(input_path, "INPUT")
+    if calib is not None:
+        run.input(calib, "--calib file")
+    dst = run.output(out, kind="dir")
     kind, tensors, config = model_io.load_input(src)
     linear_keys = None
     norms: dict[str, np.ndarray] = {}
@@ -73,20 +75,17 @@ def sparsify(input_path: str, out: str, pattern: str = "2:4", calib: str | None 
         comp_bytes += vals.nbytes + meta.nbytes
     from safetensors.numpy import save_file
 
-    manifest.add_input(src)
-    with atomic_dir(out, force=force) as tmp:
-        save_file({k: np.ascontiguousarray(v) for k, v in pruned.items()}, str(tmp / model_io.WEIGHTS_NAME),
-                  metadata={"format": "pt"})
-        save_file(compressed, str(tmp / "sparse24.safetensors"), metadata={"pattern": "2:4"})
-        if kind == "folder":
-            for p in src.rglob("*"):
-                rel = p.relative_to(src)
-                if p.is_file() and p.suffix not in (".safetensors", ".bin", ".pt", ".pth") and not rel.name.startswith("."):
-                    (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(p, tmp / rel)
-        result = {"input": str(src), "output": str(out), "pattern": pattern, "layers": len(rows),
-                  "dense_bytes": dense_bytes, "compressed_bytes": comp_bytes,
-                  "mean_weight_rel_err": float(np.mean([r["weight_rel_err"] for r in rows])), "per_layer": rows}
-        manifest.set("result", {k: v for k, v in result.items() if k != "per_layer"})
-        manifest.write(tmp)
+    tmp = dst.tmp
+    save_file({k: np.ascontiguousarray(v) for k, v in pruned.items()}, str(tmp / model_io.WEIGHTS_NAME),
+              metadata={"format": "pt"})
+    save_file(compressed, str(tmp / "sparse24.safetensors"), metadata={"pattern": "2:4"})
+    if kind == "folder":
+        for p in src.rglob("*"):
+            rel = p.relative_to(src)
+            if p.is_file() and p.suffix not in (".safetensors", ".bin", ".pt", ".pth") and not rel.name.startswith("."):
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(p, tmp / rel)
+    result = {"input": str(src), "output": str(out), "pattern": pattern, "layers": len(rows),
+              "dense_bytes": dense_bytes, "compressed_bytes": comp_bytes,
+              "mean_weight_rel_err": float(np.mean([r["weight_rel_err"] for r in rows])), "per_layer": rows}
     return result

@@ -57,9 +57,12 @@ def register_benchmarks(register):
             ("resize", "resize_rows", "bicubic resize: numba-cpu vs the NumPy reference, PIL alongside"),
             ("tiles", "tile_rows", "tile split/merge kernels: numba-cpu vs the NumPy reference")):
         register(BenchmarkSpec(name, f"{_PKG}.bench:{fn}", summary))
-    # `gpuforge bench scale` (issue 15): peak RSS and time against input size, in fresh processes
+    # `gpuforge bench scale` (issue 15): peak RSS and time against input size, in fresh
+    # processes (about 12 minutes here); not part of `gpuforge bench superres` unless
+    # `--only scale` names it
     register(BenchmarkSpec("scale", f"{_PKG}.scalebench:run",
-                           "superres upscale x2: peak RSS and time for 540p..4K images and a 4K video, growth exponents"))
+                           "superres upscale x2: peak RSS and time for 540p..4K images and a 4K video, growth exponents",
+                           suite="scale"))
 
 
 @hookimpl

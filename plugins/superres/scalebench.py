@@ -1,4 +1,4 @@
-"""``gpuforge bench superres --only scale``: peak memory and time of ``superres upscale``
+"""``gpuforge bench scale`` (or ``gpuforge bench superres --only scale``): peak memory and time of ``superres upscale``
 against input size (issue 15), each case in a fresh process so its peak RSS is its own.
 
 Rows: a start-up run (a 16x16 image, tiled: imports, model, every kernel; after one
@@ -112,9 +112,11 @@ def run(ctx: BenchContext) -> list[dict]:
             m = measure(["superres", "upscale", src.name, "--scale", str(SCALE), "--out", f"up_{w}x{h}.png"], d)
             work = m["result"]["seconds"]
             fitted.append((w * h, m["peak_rss_mb"] - base_rss, work))
+            # series/size/peak_rss_bytes: `gpuforge bench scale` fits these rows' growth with every plugin's
             rows.append(row(f"superres upscale x{SCALE} image {w}x{h}", "banded, automatic tiles", m["wall"],
                             input=f"{w}x{h}", output=f"{w * SCALE}x{h * SCALE}", upscale_seconds=work,
-                            peak_rss_mb=round(m["peak_rss_mb"], 1),
+                            series=f"superres upscale x{SCALE} image", size=w * h, size_label=f"{w}x{h}",
+                            peak_rss_bytes=int(m["peak_rss_mb"] * 2**20), peak_rss_mb=round(m["peak_rss_mb"], 1),
                             rss_above_startup_mb=round(m["peak_rss_mb"] - base_rss, 1)))
             if (w, h) == sizes[1]:  # the baseline: one forward pass over the whole image
                 b = measure(["superres", "upscale", src.name, "--scale", str(SCALE), "--tile", "0",

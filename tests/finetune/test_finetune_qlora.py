@@ -51,3 +51,50 @@ def test_qlora_cli_run(run_cli, tiny_bert, small_data, tmp_path):
     assert r.json()["qlora"]["base_bits_per_param"] <= 4.2
     e = run_cli("finetune", "eval", str(tiny_bert), "--adapter", str(out), "--data", str(small_data["test"]), "--json")
     assert e.code == 0, e
+
+
+@pytest.mark.parametrize("fixture", ["tiny_bert", "tiny_llama"])
+def test_qlora_base_quantized_while_loading_equals_quantizing_the_loaded_model(request, fixture):
+    """--qlora reads each weight on its own and stores it in NF4 at once; the result is
+    the model that quantizing the fully loaded float model gives, layer for layer."""
+    from gpuforge.plugins.finetune.qlora import NF4Embedding, NF4Linear, load_nf4_base, quantize_model
+    from gpuforge.plugins.finetune.tasks import load_base
+
+    path = request.getfixturevalue(fixture)
+    causal = fixture == "tiny_llama"
+    streamed = load_nf4_base(path, causal)
+    full, _ = load_base(path, "causal-lm" if causal else "classification")
+    quantize_model(full)
+    a, b = dict(streamed.named_modules()), dict(full.named_modules())
+    nf4 = [n for n, m in b.items() if isinstance(m, (NF4Linear, NF4Embedding))]
+    assert nf4 and all(isinstance(a[n], type(b[n])) for n in nf4)
+    for n in nf4:
+        for buf in ("packed", "absmax", "nested_absmax", "offset"):
+            assert torch.equal(getattr(a[n], buf), getattr(b[n], buf)), (n, buf)
+    sa, sb = streamed.state_dict(), full.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_qlora_load_runs_under_a_data_cap_the_float_model_would_exceed(tmp_path):
+    """16 layers of a Llama-shaped model are 316 MB in float32; quantized while it loads,
+    the base needs ~45 MB: the load gets 150 MB of data segment beyond its warm-up."""
+    import os
+    import subprocess
+
+    from gpuforge.core.safepath import python_argv
+    from gpuforge.plugins.quantize.synthetic import SHAPES, make_llama
+
+    warm = make_llama(tmp_path / "warm", SHAPES["small"].with_layers(2))
+    deep = make_llama(tmp_path / "deep", SHAPES["small"].with_layers(16), shard_bytes=50_000_000)
+    code = (
+        "import resource, sys\n"
+        "from gpuforge.plugins.finetune.qlora import load_nf4_base, storage_report\n"
+        "load_nf4_base(sys.argv[1], True)\n"
+        "vm = next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmData'))\n"
+        "resource.setrlimit(resource.RLIMIT_DATA, (vm + 150 * 2**20, resource.RLIM_INFINITY))\n"
+        "m = load_nf4_base(sys.argv[2], True)\n"
+        "print(storage_report(m)['quantized_params'])\n")
+    r = subprocess.run([*python_argv(), "-c", code, str(warm), str(deep)], capture_output=True, text=True,
+                       env=dict(os.environ), timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert int(r.stdout.strip().splitlines()[-1]) > 0.9 * SHAPES["small"].with_layers(16).params

@@ -33,3 +33,18 @@ def test_double_quant_and_matvec_on_cuda_backend():
     y = call("quantize.nf4_matvec", p, a, x, 8, 64, backend="numba-cuda")
     ref = call("quantize.nf4_decode", p, a, 512, 64).reshape(8, 64) @ x
     assert np.allclose(y, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_double_quant_cuda_encoder_stores_what_bitsandbytes_stores():
+    """numba-cuda's double quantization equals the reference and bitsandbytes'
+    quantize_4bit(..., compress_statistics=True) on an LLM-like bf16 weight (tiny size)."""
+    torch = pytest.importorskip("torch")
+    F = pytest.importorskip("bitsandbytes").functional
+    w = (torch.randn(24, 64 * 128, generator=torch.Generator().manual_seed(3)) * 0.02).to(torch.bfloat16)
+    _, st = F.quantize_4bit(w, blocksize=64, compress_statistics=True, quant_type="nf4")
+    _, absmax = call("quantize.nf4_encode", w.float().numpy().reshape(-1), 64, backend="reference")
+    q, nested, off = call("quantize.absmax_dq_encode", absmax, 256, backend="numba-cuda")
+    rq, rnested, roff = call("quantize.absmax_dq_encode", absmax, 256, backend="reference")
+    assert np.array_equal(q, rq) and np.array_equal(nested, rnested) and np.array_equal(off, roff)
+    assert np.array_equal(q, st.absmax.numpy()) and np.array_equal(nested, st.state2.absmax.numpy())
+    assert off[0] == np.float32(st.offset.item())

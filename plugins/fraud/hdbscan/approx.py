@@ -205,13 +205,13 @@ def _local(X, XT, row, start, nbr, k, todo, out_d2, out_i):
                 out_i[a + i, j] = br[i, j]
 
 
-def knn_local_cpu(x, k, cell_of, nbr):
+def local_search(x, k, cell_of, nbr, query_cells=None):
+    """numba-cpu search of ``fraud.knn_local`` for the rows of ``query_cells`` (default:
+    every cell; the other rows' outputs are left unset). A row's result depends only on
+    the rows of its neighbour cells, so a worker holding those rows (in the same relative
+    order) computes exactly what one process computes (:mod:`.distributed`)."""
     from gpuforge.plugins.fraud.hdbscan.knn import blas_one_thread
 
-    x, cell_of, nbr = (np.ascontiguousarray(a) for a in (x, cell_of, nbr))
-    k = check_local(x, k, cell_of, nbr)
-    check_finite("x", x)
-    check_local_values(k, cell_of, nbr)
     n = x.shape[0]
     m = nbr.shape[0]
     order = np.argsort(cell_of, kind="stable").astype(np.int64)
@@ -219,21 +219,32 @@ def knn_local_cpu(x, k, cell_of, nbr):
     Xs = np.ascontiguousarray(x[order])
     d2 = np.empty((n, k))
     idx = np.empty((n, k), np.int64)
+    todo = np.arange(m, dtype=np.int64) if query_cells is None else np.asarray(query_cells, np.int64)
     if n and k:
         step = max(1, ROWS_PER_CALL * m // n)
         XT = np.ascontiguousarray(Xs.T)
         with blas_one_thread():
-            for lo in range(0, m, step):
-                _local(Xs, XT, order, start, nbr, k, np.arange(lo, min(m, lo + step), dtype=np.int64), d2, idx)
+            for lo in range(0, todo.size, step):
+                _local(Xs, XT, order, start, nbr, k, todo[lo:lo + step], d2, idx)
     out_d2, out_i = np.empty_like(d2), np.empty_like(idx)
     out_d2[order], out_i[order] = d2, idx
     return out_d2, out_i
 
 
+def knn_local_cpu(x, k, cell_of, nbr):
+    x, cell_of, nbr = (np.ascontiguousarray(a) for a in (x, cell_of, nbr))
+    k = check_local(x, k, cell_of, nbr)
+    check_finite("x", x)
+    check_local_values(k, cell_of, nbr)
+    return local_search(x, k, cell_of, nbr)
+
+
 @njit(parallel=True, cache=True)
-def _refine(X, kd2, ki, lo, hi, out_d2, out_i):
+def _refine(X, kd2, ki, rows, out_d2, out_i):
+    """The join step for the given rows (reads the lists of their listed rows only)."""
     k = kd2.shape[1]
-    for p in prange(lo, hi):
+    for i in prange(rows.shape[0]):
+        p = rows[i]
         bd = kd2[p].copy()
         br = ki[p].copy()
         bi = ki[p].copy()
@@ -268,7 +279,7 @@ def knn_refine_cpu(x, knn_d2, knn_i):
     idx = np.empty((n, k), np.int64)
     if k:
         for lo in range(0, n, CHUNK):
-            _refine(x, knn_d2, knn_i, lo, min(n, lo + CHUNK), d2, idx)
+            _refine(x, knn_d2, knn_i, np.arange(lo, min(n, lo + CHUNK), dtype=np.int64), d2, idx)
     return d2, idx
 
 

@@ -64,6 +64,18 @@ def _caller(backend: str | None, used: dict):
     return run
 
 
+def tree_steps(u, v, w, n: int, min_cluster_size: int, selection: str, epsilon: float):
+    """(labels, probabilities, GLOSH scores, selection info) from the MST (u, v, w) in
+    merge order: single linkage, condensed tree, eom/leaf selection (step 3 above)."""
+    from gpuforge.plugins.fraud.hdbscan.condense import condense_tree
+    from gpuforge.plugins.fraud.hdbscan.linkage import single_linkage
+    from gpuforge.plugins.fraud.hdbscan.selection import select_clusters
+
+    Z = single_linkage(u, v, w)
+    ct = condense_tree(Z, int(min_cluster_size))
+    return select_clusters(ct, n, selection, float(epsilon))
+
+
 def hdbscan(X, min_cluster_size: int = 5, min_samples: int | None = None, selection: str = "eom",
             epsilon: float = 0.0, mode: str = "exact", knn: int | None = None, knn_cells: int | None = None,
             backend: str | None = None, recall_rows: int = 0, log=None) -> Result:
@@ -74,9 +86,6 @@ def hdbscan(X, min_cluster_size: int = 5, min_samples: int | None = None, select
     0 = the exact kNN), and the graph's recall is
     measured on ``recall_rows`` sampled rows. ``backend`` forces one kernel backend for
     every step (default: the registry's choice)."""
-    from gpuforge.plugins.fraud.hdbscan.condense import condense_tree
-    from gpuforge.plugins.fraud.hdbscan.linkage import single_linkage
-    from gpuforge.plugins.fraud.hdbscan.selection import select_clusters
 
     X = np.ascontiguousarray(X, np.float64)
     if X.ndim != 2:
@@ -131,9 +140,7 @@ def hdbscan(X, min_cluster_size: int = 5, min_samples: int | None = None, select
         w = np.sqrt(w2)
     t["mst"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    Z = single_linkage(u, v, w)
-    ct = condense_tree(Z, int(min_cluster_size))
-    labels, prob, glosh, sel = select_clusters(ct, n, selection, float(epsilon))
+    labels, prob, glosh, sel = tree_steps(u, v, w, n, min_cluster_size, selection, epsilon)
     t["tree_selection"] = time.perf_counter() - t0
     info.update(sel)
     info.update(min_samples_used=ms, knn=k, mst_algorithm="prim" if prim else "boruvka", kernels=used)

@@ -1,0 +1,140 @@
+"""Approx HDBSCAN on a 2-worker Dask LocalCluster equals the one-process run: the same
+MST (edges and weights, bit for bit) and labels for 1, 2, 3 and 7 partitions, and when a
+worker is killed mid-run."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.dist
+pytest.importorskip("dask.distributed")
+
+MCS = 25
+
+
+@pytest.fixture(scope="module")
+def data():
+    from gpuforge.plugins.fraud.hdbscan import hdbscan
+    from gpuforge.plugins.fraud.hdbscan.knn import _blobs
+
+    X = _blobs(7, 20_000, 8)
+    return X, hdbscan(X, min_cluster_size=MCS, mode="approx")
+
+
+@pytest.fixture(scope="module")
+def client():
+    from gpuforge.core.cluster import ClusterSpec, connect
+
+    with connect(ClusterSpec("local", workers=2)) as c:
+        yield c
+
+
+def same(r, ref):
+    assert r.mst_weight == ref.mst_weight
+    for a, b in zip(r.mst, ref.mst):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(r.labels, ref.labels)
+    np.testing.assert_array_equal(r.outlier_scores, ref.outlier_scores)
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3, 7])
+def test_equals_one_process(data, client, parts):
+    from gpuforge.plugins.fraud.hdbscan.distributed import hdbscan_distributed
+
+    X, ref = data
+    assert ref.n_clusters >= 2  # a tree worth comparing
+    r = hdbscan_distributed(np.array_split(X, parts), client, min_cluster_size=MCS)
+    same(r, ref)
+    assert r.info["tasks"] == parts
+    assert r.info["bytes_moved"]["knn"] > X.nbytes  # the candidate rows did travel
+
+
+def test_uneven_parts_and_more_tasks_than_parts(data, client):
+    from gpuforge.plugins.fraud.hdbscan.distributed import hdbscan_distributed
+
+    X, ref = data
+    parts = [X[:100], X[100:15_000], X[15_000:]]
+    same(hdbscan_distributed(parts, client, min_cluster_size=MCS, tasks=5), ref)
+
+
+def test_wide_rows_with_the_join_step(client):
+    """Above approx.GEMM_MIN_COLUMNS columns the kNN runs float32-screened blocks and one
+    NN-descent join step, which reads lists two hops out: still the one-process result."""
+    from gpuforge.plugins.fraud.hdbscan import hdbscan
+    from gpuforge.plugins.fraud.hdbscan.approx import GEMM_MIN_COLUMNS, REFINE_STEPS
+    from gpuforge.plugins.fraud.hdbscan.distributed import hdbscan_distributed
+    from gpuforge.plugins.fraud.hdbscan.knn import _blobs
+
+    X = _blobs(8, 6000, 24)
+    assert X.shape[1] > GEMM_MIN_COLUMNS and REFINE_STEPS[False] >= 1
+    ref = hdbscan(X, min_cluster_size=MCS, mode="approx")
+    r = hdbscan_distributed(np.array_split(X, 3), client, min_cluster_size=MCS)
+    same(r, ref)
+    assert r.info["bytes_moved"]["refine"] > 0
+
+
+def test_merge_forests_is_the_forest_of_the_union():
+    from gpuforge.plugins.fraud.hdbscan.distributed import merge_forests
+    from gpuforge.plugins.fraud.hdbscan.kruskal import knn_edges, knn_forest
+    from gpuforge.plugins.fraud.hdbscan.knn import _blobs, knn
+
+    x = np.round(_blobs(3, 300, 3))  # many tied weights: (w2, u, v) decides
+    kd2, ki = knn(x, 6)
+    core2 = kd2[:, 3].copy()
+    whole = knn_forest(core2, kd2, ki)
+    a, b, w2 = knn_edges(core2, kd2, ki)
+    half = np.arange(a.size) % 2 == 0
+
+    def forest(sel):  # Kruskal on a subset of the edges (already in (w2, a, b) order)
+        parent = list(range(300))
+
+        def root(i):
+            while parent[i] != i:
+                i = parent[i]
+            return i
+        keep = []
+        for i in np.flatnonzero(sel):
+            ra, rb = root(a[i]), root(b[i])
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+                keep.append(i)
+        return a[keep], b[keep], w2[keep]
+
+    merged = merge_forests(forest(half), forest(~half))
+    for p, q in zip(merged, whole):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_a_killed_worker_changes_nothing(data, client):
+    from gpuforge.plugins.fraud.hdbscan.distributed import hdbscan_distributed
+
+    X, ref = data
+    out: dict = {}
+
+    def go():
+        try:
+            out["r"] = hdbscan_distributed(np.array_split(X, 4), client, min_cluster_size=MCS)
+        except BaseException as exc:  # reported below
+            out["error"] = exc
+
+    t = threading.Thread(target=go)
+    t.start()
+    killed = None
+    deadline = time.time() + 60
+    while time.time() < deadline and killed is None and t.is_alive():
+        busy = [w for w, tasks in client.processing().items() if tasks]
+        if busy:
+            pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
+            os.kill(pid, signal.SIGKILL)
+            killed = busy[0]
+        time.sleep(0.05)
+    t.join(timeout=300)
+    assert killed is not None, "no task ever ran"
+    assert "error" not in out, out.get("error")
+    same(out["r"], ref)
+    client.wait_for_workers(2, timeout=60)  # the nanny restarted it
