@@ -206,8 +206,8 @@ CASES += [
     Case("fraud cluster exact", _fraud_points(120, 4),
          ["fraud", "cluster", "{dir}/x.npy", "--out", "{out}", *_FRAUD_HDBSCAN],
          frozenset({"fraud.knn", "fraud.mst"}), out="c.parquet", compare=_FRAUD_CLUSTER),
-    # > 16 columns: approx mode's GEMM path with its NN-descent refine step
-    Case("fraud cluster approx", _fraud_points(120, 20),
+    # > 32 columns: approx mode's cells (GEMM path) with its NN-descent refine step
+    Case("fraud cluster approx", _fraud_points(120, 40),
          ["fraud", "cluster", "{dir}/x.npy", "--out", "{out}", "--mode", "approx", *_FRAUD_HDBSCAN],
          frozenset({"fraud.knn_local", "fraud.knn_refine", "fraud.knn_forest", "fraud.mst"}), out="c.parquet",
          compare=_FRAUD_CLUSTER),
@@ -218,7 +218,8 @@ CASES += [
     Case("fraud pipeline --no-embed", _fraud_clicks,
          ["fraud", "pipeline", "{dir}/clicks.parquet", "--out", "{out}", "--no-embed", "--min-cluster-size", "10",
           "--min-samples", "4"],
-         frozenset({"fraud.knn_local", "fraud.knn_forest", "fraud.mst"}), out="rep", compare=_same_pipeline),
+         # 12 PCA columns: approx mode's exact kNN (approx.EXACT_KNN_COLUMNS)
+         frozenset({"fraud.knn", "fraud.knn_forest", "fraud.mst"}), out="rep", compare=_same_pipeline),
 ]
 
 from command_table_radiance import ROWS as _RADIANCE  # noqa: E402

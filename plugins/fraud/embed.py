@@ -108,7 +108,7 @@ def load_model(path: Path):
 
 
 def torch_threads() -> int:
-    """``GPUFORGE_FRAUD_TORCH_THREADS`` (default 1), checked."""
+    """``GPUFORGE_FRAUD_TORCH_THREADS`` (default 1), checked (README: environment switches)."""
     import os
 
     raw = os.environ.get("GPUFORGE_FRAUD_TORCH_THREADS", "1")
@@ -205,19 +205,34 @@ def build_model(n_pages: int, dim: int, hidden: int, page_dim: int, objective: s
     return TimeAttentionBiLSTM()
 
 
-def train_and_embed(df, *, dim=64, epochs=3, objective="reconstruct", model_path: Path | None = None,
-                    reuse: Path | None = None, max_len=48, max_train=20000, batch=256, seed=0, hidden=64,
-                    page_dim=16, device=None):
+def train_and_embed(df, **kwargs):
     """Returns (session ids, Z (n, dim) float32, info). Trains unless ``reuse`` (a model
-    file) is given; the model runs on the torch ``device`` (default CPU)."""
+    file) is given; the model runs on the torch ``device`` (default CPU). Keywords: those
+    of :func:`_train_and_embed`.
+
+    torch runs with ``GPUFORGE_FRAUD_TORCH_THREADS`` intra-op threads (default 1: on a
+    small shared CPU, OpenMP threads spin-waiting for each other made a training step
+    ~40x slower than one thread, measured on 2 busy cores) for this call only: the
+    caller's thread count is restored afterwards, so the switch has no global effect."""
+    import torch
+
+    n = torch_threads()
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        return _train_and_embed(df, **kwargs)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train_and_embed(df, *, dim=64, epochs=3, objective="reconstruct", model_path: Path | None = None,
+                     reuse: Path | None = None, max_len=48, max_train=20000, batch=256, seed=0, hidden=64,
+                     page_dim=16, device=None):
     import numpy as np
     import torch
 
     if objective not in ("reconstruct", "next-event"):
         raise BadInputError(f"--objective must be reconstruct or next-event, got {objective!r}")
-    # one intra-op thread: on a small shared CPU, OpenMP threads spin-waiting for each
-    # other made a training step ~40x slower than one thread (measured on 2 busy cores)
-    torch.set_num_threads(torch_threads())
     device = torch.device("cpu") if device is None else torch.device(device)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)

@@ -195,3 +195,19 @@ def test_explain_without_a_good_rule_reports_none():
     assert c1["rules"] == [] and c1["best_rule_below_target"]["precision"] == pytest.approx(40 / 76)
     assert "Best candidate (below target" in c1["narrative"]
     assert "No rule meets precision >= 0.8 / coverage >= 30%" in md
+
+
+def test_torch_threads_switch_is_scoped_to_train_and_embed(monkeypatch):
+    torch = pytest.importorskip("torch")
+    from gpuforge.plugins.fraud import embed
+
+    seen = []
+    monkeypatch.setattr(embed, "_train_and_embed", lambda df, **kw: seen.append(torch.get_num_threads()) or "out")
+    monkeypatch.setenv("GPUFORGE_FRAUD_TORCH_THREADS", "1")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert embed.train_and_embed(None, dim=4) == "out"
+        assert seen == [1] and torch.get_num_threads() == 2  # the caller's count is back
+    finally:
+        torch.set_num_threads(before)

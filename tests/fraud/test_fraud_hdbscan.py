@@ -78,6 +78,18 @@ def test_approx_agrees_with_exact():
     assert ap.mst_weight >= ex.mst_weight * (1 - 1e-12)
 
 
+def test_approx_takes_the_exact_knn_at_9_to_32_columns():
+    from gpuforge.plugins.fraud.hdbscan.approx import EXACT_KNN_COLUMNS
+
+    X, _ = blobs(2000, 12, seed=3, noise=0.1)
+    assert EXACT_KNN_COLUMNS[0] <= 12 <= EXACT_KNN_COLUMNS[1]
+    ap = hdbscan(X, 20, 5, mode="approx", recall_rows=200)
+    assert "fraud.knn" in ap.info["kernels"] and "fraud.knn_local" not in ap.info["kernels"]
+    assert ap.info["knn_recall"] == 1.0
+    cells = hdbscan(X, 20, 5, mode="approx", knn_cells=8, recall_rows=200)  # an explicit cell count wins
+    assert "fraud.knn_local" in cells.info["kernels"] and cells.info["knn_recall"] <= 1.0
+
+
 def test_approx_bridges_disconnected_knn_graph():
     rng = np.random.default_rng(0)
     X = np.vstack([rng.normal(0, 0.1, (300, 3)), rng.normal(50, 0.1, (300, 3))])
@@ -117,7 +129,7 @@ def test_rejects_bad_arguments():
         hdbscan(X, 5, mode="fast")
 
 
-@pytest.mark.parametrize("mode,n,d", [("exact", 900, 6), ("approx", 900, 12), ("exact", 300, 64)])
+@pytest.mark.parametrize("mode,n,d", [("exact", 900, 6), ("approx", 900, 12), ("approx", 900, 40), ("exact", 300, 64)])
 def test_reference_and_numba_cpu_give_the_same_tree_and_labels(mode, n, d):
     X, _ = blobs(n, d, seed=6, noise=0.1)
     ref = hdbscan(X, 20, 5, mode=mode, backend="reference")

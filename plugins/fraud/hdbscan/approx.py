@@ -34,6 +34,26 @@ REFINE_STEPS = {False: 1, True: 0}
 """NN-descent join steps above / at or below ``GEMM_MIN_COLUMNS`` columns: at 50k x 32 one
 step lifts the recall from 0.55 to 0.80 (128-row cells); at 100k x 8 it changed the ARI
 by 1e-4 for a third more time."""
+EXACT_KNN_COLUMNS = (9, 32)
+EXACT_KNN_MAX_ROWS = 50_000
+"""Approx mode takes the exact kNN (``fraud.knn``, recall 1.0) from 9 to 32 columns up to
+50k rows: there, on clustered data, its cell search is both faster and closer than the
+cell-limited graph. It scales worse with the rows: at 100k rows (blobs + 10% noise,
+load 5, same process) approx took 12.1 / 15.1 / 21.3 s with the exact kNN against
+4.7 / 6.1 / 12.4 s with the cells at 12 / 16 / 32 columns, and at 200k x 10 31 s
+against 8.8 s; so above 50k rows the cells stay (their agreement at 16-32 columns and
+> 50k rows is not measured; at 20k-50k rows it is below).
+Measured (load 14-19, one process per shape, ARI of approx vs exact labels):
+20k x 16 blobs + 10% noise, seeds 0-2: exact kNN 2.5-4.5 s, ARI 0.9959-0.9974; cells
+32 x 32 (the <= 16-column default) 4.8-9.5 s, ARI 0.9856-0.9912 (recall 0.95); 64 x 32
+4.1-8.5 s, 0.9913-0.9951 (recall 0.965); 256 x 8 + one refine step 4.1-7.3 s,
+0.9848-0.9919. 50k x 32, seeds 0-2: exact kNN ARI 0.9986 / 0.9975 / 0.9979 (seed 1:
+17.4 s against 19.8 s for 256 x 8 cells + one refine step, same process); the cells
+0.9912 / 0.9893 / 0.9909 (recall 0.86 / 0.83 / 0.84). At 20k x 128 the cells stay:
+the exact kNN ran 5.8 s against ~40-120 s but gave ARI 0.9924 against the cells' 0.9983.
+(Even with an exact kNN the approx MST is approximate: the kNN graph's spanning forest
+is bridged, and that forest need not lie in the full graph's MST.) At <= 8 columns the
+cells stay too: 100k x 8 0.74 s against the exact mode's 2.69 s."""
 CHUNK = 16384
 ROWS_PER_CALL = 16384
 """Query rows per parallel call (whole cells): big enough that a loaded machine's wait for

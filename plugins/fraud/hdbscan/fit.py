@@ -48,6 +48,12 @@ class Result:
         return float(np.sum(self.mst[2]))
 
 
+def _approx_takes_exact_knn(n: int, d: int) -> bool:
+    from gpuforge.plugins.fraud.hdbscan.approx import EXACT_KNN_COLUMNS, EXACT_KNN_MAX_ROWS
+
+    return EXACT_KNN_COLUMNS[0] <= d <= EXACT_KNN_COLUMNS[1] and n <= EXACT_KNN_MAX_ROWS
+
+
 def _caller(backend: str | None, used: dict):
     from gpuforge.core.kernels import call, choose_backend, get_spec
 
@@ -76,7 +82,8 @@ def hdbscan(X, min_cluster_size: int = 5, min_samples: int | None = None, select
     """Cluster the rows of ``X`` (finite). ``min_samples`` defaults to
     ``min_cluster_size`` and counts neighbours excluding the point (hdbscan's
     convention). approx mode: ``knn_cells`` neighbour cells per row for the kNN graph
-    (default from ``approx.CELLS``; 0 = the exact kNN), and the graph's recall is
+    (default from ``approx.CELLS``, or the exact kNN at ``approx.EXACT_KNN_COLUMNS`` up to ``EXACT_KNN_MAX_ROWS``;
+    0 = the exact kNN), and the graph's recall is
     measured on ``recall_rows`` sampled rows. ``backend`` forces one kernel backend for
     every step (default: the registry's choice)."""
 
@@ -103,9 +110,11 @@ def hdbscan(X, min_cluster_size: int = 5, min_samples: int | None = None, select
     call = _caller(backend, used)
     t, info = {}, {}
     t0 = time.perf_counter()
-    exact_knn = mode == "exact" or knn_cells == 0
+    exact_knn = mode == "exact" or knn_cells == 0 or (knn_cells is None and _approx_takes_exact_knn(n, d))
     if exact_knn:
         kd2, ki = call("fraud.knn", X, k)
+        if mode == "approx" and recall_rows:
+            info["knn_recall"] = 1.0  # the exact kNN
     else:
         from gpuforge.plugins.fraud.hdbscan.approx import approx_knn
 
