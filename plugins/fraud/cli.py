@@ -49,6 +49,14 @@ def _read_clicks(run: Run, clicks: Path, column_map: Optional[List[str]]):
     return apply_column_map(read_table(clicks, "click table"), mapping, str(clicks))
 
 
+def _dataset_out(out: Path, column_map) -> None:
+    """A folder of click files gives a folder: ``--out`` without a suffix."""
+    if out.suffix != "":
+        raise UsageError(f"the input is a folder of parquet files: --out must be a folder too (no suffix), not {out}")
+    if column_map:
+        raise UsageError("--column-map applies to one click table; rename the columns of a folder's files first")
+
+
 def _check_objective(objective: str) -> None:
     if objective not in OBJECTIVES:
         raise UsageError(f"--objective must be reconstruct or next-event, got {objective!r}")
@@ -59,7 +67,9 @@ def simulate_cmd(
     run: Run,
     sessions: int = typer.Option(10000, "--sessions", help="Number of sessions."),
     fraud_rate: float = typer.Option(0.02, "--fraud-rate", help="Share of fraud sessions (bot rings 40%, account takeover 30%, card testing 30%)."),
-    out: Path = typer.Option(..., "--out", help="Output click table (.parquet or .csv)."),
+    out: Path = typer.Option(..., "--out", help="Output click table (.parquet or .csv), or a folder (no suffix): "
+                             "parquet files of --per-file sessions each, one file in memory at a time."),
+    per_file: int = typer.Option(100_000, "--per-file", min=1, help="Folder output: sessions per file."),
 ) -> None:
     """Generate a labelled click stream (one row per event; see the plugin README)."""
     from gpuforge.plugins.fraud.simulate import check_size, simulate
@@ -69,6 +79,17 @@ def simulate_cmd(
         raise UsageError(f"--sessions must be >= 1, got {sessions}")
     if not 0.0 <= fraud_rate < 1.0:
         raise UsageError(f"--fraud-rate must be in [0, 1), got {fraud_rate}")
+    if out.suffix == "":  # a partitioned dataset: memory bounded by one file
+        from gpuforge.plugins.fraud.partitions import simulate_dataset
+
+        check_size(min(sessions, per_file))
+        dst = run.output(out, kind="dir")
+        with run.timed("simulate"):
+            res = simulate_dataset(dst.tmp, sessions, fraud_rate, run.seed_or(0), per_file=per_file, force=True)
+        res["output"] = str(out)
+        run.result(res, f"wrote {res['events']:,} events of {sessions:,} sessions to {out}/ in {res['files']} "
+                        f"files ({res['sessions_by_label']})")
+        return
     out_suffix_ok(out)
     check_size(sessions)
     dst = run.output(out)
@@ -85,18 +106,34 @@ def simulate_cmd(
 def features_cmd(
     run: Run,
     clicks: Path = typer.Argument(..., help="Click table (.parquet/.csv): session_id, timestamp, event[, user_id, device, ip, amount]."),
-    out: Path = typer.Option(..., "--out", help="Output feature table (.parquet or .csv)."),
+    out: Path = typer.Option(..., "--out", help="Output feature table (.parquet or .csv); a folder (no suffix) "
+                             "when CLICKS is a folder of parquet files."),
     event_map: Optional[Path] = _event_map_option(),
     column_map: Optional[List[str]] = _column_map_option(),
 ) -> None:
-    """Expert features per session (unsorted events are sorted; duplicate timestamps keep file order)."""
+    """Expert features per session (unsorted events are sorted; duplicate timestamps keep file order).
+
+    CLICKS may be a folder of parquet files (each session within one file, as `fraud
+    simulate --out FOLDER` writes them): features are computed file by file into the
+    folder --out, with memory bounded by one file."""
     from gpuforge.plugins.fraud.features import compute_features, read_event_map
     from gpuforge.plugins.fraud.tables import out_suffix_ok, write_table
 
-    out_suffix_ok(out)
     run.input(clicks, "click table")
     if event_map is not None:
         run.input(event_map, "--event-map file")
+    if clicks.is_dir():
+        from gpuforge.plugins.fraud.partitions import features_dataset
+
+        _dataset_out(out, column_map)
+        dst = run.output(out, kind="dir")
+        emap = read_event_map(event_map)
+        with run.timed("features"):
+            res = features_dataset(clicks, dst.tmp, force=True, event_map=emap)
+        res["output"] = str(out)
+        run.result(res, f"wrote {len(res['features'])} features for {res['sessions']:,} sessions to {out}/")
+        return
+    out_suffix_ok(out)
     dst = run.output(out)
     emap = read_event_map(event_map)
     df = _read_clicks(run, clicks, column_map)
@@ -131,10 +168,24 @@ def embed_cmd(
     _check_objective(objective)
     if dim < 1 or epochs < 0 or max_train < 1:
         raise UsageError("--dim and --max-train must be >= 1 and --epochs >= 0")
-    out_suffix_ok(out)
     run.input(clicks, "click table")
     if model is not None:
         run.input(model, "model")
+    if clicks.is_dir():
+        from gpuforge.plugins.fraud.partitions import embed_dataset
+
+        if model is None:
+            raise UsageError(f"{clicks} is a folder: embedding a partitioned dataset is inference only; train on a "
+                             "sample first (`fraud embed SAMPLE.parquet --out e.parquet`) and pass --model "
+                             "e.parquet.model.safetensors")
+        _dataset_out(out, column_map)
+        dst = run.output(out, kind="dir")
+        with run.timed("embed"):
+            res = embed_dataset(clicks, dst.tmp, model, force=True, device=run.torch_device)
+        res["output"] = str(out)
+        run.result(res, f"wrote {res['dim']}-d embeddings of {res['sessions']:,} sessions to {out}/; model {model}")
+        return
+    out_suffix_ok(out)
     dst = run.output(out)
     model_out = run.output(model_path_for(out)) if model is None else None
     df = check_clicks(_read_clicks(run, clicks, column_map), str(clicks))

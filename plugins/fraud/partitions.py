@@ -172,7 +172,7 @@ def simulate_dataset(folder: str | Path, sessions: int, fraud_rate: float = 0.02
             "sessions_by_label": by_label}
 
 
-def features_dataset(clicks: str | Path, folder: str | Path, force: bool = False) -> dict:
+def features_dataset(clicks: str | Path, folder: str | Path, force: bool = False, event_map=None) -> dict:
     """``compute_features`` file by file (a per-partition map): every session must lie in
     one file, and per-user/device/IP history is that file's (as ``simulate_dataset``
     writes them). Memory: one input file and its features."""
@@ -190,7 +190,7 @@ def features_dataset(clicks: str | Path, folder: str | Path, force: bool = False
                 df = pd.read_parquet(f)
             except Exception as exc:
                 raise BadInputError(f"cannot read click dataset file {f}: {str(exc).splitlines()[0]}") from None
-            feats, info, _ = compute_features(df, str(f))
+            feats, info, _ = compute_features(df, str(f), event_map=event_map)
             del df
             seen.append(feats["session_id"].to_numpy())
             cols = cols or [c for c in feats.columns if c != "session_id"]
