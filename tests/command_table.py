@@ -279,3 +279,32 @@ CASES += [
          frozenset({"quantize.nf4_decode", "quantize.absmax_dq_decode"}), out="eval.json",
          compare=_same_quantize_eval),
 ]
+
+
+# GPTQ and KVQuant need a model (calibration activations, real keys and values): a
+# one-layer Llama of hidden size 32 (its 10k weights are 10k simulated unpack threads).
+# GPTQ's column updates are torch on the run's device (the CPU under the simulator); its
+# packing into GPTQ's int32 words is the registry's.
+def _q_tiny_llama(folder: Path) -> None:
+    from tiny_models import make_tiny_llama
+
+    make_tiny_llama(folder / "llama", hidden=32, intermediate=64, layers=1)
+
+
+def _same_json(a: Path, b: Path) -> None:
+    import json
+
+    x, y = json.loads(a.read_text()), json.loads(b.read_text())
+    assert x == y, (x, y)
+
+
+CASES += [
+    Case("quantize run gptq", _q_tiny_llama, ["quantize", "run", "{dir}/llama", "--method", "gptq", "--group-size",
+                                              "32", "--nsamples", "2", "--seqlen", "16", "--out", "{out}"],
+         frozenset({"kernels.pack_int32", "kernels.unpack_int32"}), out="qg",
+         compare=_same_files("model.safetensors")),
+    # KVQuant's analysis is torch on the run's device and dispatches no registry kernel:
+    # the row checks that it runs there, records none, and gives the same numbers
+    Case("quantize kv", _q_tiny_llama, ["quantize", "kv", "{dir}/llama", "--out", "{out}"], frozenset(),
+         out="kv.json", compare=_same_json),
+]

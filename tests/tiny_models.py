@@ -52,12 +52,12 @@ def make_tiny_bert(dst: Path, hidden: int = 64, layers: int = 2, seed: int = 0, 
     return dst
 
 
-def make_tiny_llama(dst: Path) -> Path:
+def make_tiny_llama(dst: Path, hidden: int = 64, intermediate: int = 128, layers: int = 2) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=30522, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    cfg = LlamaConfig(vocab_size=30522, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128, pad_token_id=0)
     dst.mkdir(parents=True, exist_ok=True)
     LlamaForCausalLM(cfg).save_pretrained(str(dst))
