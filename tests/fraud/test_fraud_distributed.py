@@ -70,8 +70,10 @@ def test_wide_rows_with_the_join_step(client):
     from gpuforge.plugins.fraud.hdbscan.distributed import hdbscan_distributed
     from gpuforge.plugins.fraud.hdbscan.knn import _blobs
 
-    X = _blobs(8, 6000, 24)
-    assert X.shape[1] > GEMM_MIN_COLUMNS and REFINE_STEPS[False] >= 1
+    from gpuforge.plugins.fraud.hdbscan.approx import EXACT_KNN_COLUMNS
+
+    X = _blobs(8, 6000, 40)  # above the columns where approx takes the exact kNN: the cells path
+    assert X.shape[1] > max(GEMM_MIN_COLUMNS, EXACT_KNN_COLUMNS[1]) and REFINE_STEPS[False] >= 1
     ref = hdbscan(X, min_cluster_size=MCS, mode="approx")
     r = hdbscan_distributed(np.array_split(X, 3), client, min_cluster_size=MCS)
     same(r, ref)
@@ -138,3 +140,17 @@ def test_a_killed_worker_changes_nothing(data, client):
     assert "error" not in out, out.get("error")
     same(out["r"], ref)
     client.wait_for_workers(2, timeout=60)  # the nanny restarted it
+
+
+def test_sizes_where_approx_takes_the_exact_knn_run_on_the_driver(client):
+    """Up to approx.EXACT_KNN_MAX_ROWS rows at 9-32 columns one process takes the exact
+    kNN; the distributed call gives that same result (it runs it on the driver)."""
+    from gpuforge.plugins.fraud.hdbscan import hdbscan
+    from gpuforge.plugins.fraud.hdbscan.distributed import hdbscan_distributed
+    from gpuforge.plugins.fraud.hdbscan.knn import _blobs
+
+    X = _blobs(8, 3000, 16)
+    ref = hdbscan(X, min_cluster_size=MCS, mode="approx")
+    r = hdbscan_distributed(np.array_split(X, 3), client, min_cluster_size=MCS)
+    same(r, ref)
+    assert r.info["distributed"] is False

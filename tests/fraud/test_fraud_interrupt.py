@@ -23,10 +23,20 @@ def big(tmp_path_factory):
     return p
 
 
+@pytest.fixture(scope="module")
+def bigger(tmp_path_factory):
+    # approx clusters 200k x 10 in ~4 s on 2 busy cores: 1M rows keep it running past the delay
+    X, _ = blobs(1_000_000, 10, seed=1)
+    p = tmp_path_factory.mktemp("bigger") / "bigger.npy"
+    np.save(p, X)
+    return p
+
+
 @pytest.mark.parametrize("delay,mode", [(4.0, "exact"), (10.0, "exact"), (6.0, "approx")])
-def test_ctrl_c_exits_130_fast_and_writes_nothing(big, tmp_path, isolated_env, delay, mode):
+def test_ctrl_c_exits_130_fast_and_writes_nothing(big, bigger, tmp_path, isolated_env, delay, mode):
     out = tmp_path / "c.parquet"
-    proc = subprocess.Popen([*python_argv(), "-m", "gpuforge.cli", "fraud", "cluster", str(big), "--out", str(out),
+    table = big if mode == "exact" else bigger
+    proc = subprocess.Popen([*python_argv(), "-m", "gpuforge.cli", "fraud", "cluster", str(table), "--out", str(out),
                              "--mode", mode], env=isolated_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     time.sleep(delay)

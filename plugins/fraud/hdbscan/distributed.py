@@ -166,6 +166,20 @@ def _run(parts, client, min_cluster_size: int = 5, min_samples: int | None = Non
     ms = min(n - 1, min_samples if min_samples is not None else min_cluster_size)
     if ms < 1:
         raise ValueError("min_samples must be >= 1")
+    from gpuforge.plugins.fraud.hdbscan.fit import _approx_takes_exact_knn
+
+    if knn_cells is None and _approx_takes_exact_knn(n, X.shape[1]):
+        # one process takes the exact kNN here (up to approx.EXACT_KNN_MAX_ROWS rows): the
+        # same result comes from the same algorithm, so this size runs on the driver
+        from gpuforge.plugins.fraud.hdbscan import hdbscan
+
+        if log is not None:
+            log.info(f"{n} rows x {X.shape[1]} columns: approx mode takes the exact kNN at this size; "
+                     "clustered on this machine, not on the cluster")
+        res = hdbscan(X, min_cluster_size=min_cluster_size, min_samples=min_samples, selection=selection,
+                      epsilon=epsilon, mode="approx", knn=knn)
+        res.info.update(tasks=0, bytes_moved={}, distributed=False)
+        return res
     k = min(n - 1, max(knn if knn is not None else max(ms, APPROX_MIN_KNN), ms))
     cell_of, nbr = partition(X, k, knn_cells)
     m = nbr.shape[0]
