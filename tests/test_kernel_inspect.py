@@ -169,7 +169,7 @@ def test_cli_inspect_h100_lists_every_cuda_kernel(run_cli):
 
 def test_cli_inspect_errors(run_cli):
     # CUDA 13 cannot target Volta (cc 7.0): exit 4 with one line.
-    res = run_cli("kernels", "inspect", "fraud.core_distances", "--gpu", "v100")
+    res = run_cli("kernels", "inspect", "fraud.knn", "--gpu", "v100")
     assert res.code == 4 and "7.0" in res.stderr, res
     res = run_cli("kernels", "inspect", "--gpu", "h1000")
     assert res.code == 3, res
@@ -178,8 +178,8 @@ def test_cli_inspect_errors(run_cli):
 
 
 def test_cli_inspect_under_the_simulator_compiles_in_a_child(run_cli):
-    res = run_cli("kernels", "inspect", "fraud.core_distances", "--gpu", "l4", "--json",
+    res = run_cli("kernels", "inspect", "fraud.knn", "--gpu", "l4", "--json",
                   env={"NUMBA_ENABLE_CUDASIM": "1"})
     assert res.code == 0, res
     (row,) = res.json()
-    assert row["function"] == "take_column_kernel" and row["cc"] == "8.9"
+    assert row["function"] == "knn_kernel" and row["cc"] == "8.9"
