@@ -17,11 +17,7 @@ are photo-like) in a temporary folder removed afterwards. Full sizes: 960x540, 1
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
