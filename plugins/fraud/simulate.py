@@ -239,8 +239,7 @@ def check_size(sessions: int) -> None:
     """Refuse (exit 3) before any work a ``--sessions`` whose click table cannot fit in the
     memory this process may still use."""
     from gpuforge.core.errors import BadInputError
-    # the same reading of MemAvailable / ulimit -v as superres' estimates (one rule for both)
-    from gpuforge.plugins.superres.estimate import available_memory
+    from gpuforge.core.memory import available_memory
 
     need = sessions * BYTES_PER_SESSION
     avail = available_memory()

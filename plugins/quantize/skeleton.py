@@ -152,15 +152,18 @@ def load_model(folder, convert=None, causal: bool | None = None, cls=None):
     :class:`~.model_io.TensorSource`), never whole in memory in float: ``convert(name,
     module, skeleton)`` may return a replacement for a module (e.g. an NF4 layer built from
     its weight read alone), which then takes its place instead of the float module."""
+    from gpuforge.core.memory import freed_blocks_unmapped
+
     src = folder if isinstance(folder, model_io.TensorSource) else model_io.TensorSource(folder)
-    sk = Skeleton(src, causal=causal, cls=cls)
-    model = sk.model
-    for name, mod in list(model.named_modules()):
-        if not name or not any(p.is_meta for p in mod.parameters(recurse=True)):
-            continue
-        new = convert(name, mod, sk) if convert else None
-        if new is not None:
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, child, new)
-    sk.materialize("")   # what no conversion took (a tied weight gets its own copy)
+    with freed_blocks_unmapped():   # each float tensor read goes back to the OS, not into a heap hole
+        sk = Skeleton(src, causal=causal, cls=cls)
+        model = sk.model
+        for name, mod in list(model.named_modules()):
+            if not name or not any(p.is_meta for p in mod.parameters(recurse=True)):
+                continue
+            new = convert(name, mod, sk) if convert else None
+            if new is not None:
+                parent, _, child = name.rpartition(".")
+                setattr(model.get_submodule(parent) if parent else model, child, new)
+        sk.materialize("")   # what no conversion took (a tied weight gets its own copy)
     return model

@@ -81,31 +81,6 @@ def upscale_memory(h: int, w: int, channels: int = 3, bits: int = 8, scale: int 
     return parts
 
 
-def _proc_kb(path: str, key: str) -> int | None:
-    """A ``Key:  N kB`` line of a /proc file, in bytes."""
-    try:
-        with open(path) as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def available_memory() -> int | None:
-    """Bytes this process may still allocate: the kernel's MemAvailable, lowered by an
-    address-space limit (``ulimit -v``) when one is set. None when neither is known."""
-    import resource
-
-    avail = _proc_kb("/proc/meminfo", "MemAvailable")
-    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    if soft != resource.RLIM_INFINITY:
-        left = max(soft - (_proc_kb("/proc/self/status", "VmSize") or 0), 0)
-        avail = left if avail is None else min(avail, left)
-    return avail
-
-
 def work_pixels(h: int, w: int, tile: int | None, tile_pad: int) -> int:
     """LR pixels the network computes (the windows' overlap counted), as :class:`pipeline.Upscaler` runs."""
     from .kernels import tile_grid

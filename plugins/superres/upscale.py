@@ -129,7 +129,9 @@ def _check_memory(head: ImageHeader, path: Path, scale: int, out_hw: tuple[int, 
                   tile, tile_pad: int, precision: str, video: bool = False) -> None:
     """Refuse (exit 3) a picture whose upscale would not fit in the memory left, before
     decoding it; the message names the largest input of that shape that would fit."""
-    from .estimate import available_memory, upscale_memory
+    from gpuforge.core.memory import available_memory
+
+    from .estimate import upscale_memory
 
     avail = available_memory()
     if avail is None:

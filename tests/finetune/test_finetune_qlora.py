@@ -77,24 +77,38 @@ def test_qlora_base_quantized_while_loading_equals_quantizing_the_loaded_model(r
 
 def test_qlora_load_runs_under_a_data_cap_the_float_model_would_exceed(tmp_path):
     """16 layers of a Llama-shaped model are 316 MB in float32; quantized while it loads,
-    the base needs ~45 MB: the load gets 150 MB of data segment beyond its warm-up."""
+    the base needs ~45 MB plus one float tensor at a time (the 62 MB embedding the largest;
+    ~120 MB in all, measured). Under a cap of 200 MB of data segment beyond the warm-up the
+    streamed NF4 load finishes and the float load of the same folder does not."""
     import os
     import subprocess
 
     from gpuforge.core.safepath import python_argv
     from gpuforge.plugins.quantize.synthetic import SHAPES, make_llama
 
+    shape = SHAPES["small"].with_layers(16)
+    cap_mb = 200
+    assert shape.params * 4 > 1.5 * cap_mb * 2**20   # the float model cannot fit under the cap
     warm = make_llama(tmp_path / "warm", SHAPES["small"].with_layers(2))
-    deep = make_llama(tmp_path / "deep", SHAPES["small"].with_layers(16), shard_bytes=50_000_000)
+    deep = make_llama(tmp_path / "deep", shape, shard_bytes=50_000_000)
     code = (
         "import resource, sys\n"
         "from gpuforge.plugins.finetune.qlora import load_nf4_base, storage_report\n"
+        "from gpuforge.plugins.finetune.tasks import load_base\n"
         "load_nf4_base(sys.argv[1], True)\n"
         "vm = next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmData'))\n"
-        "resource.setrlimit(resource.RLIMIT_DATA, (vm + 150 * 2**20, resource.RLIM_INFINITY))\n"
-        "m = load_nf4_base(sys.argv[2], True)\n"
-        "print(storage_report(m)['quantized_params'])\n")
-    r = subprocess.run([*python_argv(), "-c", code, str(warm), str(deep)], capture_output=True, text=True,
-                       env=dict(os.environ), timeout=900)
+        f"resource.setrlimit(resource.RLIMIT_DATA, (vm + {cap_mb} * 2**20, resource.RLIM_INFINITY))\n"
+        "if sys.argv[3] == 'nf4':\n"
+        "    print(storage_report(load_nf4_base(sys.argv[2], True))['quantized_params'])\n"
+        "else:\n"
+        "    load_base(sys.argv[2], 'causal-lm')\n")
+
+    def load(kind):
+        return subprocess.run([*python_argv(), "-c", code, str(warm), str(deep), kind], capture_output=True,
+                              text=True, env=dict(os.environ), timeout=900)
+
+    r = load("nf4")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert int(r.stdout.strip().splitlines()[-1]) > 0.9 * SHAPES["small"].with_layers(16).params
+    assert int(r.stdout.strip().splitlines()[-1]) > 0.9 * shape.params
+    r = load("float")
+    assert r.returncode != 0 and ("allocate" in r.stderr or "MemoryError" in r.stderr), r.stderr[-2000:]
