@@ -176,10 +176,16 @@ def _fraud_points(n: int, d: int) -> Callable[[Path], None]:
     return make
 
 
-def _fraud_clicks(folder: Path) -> None:
-    from gpuforge.plugins.fraud.simulate import simulate
+def _fraud_clicks_of(sessions: int) -> Callable[[Path], None]:
+    def make(folder: Path) -> None:
+        from gpuforge.plugins.fraud.simulate import simulate
 
-    simulate(150, 0.1, seed=2).to_parquet(folder / "clicks.parquet", index=False)
+        simulate(sessions, 0.1, seed=2).to_parquet(folder / "clicks.parquet", index=False)
+
+    return make
+
+
+_fraud_clicks = _fraud_clicks_of(150)
 
 
 def _same_table(*exact: str, close: tuple[str, ...] = ()) -> Callable[[Path, Path], None]:
@@ -198,26 +204,41 @@ def _same_table(*exact: str, close: tuple[str, ...] = ()) -> Callable[[Path, Pat
 
 
 def _same_pipeline(a: Path, b: Path) -> None:
+    import pandas as pd
+
+    assert pd.read_parquet(a / "clusters.parquet")["label"].max() >= 1   # at least two clusters to agree on
     _same_table("session_id", "label", "probability", "outlier_score")(a / "clusters.parquet", b / "clusters.parquet")
 
 
-_FRAUD_CLUSTER = _same_table("row", "label", "probability", "outlier_score")
+def _fraud_cluster(a: Path, b: Path) -> None:
+    import pandas as pd
+
+    assert pd.read_parquet(a)["label"].max() >= 1   # at least two clusters to agree on
+    _same_table("row", "label", "probability", "outlier_score")(a, b)
+
+
+_FRAUD_CLUSTER = _fraud_cluster
 CASES += [
     Case("fraud cluster exact", _fraud_points(120, 4),
          ["fraud", "cluster", "{dir}/x.npy", "--out", "{out}", *_FRAUD_HDBSCAN],
          frozenset({"fraud.knn", "fraud.mst"}), out="c.parquet", compare=_FRAUD_CLUSTER),
-    # > 32 columns: approx mode's cells (GEMM path) with its NN-descent refine step
-    Case("fraud cluster approx", _fraud_points(120, 40),
-         ["fraud", "cluster", "{dir}/x.npy", "--out", "{out}", "--mode", "approx", *_FRAUD_HDBSCAN],
+    # > 32 columns: approx mode's cells (GEMM path) with its NN-descent refine step. The
+    # simulator's cost grows as rows^2 x columns: 60 x 33 (three clusters) runs in ~10 s
+    # where 120 x 40 took ~100 s.
+    Case("fraud cluster approx", _fraud_points(60, 33),
+         ["fraud", "cluster", "{dir}/x.npy", "--out", "{out}", "--mode", "approx", "--min-cluster-size", "5",
+          "--min-samples", "4"],
          frozenset({"fraud.knn_local", "fraud.knn_refine", "fraud.knn_forest", "fraud.mst"}), out="c.parquet",
          compare=_FRAUD_CLUSTER),
     # the Bi-LSTM on run.torch_device (the CPU under the simulator): no numba kernel
     Case("fraud embed", _fraud_clicks,
          ["fraud", "embed", "{dir}/clicks.parquet", "--out", "{out}", "--dim", "4", "--epochs", "1"],
          frozenset(), out="e.parquet", compare=_same_table("session_id", close=("e0", "e1", "e2", "e3"))),
-    Case("fraud pipeline --no-embed", _fraud_clicks,
-         ["fraud", "pipeline", "{dir}/clicks.parquet", "--out", "{out}", "--no-embed", "--min-cluster-size", "10",
-          "--min-samples", "4"],
+    # 100 sessions, --min-cluster-size 5 --min-samples 2: two clusters and noise (150
+    # sessions at 10/4 left every session noise, and took ~45 s in the simulator)
+    Case("fraud pipeline --no-embed", _fraud_clicks_of(100),
+         ["fraud", "pipeline", "{dir}/clicks.parquet", "--out", "{out}", "--no-embed", "--min-cluster-size", "5",
+          "--min-samples", "2"],
          # 12 PCA columns: approx mode's exact kNN (approx.EXACT_KNN_COLUMNS)
          frozenset({"fraud.knn", "fraud.knn_forest", "fraud.mst"}), out="rep", compare=_same_pipeline),
 ]
