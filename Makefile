@@ -38,8 +38,11 @@ test: setup test-unit test-cudasim
 test-unit: setup
 	$(VENV)/bin/pytest -q -m "not gpu and not cudasim" -p no:cacheprovider
 
+# The simulator runs one Python thread per test: two pytest workers (pytest-xdist) use
+# both cores of the CI machine. SIM_WORKERS=0 runs them in this one process.
+SIM_WORKERS ?= 2
 test-cudasim: setup
-	NUMBA_ENABLE_CUDASIM=1 $(VENV)/bin/pytest -q -m cudasim -p no:cacheprovider
+	NUMBA_ENABLE_CUDASIM=1 $(VENV)/bin/pytest -q -m cudasim -p no:cacheprovider -n $(SIM_WORKERS)
 
 # Refresh requirements.lock: the newest versions pyproject.toml's ranges allow, resolved
 # in a throwaway venv (torch stays the CPU build 2.13.0). Run it after changing any
