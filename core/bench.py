@@ -105,21 +105,25 @@ def row(name: str, impl: str, seconds: float, *, baseline: str | None = None, ba
 
 
 def measure_command(argv: list[str], env: dict | None = None, timeout: float | None = None,
-                    cwd: str | None = None) -> dict:
+                    cwd: str | None = None, stdout: bool = False) -> dict:
     """Run ``argv`` in a fresh process: its own peak resident set (through
     :func:`gpuforge.core.peakrss.run_measured`, so this process's size does not leak in;
     what ``/usr/bin/time -v`` reports as "Maximum resident set size"), wall time, exit status
-    and the end of its stderr. On ``timeout`` the status is -9 and the peak ``None``."""
+    and the end of its stderr; with ``stdout`` also everything it printed (``"stdout"``,
+    e.g. a ``--json`` result). On ``timeout`` the status is -9 and the peak ``None``."""
     import subprocess
     import tempfile
 
     from gpuforge.core.peakrss import run_measured
 
-    with tempfile.TemporaryFile() as err:
-        m = run_measured(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err, timeout=timeout)
-        err.seek(0)
-        tail = err.read()[-2000:].decode(errors="replace")
-    return {**m, "stderr_tail": tail}
+    with tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as out:
+        m = run_measured(argv, cwd=cwd, env=env, stdout=out if stdout else subprocess.DEVNULL, stderr=err,
+                         timeout=timeout)
+        err.seek(0), out.seek(0)
+        m["stderr_tail"] = err.read()[-2000:].decode(errors="replace")
+        if stdout:
+            m["stdout"] = out.read().decode(errors="replace")
+    return m
 
 
 def growth_exponent(sizes: list[float], values: list[float]) -> float | None:

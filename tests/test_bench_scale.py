@@ -23,8 +23,11 @@ def test_measure_command_reports_the_childs_own_peak():
     big = measure_command([sys.executable, "-c", "b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096])"])
     assert small["returncode"] == 0 and big["returncode"] == 0
     assert big["peak_rss_bytes"] - small["peak_rss_bytes"] > 250 * 2**20
-    bad = measure_command([sys.executable, "-c", "import sys; sys.exit(3)"])
-    assert bad["returncode"] == 3
+    bad = measure_command([sys.executable, "-c", "import sys; print('said'); sys.exit(3)"])
+    assert bad["returncode"] == 3 and "stdout" not in bad
+    said = measure_command([sys.executable, "-c", "import sys; print('{\"a\": 1}'); print('e', file=sys.stderr)"],
+                           stdout=True)
+    assert json.loads(said["stdout"]) == {"a": 1} and said["stderr_tail"].strip() == "e"
 
 
 def test_bench_scale_quick_runs_the_scale_suite_only(run_cli, tmp_path):

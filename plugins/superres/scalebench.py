@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gpuforge.core.bench import BenchContext, row
+from gpuforge.core.bench import BenchContext, growth_exponent, row
 
 SCALE = 2
 
@@ -60,27 +60,17 @@ def _clip(path: Path, w: int, h: int, frames: int) -> Path:
 
 
 def measure(args: list[str], cwd: Path) -> dict:
-    """Run ``gpuforge <args> --json`` in a fresh process: its wall time, its own peak RSS
-    (through :func:`gpuforge.core.peakrss.run_measured`, so this process's size does not
-    count) and its JSON result."""
-    from gpuforge.core.peakrss import run_measured
+    """Run ``gpuforge <args> --json`` in a fresh process (:func:`gpuforge.core.bench.measure_command`,
+    so this process's size does not count): its wall time, its own peak RSS and its JSON result."""
+    from gpuforge.core.bench import measure_command
     from gpuforge.core.safepath import python_argv, safe_env
 
     cmd = [*python_argv(), "-m", "gpuforge.cli", "--log-format", "json", *args, "--json"]
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        m = run_measured(cmd, cwd=cwd, env=safe_env(), stdout=out, stderr=err)
-        out.seek(0), err.seek(0)
-        text, errors = out.read(), err.read()
+    m = measure_command(cmd, env=safe_env(), cwd=cwd, stdout=True)
     if m["returncode"] != 0:
-        last = (errors.strip().splitlines() or ["(no output)"])[-1]
+        last = (m["stderr_tail"].strip().splitlines() or ["(no output)"])[-1]
         raise RuntimeError(f"gpuforge {' '.join(args)} exited {m['returncode']}: {last}")
-    return {"wall": m["seconds"], "peak_rss_mb": m["peak_rss_bytes"] / 2**20, "result": json.loads(text)}
-
-
-def fit_exponent(xs: list[float], ys: list[float]) -> float:
-    """Least-squares slope of log y against log x (y ~ x^k)."""
-    lx, ly = np.log(np.asarray(xs, float)), np.log(np.asarray(ys, float))
-    return float(np.polyfit(lx, ly, 1)[0])
+    return {"wall": m["seconds"], "peak_rss_mb": m["peak_rss_bytes"] / 2**20, "result": json.loads(m["stdout"])}
 
 
 def run(ctx: BenchContext) -> list[dict]:
@@ -135,7 +125,7 @@ def run(ctx: BenchContext) -> list[dict]:
         px, rss, work = zip(*fitted)
         rows.append(row(f"superres x{SCALE} image growth {sizes[0][0]}x{sizes[0][1]}..{sizes[-1][0]}x{sizes[-1][1]}",
                         "log-log fit over input pixels", float(sum(work)),
-                        rss_exponent=round(fit_exponent(px, [max(v, 1.0) for v in rss]), 2),
-                        time_exponent=round(fit_exponent(px, work), 2),
+                        rss_exponent=round(growth_exponent(px, [max(v, 1.0) for v in rss]), 2),
+                        time_exponent=round(growth_exponent(px, work), 2),
                         pixels_ratio=round(px[-1] / px[0], 1)))
     return rows

@@ -1,18 +1,13 @@
 """Issue 15 item 4: superres memory is bounded by the tile, not by the picture (peak RSS
-of fresh processes, read with os.wait4), and the scale benchmark's fit is right."""
+of fresh processes, read with os.wait4); the growth fit is core.bench.growth_exponent
+(tests/test_bench_scale.py)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from superres_media import needs_x3
 
-from gpuforge.plugins.superres.scalebench import _photo, fit_exponent, measure
-
-
-def test_fit_exponent_recovers_a_power_law():
-    xs = [1e5, 4e5, 1.6e6, 6.4e6]
-    assert fit_exponent(xs, [3 * x**0.5 for x in xs]) == pytest.approx(0.5)
-    assert fit_exponent(xs, [7.0 for _ in xs]) == pytest.approx(0.0, abs=1e-9)
+from gpuforge.plugins.superres.scalebench import _photo, measure
 
 
 @needs_x3
