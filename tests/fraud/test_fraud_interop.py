@@ -159,3 +159,19 @@ def test_global_and_command_seed_are_one_and_default_stays_0(tmp_path, run_cli):
     assert not default.equals(glob)
     man = json.loads((tmp_path / "c.parquet.manifest.json").read_text())
     assert man["seed"] == 5 and man["command"] == "fraud simulate"
+
+
+def test_renamed_events_are_not_silently_zero(clicks, tmp_path, run_cli):
+    """The issue's symptom through the CLI alone (no helper that came with the fix): a
+    shop's own event names made 10 of 31 features all zero without a word. Now the
+    command says which page groups never occur and names --event-map."""
+    from gpuforge.plugins.fraud.simulate import GROUPS
+
+    _renamed(clicks).to_parquet(tmp_path / "c.parquet", index=False)
+    r = run_cli("fraud", "features", str(tmp_path / "c.parquet"), "--out", str(tmp_path / "f.parquet"))
+    assert r.code == 0, r
+    feats = pd.read_parquet(tmp_path / "f.parquet")
+    groups = [f"n_{g}_pages" for g in GROUPS]
+    assert (feats[groups].to_numpy() == 0).all()  # the situation: these features are all zero ...
+    assert "never occur" in r.stderr and "--event-map" in r.stderr, r  # ... and the user is told
+    assert all(g in r.stderr for g in GROUPS), r.stderr
