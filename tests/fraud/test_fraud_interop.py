@@ -175,3 +175,21 @@ def test_renamed_events_are_not_silently_zero(clicks, tmp_path, run_cli):
     assert (feats[groups].to_numpy() == 0).all()  # the situation: these features are all zero ...
     assert "never occur" in r.stderr and "--event-map" in r.stderr, r  # ... and the user is told
     assert all(g in r.stderr for g in GROUPS), r.stderr
+
+
+def test_a_numeric_customer_id_does_not_change_the_clusters(tmp_path, run_cli):
+    """The issue's symptom through the CLI alone: `fraud cluster mine.csv` used a numeric
+    customer_id as a feature (other clusters than on the feature columns). Now the
+    default run finds the clusters of the feature columns alone and says what it used."""
+    df = _customers()
+    df.to_csv(tmp_path / "mine.csv", index=False)
+    r = run_cli("fraud", "cluster", str(tmp_path / "mine.csv"), "--out", str(tmp_path / "c.csv"),
+                "--min-cluster-size", "30")
+    assert r.code == 0, r
+    r2 = run_cli("fraud", "cluster", str(tmp_path / "mine.csv"), "--out", str(tmp_path / "d.csv"),
+                 "--columns", "a,b,c", "--min-cluster-size", "30")
+    assert r2.code == 0, r2
+    default, features_only = pd.read_csv(tmp_path / "c.csv"), pd.read_csv(tmp_path / "d.csv")
+    assert (default["label"].to_numpy() == features_only["label"].to_numpy()).all(), (
+        default["label"].nunique(), features_only["label"].nunique(), r.stdout)
+    assert "columns used: a, b, c" in r.stdout, r.stdout
