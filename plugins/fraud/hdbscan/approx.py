@@ -222,10 +222,13 @@ def local_search(x, k, cell_of, nbr, query_cells=None):
     todo = np.arange(m, dtype=np.int64) if query_cells is None else np.asarray(query_cells, np.int64)
     if n and k:
         step = max(1, ROWS_PER_CALL * m // n)
-        XT = np.ascontiguousarray(Xs.T)
+        # the transposed copy serves the exact loops only (<= GEMM_MIN_COLUMNS columns)
+        XT = np.ascontiguousarray(Xs.T) if x.shape[1] <= GEMM_MIN_COLUMNS else np.empty((0, 0))
         with blas_one_thread():
             for lo in range(0, todo.size, step):
                 _local(Xs, XT, order, start, nbr, k, todo[lo:lo + step], d2, idx)
+        del XT
+    del Xs   # the sorted copy of the rows goes before the outputs are scattered back
     out_d2, out_i = np.empty_like(d2), np.empty_like(idx)
     out_d2[order], out_i[order] = d2, idx
     return out_d2, out_i

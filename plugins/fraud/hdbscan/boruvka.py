@@ -68,6 +68,10 @@ Ctrl-C is seen there."""
 
 PROBES_PER_CALL = 1024
 
+GATHER_BLOCK = 4096
+"""Gathered rows per float32 GEMM in a shell search: at most 16 KiB x the shell's candidates
+of product and 4 x columns x 4096 bytes of coordinates per thread, whatever n is."""
+
 
 # --- argument checks (every backend) ---------------------------------------------------------
 
@@ -415,18 +419,11 @@ def _search_shells(qshells, cptr, cand, comp, c2, lb, X, XT, row, r, centre, cc_
                     nq += 1
         if nq == 0:
             continue
-        # all candidates against all gathered rows in one float32 GEMM (coordinates
-        # relative to P's centre); a pair is measured exactly only when the screen cannot
-        # settle it (see knn.EPS32 for the slack)
-        Cq = np.empty((nq, d), np.float32)
-        cn = np.empty(nq)
-        for i in range(nq):
-            sq = 0.0
-            for c in range(d):
-                v = np.float32(X[Q[i], c] - centre[P, c])
-                Cq[i, c] = v
-                sq += np.float64(v) * np.float64(v)
-            cn[i] = sq
+        # the candidates against the gathered rows, GATHER_BLOCK rows at a time, in float32
+        # GEMMs (coordinates relative to P's centre); a pair is measured exactly only when the
+        # screen cannot settle it (see knn.EPS32 for the slack). Blocks bound the memory: in
+        # the last rounds nearly every row is gathered, and one candidates x all-rows product
+        # was 4 bytes x shell size x n.
         Ck = np.empty((nk, d), np.float32)
         kn = np.empty(nk)
         for i in range(nk):
@@ -436,44 +433,57 @@ def _search_shells(qshells, cptr, cand, comp, c2, lb, X, XT, row, r, centre, cc_
                 Ck[i, c] = v
                 sq += np.float64(v) * np.float64(v)
             kn[i] = sq
-        G = np.dot(Ck, Cq.T)
         # in a one-component shell, each candidate's result tightens the next one's bound
+        # (the component's best edge is the minimum over all pairs whatever the order: a
+        # pair is dropped only when it cannot come before the bound, ties kept)
         kw, ka, kb = (W[Sc], A[Sc], B[Sc]) if Sc >= 0 else (np.inf, NONE, NONE)
-        for i in range(nk):
-            p = kept[i]
-            c = comp[p]
-            if Sc < 0:
-                kw, ka, kb = W[c], A[c], B[c]
-            if lb[p] > kw:
-                if Sc >= 0:
-                    break
-                continue
-            cp = c2[p]
-            bw, ba, bb, bq = pw[p], pa[p], pb[p], pq[p]
-            for j in range(nq):
-                q = Q[j]
-                if comp[q] == c:
+        for q0 in range(0, nq, GATHER_BLOCK):
+            nb = min(nq - q0, GATHER_BLOCK)
+            Cq = np.empty((nb, d), np.float32)
+            cn = np.empty(nb)
+            for i in range(nb):
+                sq = 0.0
+                for c in range(d):
+                    v = np.float32(X[Q[q0 + i], c] - centre[P, c])
+                    Cq[i, c] = v
+                    sq += np.float64(v) * np.float64(v)
+                cn[i] = sq
+            G = np.dot(Ck, Cq.T)
+            for i in range(nk):
+                p = kept[i]
+                c = comp[p]
+                if Sc < 0:
+                    kw, ka, kb = W[c], A[c], B[c]
+                if lb[p] > kw:
+                    if Sc >= 0:
+                        break
                     continue
-                m_ = max(cp, c2[q])
-                if m_ > kw:
-                    continue
-                approx = kn[i] + cn[j] - 2.0 * np.float64(G[i, j])
-                err = slack * (kn[i] + cn[j])
-                if approx - err > kw:
-                    continue
-                w = m_ if approx + err <= m_ else max(m_, sq_dist(X, p, X, q))
-                if w > kw:
-                    continue
-                ea = min(row[p], row[q])
-                eb = max(row[p], row[q])
-                if edge_before(w, ea, eb, bw, ba, bb):
-                    bw, ba, bb, bq = w, ea, eb, q
-            pw[p] = bw
-            pa[p] = ba
-            pb[p] = bb
-            pq[p] = bq
-            if Sc >= 0 and bq >= 0 and edge_before(bw, ba, bb, kw, ka, kb):
-                kw, ka, kb = bw, ba, bb
+                cp = c2[p]
+                bw, ba, bb, bq = pw[p], pa[p], pb[p], pq[p]
+                for j in range(nb):
+                    q = Q[q0 + j]
+                    if comp[q] == c:
+                        continue
+                    m_ = max(cp, c2[q])
+                    if m_ > kw:
+                        continue
+                    approx = kn[i] + cn[j] - 2.0 * np.float64(G[i, j])
+                    err = slack * (kn[i] + cn[j])
+                    if approx - err > kw:
+                        continue
+                    w = m_ if approx + err <= m_ else max(m_, sq_dist(X, p, X, q))
+                    if w > kw:
+                        continue
+                    ea = min(row[p], row[q])
+                    eb = max(row[p], row[q])
+                    if edge_before(w, ea, eb, bw, ba, bb):
+                        bw, ba, bb, bq = w, ea, eb, q
+                pw[p] = bw
+                pa[p] = ba
+                pb[p] = bb
+                pq[p] = bq
+                if Sc >= 0 and bq >= 0 and edge_before(bw, ba, bb, kw, ka, kb):
+                    kw, ka, kb = bw, ba, bb
 
 
 @njit(cache=True)
