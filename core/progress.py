@@ -9,6 +9,13 @@ from typing import Iterator
 from gpuforge.core.context import get_context
 
 
+def _check_signals() -> None:
+    # long loops report progress: the place to stop on a Ctrl-C/SIGTERM a C callback swallowed
+    run = sys.modules.get("gpuforge.core.run")
+    if run is not None:
+        run.check_signals()
+
+
 def progress_enabled() -> bool:
     ctx = get_context()
     return sys.stderr.isatty() and ctx.log_format != "json" and ctx.verbosity >= 0
@@ -19,10 +26,12 @@ class _Bar:
         self._progress, self._task = progress, task_id
 
     def advance(self, n: float = 1) -> None:
+        _check_signals()
         if self._progress is not None:
             self._progress.advance(self._task, n)
 
     def update(self, **kwargs) -> None:
+        _check_signals()
         if self._progress is not None:
             self._progress.update(self._task, **kwargs)
 

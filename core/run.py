@@ -570,20 +570,51 @@ def _importable(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+_pending: type[BaseException] | None = None
+"""The stop signal seen during the active run. A handler's exception is lost when the
+signal lands in a C callback (ctypes: llvmlite's object-cache hook while Numba compiles
+prints "Exception ignored" and goes on), so the run also remembers it: progress updates
+and the end of the body call :func:`check_signals`, and the run stops there instead of
+finishing and committing its outputs."""
+
+
+def check_signals() -> None:
+    """Raise the stop signal (Ctrl-C / SIGTERM) the active run saw and may have lost."""
+    if _pending is not None:
+        raise _pending()
+
+
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    def handler(signum, frame):
+    global _pending
+    _pending = None
+
+    def on_term(signum, frame):
+        global _pending
+        _pending = Terminated
         raise Terminated()
 
+    def on_int(signum, frame):
+        global _pending
+        _pending = KeyboardInterrupt
+        raise KeyboardInterrupt()
+
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        previous = signal.signal(signal.SIGTERM, on_term)
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
+    # Ctrl-C only where Python's own handler is in place (an ignored SIGINT stays ignored)
+    prev_int = signal.getsignal(signal.SIGINT)
+    if prev_int is signal.default_int_handler:
+        signal.signal(signal.SIGINT, on_int)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if prev_int is signal.default_int_handler:
+            signal.signal(signal.SIGINT, prev_int)
+        _pending = None
 
 
 def execute(run: Run, body: Callable[[Run], Any]) -> Any:
@@ -596,6 +627,7 @@ def execute(run: Run, body: Callable[[Run], Any]) -> Any:
             run._apply_threads()
             run._apply_seed()
             value = body(run)
+            check_signals()   # a signal whose exception a C callback swallowed: no commit
             run._commit()
     except BaseException:
         run._abort()

@@ -293,6 +293,40 @@ def test_kernels_dispatch_by_run_device_and_are_recorded():
     assert forced.kernels == {"kernels.blockwise_absmax": "reference"}
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowed exception
+@pytest.mark.parametrize("sig,exc", [(signal.SIGTERM, "Terminated"), (signal.SIGINT, "KeyboardInterrupt")])
+def test_a_signal_whose_exception_a_c_callback_swallowed_still_stops_the_run(tmp_path, sig, exc):
+    """Seen in CI: SIGTERM landed while Numba compiled, inside llvmlite's ctypes callback;
+    Python printed "Exception ignored" and the upscale finished with exit 0. The run
+    remembers the signal: the next progress update raises it, and so does the end of the
+    body, and nothing is committed."""
+    import ctypes
+
+    from gpuforge.core import run as run_mod
+
+    callback = ctypes.CFUNCTYPE(None)(lambda: os.kill(os.getpid(), sig))
+    reached = []
+
+    def body(r, tick):
+        r.output(tmp_path / "o.txt").tmp.write_text("x")
+        callback()          # the handler's exception is lost here ("Exception ignored ...")
+        reached.append("after the callback")
+        if tick:
+            with r.progress("work", total=2) as bar:
+                bar.advance()
+                reached.append("after a progress update")
+
+    for tick in (True, False):
+        reached.clear()
+        with pytest.raises(BaseException) as e:
+            execute(make_run(), lambda r: body(r, tick))
+        assert type(e.value).__name__ == exc
+        assert reached == ["after the callback"]     # stopped at the update, or at the end of the body
+        assert list(tmp_path.iterdir()) == []         # nothing committed, the temporary gone
+        assert run_mod._pending is None               # the next run starts clean
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 # ---------------------------------------------------------------- signals, end to end
 
 @pytest.fixture(scope="module")
