@@ -303,6 +303,10 @@ def quantize_run(run, input_path: str, out: str, opts: Options, shard_size: int 
         raise UsageError("--shard-size must be positive and --calib-memory >= 0")
     if opts.calibrated and (opts.nsamples < 1 or opts.seqlen < 2):
         raise UsageError("--nsamples must be >= 1 and --seqlen >= 2")
+    if opts.group_size != -1 and opts.group_size < 1:
+        raise UsageError(f"--group-size {opts.group_size}: use -1 (one group per row) or a size >= 1")
+    if opts.block_size < 1:
+        raise UsageError(f"--block-size {opts.block_size}: use a size >= 1 (bitsandbytes uses 64)")
     run.input(input_path, "INPUT")
     dst = run.output(out, kind="dir")   # --force, overlap with the input, writability: checked before any work
     run.note("quantize", {"bits": bits, "shard_size": shard_size, "calib_memory": calib_memory})
