@@ -327,6 +327,26 @@ def test_a_signal_whose_exception_a_c_callback_swallowed_still_stops_the_run(tmp
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+@pytest.mark.parametrize("sig,exc", [(signal.SIGTERM, "Terminated"), (signal.SIGINT, "KeyboardInterrupt")])
+def test_a_signal_raised_inside_code_that_wraps_it_still_stops_the_run(tmp_path, sig, exc):
+    """Seen in CI: SIGTERM landed while torch was imported, inside a descriptor's
+    __set_name__; Python wrapped the handler's exception in "RuntimeError: Error calling
+    __set_name__" and the command exited 1 (internal error) instead of 143."""
+    class KillsOnSetName:
+        def __set_name__(self, owner, name):
+            os.kill(os.getpid(), sig)
+
+    def body(r):
+        r.output(tmp_path / "o.txt").tmp.write_text("x")
+        type("Imported", (), {"attr": KillsOnSetName()})
+
+    with pytest.raises(BaseException) as e:
+        execute(make_run(), body)
+    assert type(e.value).__name__ == exc
+    assert isinstance(e.value.__cause__, RuntimeError)   # what Python made of it
+    assert list(tmp_path.iterdir()) == []
+
+
 # ---------------------------------------------------------------- signals, end to end
 
 @pytest.fixture(scope="module")
