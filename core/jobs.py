@@ -340,9 +340,10 @@ def already_written(cwd: Path, args: tuple[str, ...]) -> bool:
     if out is None:
         return False
     path = cwd / out
-    manifest = path / "manifest.json" if path.is_dir() else path.with_name(path.name + ".manifest.json")
+    from gpuforge.core.run import manifest_path
+
     try:
-        argv = json.loads(manifest.read_text()).get("argv") or []
+        argv = json.loads(manifest_path(path).read_text()).get("argv") or []
     except (OSError, ValueError):
         return False
     return tuple(argv[len(argv) - len(args):]) == tuple(args)

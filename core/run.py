@@ -29,7 +29,10 @@ come from the root callback. The run then owns:
   place only when the whole command succeeded; on an error, Ctrl-C or SIGTERM nothing
   is left; ``--force`` replaces an earlier output but never an input (an output that is
   an input, contains one or lies inside an input folder is refused, exit 3);
-- the manifest, by one rule: ``manifest.json`` inside a folder output, ``<name>.manifest.json``
+- the manifest, by one rule (:func:`manifest_path`): ``manifest.json`` inside a folder
+  output, ``_manifest.json`` inside a parquet dataset folder (``kind="dataset"``: pandas,
+  pyarrow, Spark and DuckDB's hive reader skip names that start with ``_``, as they skip
+  Spark's ``_SUCCESS``; they would fail on ``manifest.json``), ``<name>.manifest.json``
   beside a file output (the first output the command declared);
 - the result: printed (or as JSON with ``--json``) after the outputs are in place.
 """
@@ -219,6 +222,19 @@ def _within(child: Path, parent: Path) -> bool:
     return child == parent or parent in child.parents
 
 
+FOLDER_KINDS = {"dir": "manifest.json", "dataset": "_manifest.json"}
+"""Folder output kinds and the name of the manifest inside each."""
+
+
+def manifest_path(output: str | Path) -> Path:
+    """Where the manifest of a finished output ``output`` is (see the module's rule)."""
+    p = Path(output)
+    if p.is_dir():
+        hidden = p / FOLDER_KINDS["dataset"]
+        return hidden if hidden.exists() else p / FOLDER_KINDS["dir"]
+    return p.with_name(p.name + ".manifest.json")
+
+
 class Output:
     """One output of a run: checked when declared, written to :attr:`tmp`, moved to
     :attr:`path` when the command succeeds, removed when it does not."""
@@ -241,7 +257,7 @@ class Output:
             parent.mkdir(parents=True, exist_ok=True)
             self._created_dirs = list(missing)
             prefix = f".{self.path.name}{_TMP_TAG}{os.getpid()}-"
-            if self.kind == "dir":
+            if self.kind in FOLDER_KINDS:
                 self._tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=parent))
             else:
                 fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp" + self.path.suffix, dir=parent)
@@ -379,9 +395,10 @@ class Run:
         return path
 
     def output(self, path: str | Path, kind: str = "file") -> Output:
-        """Declare an output (``kind`` ``file`` or ``dir``); checked now, before any work."""
-        if kind not in ("file", "dir"):
-            raise ValueError(f"output kind must be 'file' or 'dir', not {kind!r}")
+        """Declare an output (``kind`` ``file``, ``dir``, or ``dataset``: a folder of parquet
+        files other tools read as one table); checked now, before any work."""
+        if kind not in ("file", *FOLDER_KINDS):
+            raise ValueError(f"output kind must be 'file', 'dir' or 'dataset', not {kind!r}")
         path = Path(path)
         for inp in self.inputs:
             self._check_overlap(path, inp)
@@ -521,14 +538,14 @@ class Run:
             return
         primary = written[0]
         text = to_json(self.manifest()) + "\n"
-        if primary.kind == "dir":
-            (primary.tmp / "manifest.json").write_text(text)
+        if primary.kind in FOLDER_KINDS:
+            (primary.tmp / FOLDER_KINDS[primary.kind]).write_text(text)
         for o in written:
             o.commit(self.force)
         if primary.kind == "file":
             from gpuforge.core.files import write_text_atomic
 
-            write_text_atomic(primary.path.with_name(primary.path.name + ".manifest.json"), text, force=True)
+            write_text_atomic(manifest_path(primary.path), text, force=True)
 
     def _abort(self) -> None:
         for o in reversed(self.outputs):

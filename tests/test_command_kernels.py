@@ -11,8 +11,9 @@ from command_table import CASES
 
 
 def manifest_of(out):
-    p = out / "manifest.json" if out.is_dir() else out.with_name(out.name + ".manifest.json")
-    return json.loads(p.read_text())
+    from gpuforge.core.run import manifest_path
+
+    return json.loads(manifest_path(out).read_text())
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

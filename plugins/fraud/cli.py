@@ -83,7 +83,7 @@ def simulate_cmd(
         from gpuforge.plugins.fraud.partitions import simulate_dataset
 
         check_size(min(sessions, per_file))
-        dst = run.output(out, kind="dir")
+        dst = run.output(out, kind="dataset")
         with run.timed("simulate"):
             res = simulate_dataset(dst.tmp, sessions, fraud_rate, run.seed_or(0), per_file=per_file, force=True)
         res["output"] = str(out)
@@ -126,7 +126,7 @@ def features_cmd(
         from gpuforge.plugins.fraud.partitions import features_dataset
 
         _dataset_out(out, column_map)
-        dst = run.output(out, kind="dir")
+        dst = run.output(out, kind="dataset")
         emap = read_event_map(event_map)
         with run.timed("features"):
             res = features_dataset(clicks, dst.tmp, force=True, event_map=emap)
@@ -179,7 +179,7 @@ def embed_cmd(
                              "sample first (`fraud embed SAMPLE.parquet --out e.parquet`) and pass --model "
                              "e.parquet.model.safetensors")
         _dataset_out(out, column_map)
-        dst = run.output(out, kind="dir")
+        dst = run.output(out, kind="dataset")
         with run.timed("embed"):
             res = embed_dataset(clicks, dst.tmp, model, force=True, device=run.torch_device)
         res["output"] = str(out)

@@ -153,7 +153,7 @@ def run_cluster(run, table, out, *, columns: list[str] | None = None, min_cluste
     if not to_folder:
         out_suffix_ok(out_p)
     run.input(table, "table")
-    dst = run.output(out_p, kind="dir" if to_folder else "file")
+    dst = run.output(out_p, kind="dataset" if to_folder else "file")
     model_dst = run.output(save_model, kind="dir") if save_model is not None else None
     with run.timed("read"):
         if is_dataset(table):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pyarrow.dataset as ds
 import pytest
 
 
@@ -18,8 +19,9 @@ def test_simulate_features_embed_cluster_on_folders(run_cli, tmp_path):
                 cwd=tmp_path)
     assert r.code == 0, r
     assert r.json()["files"] == 3
-    assert _parts(tmp_path / "clicks") == ["manifest.json", *(f"part-0000{i}.parquet" for i in range(3))]
-    assert json.loads((tmp_path / "clicks" / "manifest.json").read_text())["command"] == "fraud simulate"
+    # the manifest's leading "_" makes pandas/pyarrow/Spark read the folder as one table
+    assert _parts(tmp_path / "clicks") == ["_manifest.json", *(f"part-0000{i}.parquet" for i in range(3))]
+    assert json.loads((tmp_path / "clicks" / "_manifest.json").read_text())["command"] == "fraud simulate"
     # session ids stay unique across files, and each file is what `simulate` makes
     ids = pd.concat([pd.read_parquet(p) for p in sorted((tmp_path / "clicks").glob("part-*.parquet"))])
     assert ids.groupby("session_id")["user_id"].nunique().max() == 1 and ids["session_id"].nunique() == 1500
@@ -48,6 +50,10 @@ def test_simulate_features_embed_cluster_on_folders(run_cli, tmp_path):
     r = run_cli("--json", "fraud", "cluster", "feats", "--out", "labels", "--mode", "approx", cwd=tmp_path)
     assert r.code == 0, r
     assert len(_parts(tmp_path / "labels")) == 4  # three part files + the manifest
+    # each output folder is one table to the tools users read it with
+    for folder, rows in (("clicks", None), ("feats", 1500), ("emb", 1500), ("labels", 1500)):
+        whole = pd.read_parquet(tmp_path / folder)
+        assert len(whole) == (rows or len(ids)) == ds.dataset(tmp_path / folder, format="parquet").count_rows()
 
 
 @pytest.mark.parametrize("args, words", [
