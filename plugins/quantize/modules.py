@@ -162,9 +162,31 @@ class NF4Linear(_NF4Stored, _Quantized):
         if x2.shape[0] == 1 and not (torch.is_grad_enabled() and x2.requires_grad):
             y = _torch(call("quantize.nf4_matvec", _arg(self.packed), self.block_absmax(), _arg(x2[0]),
                             self.out_features, self.blocksize, self.quant_type), x.device)[None]
+        elif torch.is_grad_enabled() and x2.requires_grad:
+            y = _DecodedAgainInBackward.apply(x2, self)
         else:
-            y = x2 @ _torch(self._weight(), x.device).T
+            y = x2 @ self.dense_weight(x.device).T
         return self._finish(y, shape, x.dtype)
+
+    def dense_weight(self, device) -> torch.Tensor:
+        """The dequantized weight (out, in), float32, on ``device``."""
+        return _torch(self._weight(), device)
+
+
+class _DecodedAgainInBackward(torch.autograd.Function):
+    """``x @ W.T`` for a frozen quantized layer whose W is decoded again in the backward
+    pass instead of kept: a plain matmul makes autograd hold every layer's float32 W from
+    the forward to the backward pass, i.e. the whole base in fp32 during a QLoRA step
+    (bitsandbytes' MatMul4Bit decodes again the same way). W gets no gradient."""
+
+    @staticmethod
+    def forward(ctx, x2: torch.Tensor, layer: "NF4Linear") -> torch.Tensor:
+        ctx.layer = layer
+        return x2 @ layer.dense_weight(x2.device).T
+
+    @staticmethod
+    def backward(ctx, grad_y: torch.Tensor):
+        return grad_y @ ctx.layer.dense_weight(grad_y.device), None
 
 
 class NF4Embedding(_NF4Stored):

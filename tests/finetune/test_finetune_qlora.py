@@ -112,3 +112,35 @@ def test_qlora_load_runs_under_a_data_cap_the_float_model_would_exceed(tmp_path)
     assert int(r.stdout.strip().splitlines()[-1]) > 0.9 * shape.params
     r = load("float")
     assert r.returncode != 0 and ("allocate" in r.stderr or "MemoryError" in r.stderr), r.stderr[-2000:]
+
+
+def test_a_qlora_step_keeps_no_dense_weight_between_forward_and_backward():
+    """A plain ``x @ W.T`` made autograd keep every NF4 layer's decoded float32 weight
+    until the backward pass (the whole base in fp32 during a step). The layer decodes W
+    again in backward: the gradients are those of the plain matmul, and autograd saves
+    no weight-sized tensor."""
+    from gpuforge.plugins.finetune.qlora import NF4Linear
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(256, 512)
+    layer = NF4Linear.from_linear(lin)
+    x = torch.randn(3, 7, 256, requires_grad=True)
+    saved = []
+
+    def pack(t):
+        saved.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = layer(x)
+    assert max(saved, default=0) < 256 * 512, saved     # the plain matmul saved W (131072 values)
+    g = torch.randn_like(y)
+    (y * g).sum().backward()
+
+    x_ref = x.detach().clone().requires_grad_(True)
+    w = layer.dense_weight(x.device)
+    y_ref = x_ref.reshape(-1, 256) @ w.T + lin.bias.detach()
+    torch.testing.assert_close(y, y_ref.reshape(3, 7, 512), rtol=0, atol=0)
+    (y_ref.reshape(3, 7, 512) * g).sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-6, atol=1e-6)
+    assert layer.bias.grad is None and not layer.bias.requires_grad
