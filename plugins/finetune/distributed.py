@@ -23,11 +23,18 @@ closed connection) and terminates the remaining ranks; ranks die with the parent
 (``PR_SET_PDEATHSIG``) and run in their own session, so a terminal's Ctrl-C reaches only
 the parent, which cleans up.
 
-Not done: FSDP2 for ``--qlora`` base models. FSDP2 (``fully_shard``) shards
-``nn.Parameter``s as DTensors; the frozen NF4 base is stored as packed codes outside the
-parameters (and dequantized per forward through the registry), so sharding it needs an
-NF4 tensor subclass with FSDP2's all-gather hooks (as torchao's ``NF4Tensor`` has).
-Each rank holds the whole NF4 base (4.1 bits per weight) instead.
+With ``--qlora`` the frozen NF4 base is sharded with FSDP2 (``fully_shard``,
+:func:`shard_frozen_base`): each NF4 layer's packed codes (4 of its 4.127 bits per
+weight) and bias become a frozen parameter that FSDP2 splits over the ranks; a layer's
+codes are all-gathered before its forward, freed after it, and gathered again in the
+backward pass (the layer decodes W again there instead of keeping it). The block scales
+(0.127 bits per weight) stay on every rank, and so do the LoRA adapters, the head,
+norms and other unquantized tensors (passed to FSDP2 as ignored parameters, so the
+adapter gradients are still summed by the one all-reduce above). Every rank still
+quantizes the whole base while it loads and shards it when training starts, so the
+peak at load is one whole NF4 base per rank; the steady state holds 1/N of the codes.
+A sharded forward is a collective: evaluations during and after training run on every
+rank (rank 0 reports them).
 """
 from __future__ import annotations
 
@@ -180,6 +187,35 @@ def _last_line(log: Path) -> str:
     except OSError:
         return "(no output)"
     return lines[-1] if lines else "(no output)"
+
+
+def shard_frozen_base(backbone, world: int) -> dict[str, Any]:
+    """FSDP2 over the NF4 layers of ``backbone`` (see the module's docstring); the process
+    group is up. Returns what this rank holds of the codes."""
+    import torch
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    from gpuforge.plugins.finetune.qlora import NF4Embedding, NF4Linear
+
+    mesh = init_device_mesh("cpu", (world,))
+    sharded: set[int] = set()
+    full = mine = 0
+    for mod in backbone.modules():
+        if isinstance(mod, (NF4Linear, NF4Embedding)):
+            # FSDP2 shards parameters, not buffers: the codes become a frozen parameter, in
+            # torch-owned storage (FSDP2 frees gathered storage by resizing it; NumPy's can't be)
+            mod.packed = torch.nn.Parameter(mod._buffers.pop("packed").clone(), requires_grad=False)
+            if getattr(mod, "bias", None) is not None:
+                mod.bias = torch.nn.Parameter(mod.bias.detach().clone(), requires_grad=False)
+            full += mod.packed.numel()
+            fully_shard(mod, mesh=mesh)
+            mine += mod.packed.to_local().numel()
+            sharded.update(id(p) for p in mod.parameters())
+    # the root: without it every layer would be its own root, and a root keeps its
+    # parameters gathered from the forward to the backward pass
+    fully_shard(backbone, mesh=mesh, ignored_params={p for p in backbone.parameters() if id(p) not in sharded})
+    return {"base_sharding": "fsdp2", "nf4_code_bytes": int(full), "nf4_code_bytes_this_rank": int(mine)}
 
 
 def worker(spec: dict[str, Any]) -> None:

@@ -180,6 +180,7 @@ class Session:
         self.slim = SlimFit(self.layers, int(round(a.slimfit_warmup * self.total)), a.slimfit_keep) \
             if a.freeze == "slimfit" else None
         self.history: list[dict] = []
+        self.final_metric = None
         self.start = 0
         self.state_bytes_before = None
         self.tokens = 0
@@ -222,8 +223,13 @@ class Session:
         from gpuforge.plugins.finetune.slimfit import freeze
 
         a, model = self.a, self.model
+        sharded = world > 1 and a.qlora
         if world > 1:
             import torch.distributed as dist
+        if sharded:
+            from gpuforge.plugins.finetune.distributed import shard_frozen_base
+
+            self.qrep.update(shard_frozen_base(model.backbone, world))
         model.train()
         t_train = time.perf_counter()
         for step in range(self.start, self.total):
@@ -276,8 +282,8 @@ class Session:
                      "tokens_per_s": round(tokens / dt, 1), "trainable_state_bytes":
                      trainable_state_bytes(self.trainable, self.opt), **memory_now(self.device)}
             last = step + 1 == self.total
-            if rank == 0 and self.eval_batcher is not None and a.eval_every and (step + 1) % a.eval_every == 0 \
-                    and not last:
+            if (rank == 0 or sharded) and self.eval_batcher is not None and a.eval_every \
+                    and (step + 1) % a.eval_every == 0 and not last:  # sharded: a forward needs every rank
                 entry[f"eval_{model.metric}"] = evaluate(model, self.eval_batcher)
             self.history.append(entry)
             if bar is not None:
@@ -287,6 +293,8 @@ class Session:
             if save is not None and (step + 1) % a.checkpoint_every == 0 and not last:
                 save(step + 1)
         self.train_seconds = time.perf_counter() - t_train
+        if sharded and self.eval_batcher is not None:  # while every rank is still here
+            self.final_metric = evaluate(model, self.eval_batcher)
 
 
 # ------------------------------------------------------------------ the command
@@ -348,7 +356,10 @@ def train(run, a: TrainArgs, bar=None) -> dict[str, Any]:
                 ranks.fit(s, save, bar)
             else:
                 s.fit(save=save, bar=bar)
-    final_metric = evaluate(s.model, s.eval_batcher) if s.eval_batcher is not None else None
+    if s.final_metric is not None:      # evaluated by all ranks of a sharded base
+        final_metric = s.final_metric
+    else:
+        final_metric = evaluate(s.model, s.eval_batcher) if s.eval_batcher is not None else None
     result = {
         "out": str(a.out), "task": s.task, "steps": s.total, "metric": s.model.metric,
         "eval_metric": final_metric, "final_loss": s.history[-1]["loss"] if s.history else None,

@@ -79,8 +79,16 @@ class _NF4Stored(torch.nn.Module):
         return call("quantize.absmax_dq_decode", _arg(self.absmax), _arg(self.nested_absmax), _arg(self.offset),
                     self.nested_blocksize)
 
+    def _codes(self):
+        """The packed codes as a kernel argument. They are a parameter only when FSDP2 shards
+        them (``finetune lora --qlora --nproc``): then the kernel gets a copy, because a
+        NumPy view pins the gathered storage that FSDP2 frees after the layer ran."""
+        if isinstance(self.packed, torch.nn.Parameter):
+            return _arg(self.packed.detach().clone())
+        return _arg(self.packed)
+
     def _decode_flat(self):
-        return call("quantize.nf4_decode", _arg(self.packed), self.block_absmax(), self.numel, self.blocksize,
+        return call("quantize.nf4_decode", self._codes(), self.block_absmax(), self.numel, self.blocksize,
                     self.quant_type)
 
     def dequantized(self) -> np.ndarray:
@@ -160,13 +168,18 @@ class NF4Linear(_NF4Stored, _Quantized):
         shape = x.shape
         x2 = x.reshape(-1, self.in_features).float()
         if x2.shape[0] == 1 and not (torch.is_grad_enabled() and x2.requires_grad):
-            y = _torch(call("quantize.nf4_matvec", _arg(self.packed), self.block_absmax(), _arg(x2[0]),
+            y = _torch(call("quantize.nf4_matvec", self._codes(), self.block_absmax(), _arg(x2[0]),
                             self.out_features, self.blocksize, self.quant_type), x.device)[None]
         elif torch.is_grad_enabled() and x2.requires_grad:
             y = _DecodedAgainInBackward.apply(x2, self)
         else:
             y = x2 @ self.dense_weight(x.device).T
-        return self._finish(y, shape, x.dtype)
+        out = self._finish(y, shape, x.dtype)
+        if isinstance(self.packed, torch.nn.Parameter) and out._base is not None:
+            # sharded by FSDP2: an in-place op on a returned view would drop the hook that
+            # gathers the codes again for the backward pass
+            out = out.clone()
+        return out
 
     def dense_weight(self, device) -> torch.Tensor:
         """The dequantized weight (out, in), float32, on ``device``."""

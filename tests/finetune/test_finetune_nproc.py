@@ -112,3 +112,27 @@ def test_two_processes_equal_one_and_listen_on_loopback_only(no_dropout_bert, sm
     assert losses[0] == pytest.approx(losses[1], abs=1e-5)
     m = json.loads((two / "manifest.json").read_text())
     assert m["kernels"] == {"finetune.adamw_step": "numba-cpu"} and m["params"]["nproc"] == 2
+
+
+def test_qlora_two_processes_shard_the_nf4_base_with_fsdp2_and_equal_one(no_dropout_bert, small_data, tmp_path):
+    """--qlora --nproc 2: FSDP2 splits the NF4 codes over the ranks (each holds half),
+    gathers a layer's codes for its forward and again for its backward; the adapter, the
+    head, the losses and the evaluations (run on both ranks: a sharded forward is a
+    collective) equal the one-process QLoRA run's."""
+    from gpuforge.plugins.finetune.api import train_adapter
+
+    opts = dict(OPTS, qlora=True, eval_data=str(small_data["test"]), eval_every=2)
+    res2 = train_adapter(no_dropout_bert, small_data["train"], tmp_path / "two", nproc=2, **opts)
+    res1 = train_adapter(no_dropout_bert, small_data["train"], tmp_path / "one", **opts)
+    q = res2["qlora"]
+    assert q["base_sharding"] == "fsdp2" and "base_sharding" not in res1["qlora"]
+    assert q["nf4_code_bytes"] > 0 and q["nf4_code_bytes_this_rank"] * 2 == pytest.approx(q["nf4_code_bytes"], rel=1e-3)
+    one, two = tmp_path / "one", tmp_path / "two"
+    a, b = load_file(str(one / "adapter_model.safetensors")), load_file(str(two / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
+    logs = [[json.loads(l) for l in (d / "train_log.jsonl").read_text().splitlines()] for d in (one, two)]
+    assert [e["loss"] for e in logs[0]] == pytest.approx([e["loss"] for e in logs[1]], abs=1e-5)
+    evals = [[e[k] for e in log for k in e if k.startswith("eval_")] for log in logs]
+    assert evals[0] and evals[0] == pytest.approx(evals[1], abs=1e-6)
+    assert res2["eval_metric"] == pytest.approx(res1["eval_metric"], abs=1e-6)
