@@ -96,7 +96,8 @@ def lora(
     resume: Optional[str] = typer.Option(None, "--resume",
                                          help="Continue from a checkpoint (step-N.safetensors, <OUT>.checkpoints or a finished OUT)."),
     nproc: int = typer.Option(1, "--nproc", min=1, max=256,
-                              help="Data-parallel processes on this machine (torch.distributed, gloo, CPU)."),
+                              help="Data-parallel processes on this machine (torch.distributed, gloo, CPU); "
+                                   "with --qlora the NF4 base is sharded over them (FSDP2)."),
 ) -> None:
     """Train a LoRA (or QLoRA) adapter; writes a PEFT-compatible adapter folder."""
     from gpuforge.plugins.finetune.train import TrainArgs, train
