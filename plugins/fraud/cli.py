@@ -102,7 +102,15 @@ def simulate_cmd(
     run.result(res, f"wrote {len(df):,} events of {sessions:,} sessions to {out} ({res['sessions_by_label']})")
 
 
-@command(app, "features", outputs=True, device=False)
+def _runs_here(run: Run, clicks: Path) -> None:
+    if run.cluster_spec is not None:
+        from gpuforge.core.log import get_logger
+
+        get_logger("gpuforge.fraud").warning(f"{clicks} is one file: it is processed on this machine; a folder of "
+                                             "parquet files is what runs on the cluster, one task per file")
+
+
+@command(app, "features", outputs=True, device=False, distributed=True)
 def features_cmd(
     run: Run,
     clicks: Path = typer.Argument(..., help="Click table (.parquet/.csv): session_id, timestamp, event[, user_id, device, ip, amount]."),
@@ -115,7 +123,8 @@ def features_cmd(
 
     CLICKS may be a folder of parquet files (each session within one file, as `fraud
     simulate --out FOLDER` writes them): features are computed file by file into the
-    folder --out, with memory bounded by one file."""
+    folder --out, with memory bounded by one file; with --cluster/--scheduler each file is a
+    Dask task (the paths must be the same on the workers)."""
     from gpuforge.plugins.fraud.features import compute_features, read_event_map
     from gpuforge.plugins.fraud.tables import out_suffix_ok, write_table
 
@@ -128,11 +137,12 @@ def features_cmd(
         _dataset_out(out, column_map)
         dst = run.output(out, kind="dataset")
         emap = read_event_map(event_map)
-        with run.timed("features"):
-            res = features_dataset(clicks, dst.tmp, force=True, event_map=emap)
+        with run.timed("features"), run.cluster() as client:
+            res = features_dataset(clicks, dst.tmp, force=True, event_map=emap, client=client)
         res["output"] = str(out)
         run.result(res, f"wrote {len(res['features'])} features for {res['sessions']:,} sessions to {out}/")
         return
+    _runs_here(run, clicks)
     out_suffix_ok(out)
     dst = run.output(out)
     emap = read_event_map(event_map)
@@ -146,7 +156,7 @@ def features_cmd(
                     f"{info['sessions_with_duplicate_timestamps']} with duplicate timestamps kept in file order)")
 
 
-@command(app, "embed", outputs=True, seeded=True)
+@command(app, "embed", outputs=True, seeded=True, distributed=True)
 def embed_cmd(
     run: Run,
     clicks: Path = typer.Argument(..., help="Click table (.parquet/.csv)."),
@@ -180,11 +190,12 @@ def embed_cmd(
                              "e.parquet.model.safetensors")
         _dataset_out(out, column_map)
         dst = run.output(out, kind="dataset")
-        with run.timed("embed"):
-            res = embed_dataset(clicks, dst.tmp, model, force=True, device=run.torch_device)
+        with run.timed("embed"), run.cluster() as client:
+            res = embed_dataset(clicks, dst.tmp, model, force=True, device=run.torch_device, client=client)
         res["output"] = str(out)
         run.result(res, f"wrote {res['dim']}-d embeddings of {res['sessions']:,} sessions to {out}/; model {model}")
         return
+    _runs_here(run, clicks)
     out_suffix_ok(out)
     dst = run.output(out)
     model_out = run.output(model_path_for(out)) if model is None else None

@@ -172,62 +172,99 @@ def simulate_dataset(folder: str | Path, sessions: int, fraud_rate: float = 0.02
             "sessions_by_label": by_label}
 
 
-def features_dataset(clicks: str | Path, folder: str | Path, force: bool = False, event_map=None) -> dict:
-    """``compute_features`` file by file (a per-partition map): every session must lie in
-    one file, and per-user/device/IP history is that file's (as ``simulate_dataset``
-    writes them). Memory: one input file and its features."""
-    import numpy as np
+def _read_clicks_file(f: Path):
     import pandas as pd
 
+    try:
+        return pd.read_parquet(f)
+    except Exception as exc:
+        raise BadInputError(f"cannot read click dataset file {f}: {str(exc).splitlines()[0]}") from None
+
+
+def _write_part(df, dst: Path) -> None:
+    """One part file, renamed into place: a task that is rerun (its worker died) writes
+    the same file again and never leaves a torn one."""
+    tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.tmp")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, dst)
+
+
+def features_file(f: Path, dst: Path, event_map=None) -> dict:
+    """``compute_features`` of one click file into the part file ``dst`` (a pure function
+    of its arguments: it runs here or as a Dask task)."""
     from gpuforge.plugins.fraud.features import compute_features
 
-    seen: list = []
-    info_all = {"sessions": 0, "events": 0, "unsorted_sessions": 0, "sessions_with_duplicate_timestamps": 0}
-    cols = None
-    with DatasetWriter(folder, force) as w:
-        for f in files(clicks, "click dataset"):
-            try:
-                df = pd.read_parquet(f)
-            except Exception as exc:
-                raise BadInputError(f"cannot read click dataset file {f}: {str(exc).splitlines()[0]}") from None
-            feats, info, _ = compute_features(df, str(f), event_map=event_map)
-            del df
-            seen.append(feats["session_id"].to_numpy())
-            cols = cols or [c for c in feats.columns if c != "session_id"]
-            w.write(feats)
-            for k in info_all:
-                info_all[k] += info[k]
-        ids = np.concatenate(seen)
-        if np.unique(ids).size != ids.size:
-            raise BadInputError(f"click dataset {clicks}: some sessions span several files; "
-                                "write each session's events into one file")
-    return {"output": str(folder), **info_all, "features": cols}
+    feats, info, _ = compute_features(_read_clicks_file(f), str(f), event_map=event_map)
+    _write_part(feats, dst)
+    return {"info": info, "ids": feats["session_id"].to_numpy(),
+            "columns": [c for c in feats.columns if c != "session_id"]}
 
 
-def embed_dataset(clicks: str | Path, folder: str | Path, model: str | Path, force: bool = False,
-                  device=None) -> dict:
-    """``embed --model`` inference file by file (a per-partition map): each file's
-    sessions through the saved encoder, written as ``session_id, e0, e1, ...`` (the
-    columns ``fraud embed`` writes). Memory: one input file and its embeddings."""
+def embed_file(f: Path, dst: Path, model: Path, device=None) -> dict:
+    """``embed --model`` inference of one click file into the part file ``dst``."""
     import pandas as pd
 
     from gpuforge.plugins.fraud.embed import train_and_embed
     from gpuforge.plugins.fraud.features import check_clicks, sort_events
 
-    sessions = 0
-    dim = None
+    df, _, _ = sort_events(check_clicks(_read_clicks_file(f), str(f)))
+    sids, Z, _ = train_and_embed(df, reuse=Path(model), device=device)
+    del df
+    emb = pd.DataFrame(Z, columns=[f"e{i}" for i in range(Z.shape[1])])
+    emb.insert(0, "session_id", sids)
+    _write_part(emb, dst)
+    return {"sessions": int(len(sids)), "dim": int(Z.shape[1])}
+
+
+def map_files(fn, inputs: list[Path], folder: str | Path, *args, force: bool = False, client=None,
+              check=None) -> list[dict]:
+    """``fn(input_i, part_i, *args)`` for every input file, part ``i`` of the output folder,
+    results in input order. Here, one file after another (memory: one file); with a Dask
+    ``client``, one task per file on its workers (each worker holds the files it works
+    on; input and output paths must be the same on the workers: a local cluster, or a
+    shared filesystem). A worker that dies has its tasks rerun elsewhere. ``check(results)``
+    may refuse the results before the folder is renamed into place."""
     with DatasetWriter(folder, force) as w:
-        for f in files(clicks, "click dataset"):
-            try:
-                df = pd.read_parquet(f)
-            except Exception as exc:
-                raise BadInputError(f"cannot read click dataset file {f}: {str(exc).splitlines()[0]}") from None
-            df, _, _ = sort_events(check_clicks(df, str(f)))
-            sids, Z, _ = train_and_embed(df, reuse=Path(model), device=device)
-            del df
-            emb = pd.DataFrame(Z, columns=[f"e{i}" for i in range(Z.shape[1])])
-            emb.insert(0, "session_id", sids)
-            w.write(emb)
-            sessions += len(sids)
-            dim = Z.shape[1]
-    return {"output": str(folder), "sessions": sessions, "dim": dim, "model": str(model)}
+        parts = [w.tmp / PART_NAME.format(i) for i in range(len(inputs))]
+        if client is None:
+            out = [fn(f, dst, *args) for f, dst in zip(inputs, parts)]
+        else:
+            futures = [client.submit(fn, f, dst, *args, pure=False) for f, dst in zip(inputs, parts)]
+            out = client.gather(futures)
+        w.n = len(parts)
+        if check is not None:
+            check(out)
+    return out
+
+
+def features_dataset(clicks: str | Path, folder: str | Path, force: bool = False, event_map=None,
+                     client=None) -> dict:
+    """``compute_features`` file by file (a per-partition map, on Dask with ``client``):
+    every session must lie in one file, and per-user/device/IP history is that file's (as
+    ``simulate_dataset`` writes them). Memory: one input file and its features per
+    process; the session ids of every file come back to check that none spans two."""
+    import numpy as np
+
+    def one_file_per_session(res: list[dict]) -> None:
+        ids = np.concatenate([r["ids"] for r in res])
+        if np.unique(ids).size != ids.size:
+            raise BadInputError(f"click dataset {clicks}: some sessions span several files; "
+                                "write each session's events into one file")
+
+    res = map_files(features_file, files(clicks, "click dataset"), folder, event_map, force=force, client=client,
+                    check=one_file_per_session)
+    info_all = {k: sum(int(r["info"][k]) for r in res)
+                for k in ("sessions", "events", "unsorted_sessions", "sessions_with_duplicate_timestamps")}
+    return {"output": str(folder), **info_all, "features": res[0]["columns"]}
+
+
+def embed_dataset(clicks: str | Path, folder: str | Path, model: str | Path, force: bool = False,
+                  device=None, client=None) -> dict:
+    """``embed --model`` inference file by file (a per-partition map, on Dask with
+    ``client``): each file's sessions through the saved encoder, written as
+    ``session_id, e0, e1, ...`` (the columns ``fraud embed`` writes). Memory: one input
+    file and its embeddings per process."""
+    res = map_files(embed_file, files(clicks, "click dataset"), folder, Path(model), device, force=force,
+                    client=client)
+    return {"output": str(folder), "sessions": sum(r["sessions"] for r in res), "dim": res[-1]["dim"],
+            "model": str(model)}

@@ -68,3 +68,29 @@ def test_folder_misuse_is_one_line(run_cli, tmp_path, args, words):
     r = run_cli("fraud", *args, cwd=tmp_path)
     assert r.code == 2 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.dist
+def test_features_and_embed_of_a_folder_run_on_a_local_dask_cluster_with_the_same_output(run_cli, tmp_path):
+    """--cluster local:2: each click file is a Dask task writing its own part file; the
+    folders equal the ones written here, file for file."""
+    pytest.importorskip("dask.distributed")
+    r = run_cli("fraud", "simulate", "--sessions", "900", "--per-file", "300", "--out", "clicks", cwd=tmp_path)
+    assert r.code == 0, r
+    pd.read_parquet(tmp_path / "clicks" / "part-00000.parquet").to_parquet(tmp_path / "sample.parquet")
+    r = run_cli("fraud", "embed", "sample.parquet", "--out", "e.parquet", "--dim", "4", "--epochs", "1",
+                "--max-train", "200", cwd=tmp_path)
+    assert r.code == 0, r
+    for where, pre in (("here", []), ("dask", ["--cluster", "local:2"])):
+        r = run_cli(*pre, "--json", "fraud", "features", "clicks", "--out", f"feats-{where}", cwd=tmp_path)
+        assert r.code == 0, r
+        r = run_cli(*pre, "--json", "fraud", "embed", "clicks", "--out", f"emb-{where}", "--model",
+                    "e.parquet.model.safetensors", cwd=tmp_path)
+        assert r.code == 0, r
+    for kind in ("feats", "emb"):
+        here, dask = tmp_path / f"{kind}-here", tmp_path / f"{kind}-dask"
+        assert _parts(here) == _parts(dask) == ["_manifest.json", *(f"part-0000{i}.parquet" for i in range(3))]
+        for i in range(3):
+            pd.testing.assert_frame_equal(pd.read_parquet(here / f"part-0000{i}.parquet"),
+                                          pd.read_parquet(dask / f"part-0000{i}.parquet"), check_exact=False, atol=1e-6)
+        assert json.loads((dask / "_manifest.json").read_text())["cluster"] == "local:2"
