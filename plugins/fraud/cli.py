@@ -137,8 +137,11 @@ def features_cmd(
         _dataset_out(out, column_map)
         dst = run.output(out, kind="dataset")
         emap = read_event_map(event_map)
-        with run.timed("features"), run.cluster() as client:
-            res = features_dataset(clicks, dst.tmp, force=True, event_map=emap, client=client)
+        from gpuforge.plugins.fraud.partitions import files
+
+        with run.timed("features"), run.cluster() as client, \
+                run.progress("features (files)", total=len(files(clicks, "click dataset"))) as bar:
+            res = features_dataset(clicks, dst.tmp, force=True, event_map=emap, client=client, on_done=bar.advance)
         res["output"] = str(out)
         run.result(res, f"wrote {len(res['features'])} features for {res['sessions']:,} sessions to {out}/")
         return
@@ -190,8 +193,12 @@ def embed_cmd(
                              "e.parquet.model.safetensors")
         _dataset_out(out, column_map)
         dst = run.output(out, kind="dataset")
-        with run.timed("embed"), run.cluster() as client:
-            res = embed_dataset(clicks, dst.tmp, model, force=True, device=run.torch_device, client=client)
+        from gpuforge.plugins.fraud.partitions import files
+
+        with run.timed("embed"), run.cluster() as client, \
+                run.progress("embed (files)", total=len(files(clicks, "click dataset"))) as bar:
+            res = embed_dataset(clicks, dst.tmp, model, force=True, device=run.torch_device, client=client,
+                                on_done=bar.advance)
         res["output"] = str(out)
         run.result(res, f"wrote {res['dim']}-d embeddings of {res['sessions']:,} sessions to {out}/; model {model}")
         return

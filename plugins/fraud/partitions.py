@@ -217,19 +217,28 @@ def embed_file(f: Path, dst: Path, model: Path, device=None) -> dict:
 
 
 def map_files(fn, inputs: list[Path], folder: str | Path, *args, force: bool = False, client=None,
-              check=None) -> list[dict]:
+              check=None, on_done=None) -> list[dict]:
     """``fn(input_i, part_i, *args)`` for every input file, part ``i`` of the output folder,
     results in input order. Here, one file after another (memory: one file); with a Dask
     ``client``, one task per file on its workers (each worker holds the files it works
     on; input and output paths must be the same on the workers: a local cluster, or a
     shared filesystem). A worker that dies has its tasks rerun elsewhere. ``check(results)``
-    may refuse the results before the folder is renamed into place."""
+    may refuse the results before the folder is renamed into place; ``on_done()`` is
+    called as each file finishes (a progress bar's ``advance``)."""
+    tick = on_done or (lambda: None)
     with DatasetWriter(folder, force) as w:
         parts = [w.tmp / PART_NAME.format(i) for i in range(len(inputs))]
         if client is None:
-            out = [fn(f, dst, *args) for f, dst in zip(inputs, parts)]
+            out = []
+            for f, dst in zip(inputs, parts):
+                out.append(fn(f, dst, *args))
+                tick()
         else:
+            from dask.distributed import as_completed
+
             futures = [client.submit(fn, f, dst, *args, pure=False) for f, dst in zip(inputs, parts)]
+            for _ in as_completed(futures):
+                tick()
             out = client.gather(futures)
         w.n = len(parts)
         if check is not None:
@@ -238,7 +247,7 @@ def map_files(fn, inputs: list[Path], folder: str | Path, *args, force: bool = F
 
 
 def features_dataset(clicks: str | Path, folder: str | Path, force: bool = False, event_map=None,
-                     client=None) -> dict:
+                     client=None, on_done=None) -> dict:
     """``compute_features`` file by file (a per-partition map, on Dask with ``client``):
     every session must lie in one file, and per-user/device/IP history is that file's (as
     ``simulate_dataset`` writes them). Memory: one input file and its features per
@@ -252,19 +261,19 @@ def features_dataset(clicks: str | Path, folder: str | Path, force: bool = False
                                 "write each session's events into one file")
 
     res = map_files(features_file, files(clicks, "click dataset"), folder, event_map, force=force, client=client,
-                    check=one_file_per_session)
+                    check=one_file_per_session, on_done=on_done)
     info_all = {k: sum(int(r["info"][k]) for r in res)
                 for k in ("sessions", "events", "unsorted_sessions", "sessions_with_duplicate_timestamps")}
     return {"output": str(folder), **info_all, "features": res[0]["columns"]}
 
 
 def embed_dataset(clicks: str | Path, folder: str | Path, model: str | Path, force: bool = False,
-                  device=None, client=None) -> dict:
+                  device=None, client=None, on_done=None) -> dict:
     """``embed --model`` inference file by file (a per-partition map, on Dask with
     ``client``): each file's sessions through the saved encoder, written as
     ``session_id, e0, e1, ...`` (the columns ``fraud embed`` writes). Memory: one input
     file and its embeddings per process."""
     res = map_files(embed_file, files(clicks, "click dataset"), folder, Path(model), device, force=force,
-                    client=client)
+                    client=client, on_done=on_done)
     return {"output": str(folder), "sessions": sum(r["sessions"] for r in res), "dim": res[-1]["dim"],
             "model": str(model)}
