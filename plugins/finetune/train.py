@@ -249,10 +249,15 @@ class Session:
                 n_all = count(batch, self.task)
                 mine = shard(batch, rank, world)
                 tokens += ntok
+                weight = 1.0
                 if count(mine, self.task) == 0 and world > 1:
-                    continue  # fewer rows than ranks: this rank adds nothing to the sum
+                    if not sharded:
+                        continue  # fewer rows than ranks: this rank adds nothing to the sum
+                    # a sharded forward is a collective every rank must join: rank 0's rows,
+                    # weighted 0, so this rank still adds nothing to the sum
+                    mine, weight = shard(batch, 0, world), 0.0
                 total, _ = model.loss_terms(to_device(mine, self.device))
-                loss = total / (max(n_all, 1) * a.grad_accum)
+                loss = total * weight / (max(n_all, 1) * a.grad_accum)
                 loss.backward()
                 loss_sum += loss.detach().double().cpu()
             if world > 1:

@@ -118,10 +118,11 @@ def test_qlora_two_processes_shard_the_nf4_base_with_fsdp2_and_equal_one(no_drop
     """--qlora --nproc 2: FSDP2 splits the NF4 codes over the ranks (each holds half),
     gathers a layer's codes for its forward and again for its backward; the adapter, the
     head, the losses and the evaluations (run on both ranks: a sharded forward is a
-    collective) equal the one-process QLoRA run's."""
+    collective) equal the one-process QLoRA run's. 64 rows in batches of 7: the tenth
+    batch has one row, so rank 1 joins that step's collectives with a weight of 0."""
     from gpuforge.plugins.finetune.api import train_adapter
 
-    opts = dict(OPTS, qlora=True, eval_data=str(small_data["test"]), eval_every=2)
+    opts = dict(OPTS, qlora=True, eval_data=str(small_data["test"]), eval_every=4, batch_size=7, max_steps=10)
     res2 = train_adapter(no_dropout_bert, small_data["train"], tmp_path / "two", nproc=2, **opts)
     res1 = train_adapter(no_dropout_bert, small_data["train"], tmp_path / "one", **opts)
     q = res2["qlora"]
