@@ -161,6 +161,18 @@ def _pair_tables(code, x, lut):
 
 
 @njit(inline="always")
+def _start_tile(y, t, tile, n, step):
+    """Outputs [lo, hi) of task ``t`` of a tiled kernel (tiles of ``tile`` of the ``n``
+    outputs in ``y``), zeroed for the task to add into, and the end of its whole runs of
+    ``step``."""
+    lo = t * tile
+    hi = min(lo + tile, n)
+    for i in range(lo, hi):
+        y[i] = 0.0
+    return lo, hi, lo + (hi - lo) // step * step
+
+
+@njit(inline="always")
 def _word_sum(lut, p, w):
     return (lut[p, w & 255] + lut[p + 1, (w >> 8) & 255]) + (lut[p + 2, (w >> 16) & 255] + lut[p + 3, w >> 24])
 
@@ -171,11 +183,7 @@ def _nf4_matvec_lut(words, absmax, lut, out_features, bs, chunk, tile, y):
     hw = bs // 8                    # words per quantization block
     nb = nw // hw                   # blocks per row
     for t in prange((out_features + tile - 1) // tile):
-        r0 = t * tile
-        r1 = min(r0 + tile, out_features)
-        quad_end = r0 + (r1 - r0) // 4 * 4
-        for r in range(r0, r1):
-            y[r] = 0.0
+        r0, r1, quad_end = _start_tile(y, t, tile, out_features, 4)
         for c0 in range(0, nw, chunk):
             c1 = min(c0 + chunk, nw)
             for r in range(r0, quad_end, 4):
@@ -441,11 +449,7 @@ def _gptq4_mv_groups(qweight, qzeros, scales, group_words, xq, xsum, y):
     # group's words; the last cols % 8 columns are summed here.
     nwr, cols = qweight.shape
     for t in prange((cols + GPTQ4_TILE - 1) // GPTQ4_TILE):
-        c0 = t * GPTQ4_TILE
-        c1 = min(c0 + GPTQ4_TILE, cols)
-        cv = c0 + (c1 - c0) // 8 * 8
-        for c in range(c0, c1):
-            y[c] = 0.0
+        c0, c1, cv = _start_tile(y, t, GPTQ4_TILE, cols, 8)
         for g in range(xsum.size):
             w0 = g * group_words
             w1 = min(w0 + group_words, nwr)
