@@ -58,6 +58,16 @@ def check_gptq(qweight, qzeros, scales, g_idx, bits):
     return bits
 
 
+def check_gptq_matvec(qweight, qzeros, scales, g_idx, bits, x):
+    """:func:`check_gptq` and an ``x`` of one float32 value per input; the checked bits."""
+    bits = check_gptq(qweight, qzeros, scales, g_idx, bits)
+    check_float32("x", x.dtype)
+    check_ndim("x", x.shape, 1)
+    if x.shape[0] != g_idx.shape[0]:
+        raise KernelArgumentError(f"x has {x.shape[0]} values; the layer has {g_idx.shape[0]} inputs")
+    return bits
+
+
 # --- reference ---------------------------------------------------------------------------
 
 def nf4_matvec(packed, absmax, x, out_features: int, blocksize: int = 64, quant_type: str = "nf4"):
@@ -515,11 +525,7 @@ def gptq_dequantize_cpu(qweight, qzeros, scales, g_idx, bits: int, *, out=None):
 
 def gptq_matvec_cpu(qweight, qzeros, scales, g_idx, bits: int, x):
     qweight, qzeros, scales, g_idx, x = (np.asarray(a) for a in (qweight, qzeros, scales, g_idx, x))
-    bits = check_gptq(qweight, qzeros, scales, g_idx, bits)
-    check_float32("x", x.dtype)
-    check_ndim("x", x.shape, 1)
-    if x.shape[0] != g_idx.shape[0]:
-        raise KernelArgumentError(f"x has {x.shape[0]} values; the layer has {g_idx.shape[0]} inputs")
+    bits = check_gptq_matvec(qweight, qzeros, scales, g_idx, bits, x)
     group, words = gptq_group(bits)
     y = np.zeros(qweight.shape[1], np.float32)
     if not (y.size and x.size):
