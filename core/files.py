@@ -16,9 +16,20 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ContextManager, Iterator
 
 from gpuforge.core.errors import BadInputError, OutputExistsError
+
+
+@contextmanager
+def timed_stage(timings: dict[str, float], stage: str) -> Iterator[None]:
+    """Add the seconds the ``with`` block takes to ``timings[stage]`` (a stage timed twice
+    counts both times), rounded to 0.1 ms as manifests keep them."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = round(timings.get(stage, 0.0) + time.perf_counter() - t0, 4)
 
 
 def _umask() -> int:
@@ -179,13 +190,8 @@ class Manifest:
     def set(self, key: str, value: Any) -> None:
         self.data[key] = value
 
-    @contextmanager
-    def timed(self, stage: str) -> Iterator[None]:
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.data["timings_s"][stage] = round(time.perf_counter() - t0, 4)
+    def timed(self, stage: str) -> ContextManager[None]:
+        return timed_stage(self.data["timings_s"], stage)
 
     def write(self, folder: str | Path, name: str = "manifest.json") -> Path:
         self.data["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -52,9 +52,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, ContextManager, Iterator, Optional
 
 from gpuforge.core.errors import BadInputError, OutputExistsError, UnsupportedError, UsageError
+from gpuforge.core.files import _umask, timed_stage
 
 EXIT_TERMINATED = 143
 """SIGTERM: outputs cleaned up like on Ctrl-C, exit 128 + 15 as shells report it."""
@@ -210,12 +211,6 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _within(child: Path, parent: Path) -> bool:
@@ -474,13 +469,9 @@ class Run:
         if not os.access(p, os.W_OK | os.X_OK):
             raise BadInputError(f"cannot create output {path}: no permission to write in {p}")
 
-    @contextmanager
-    def timed(self, stage: str) -> Iterator[None]:
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.timings[stage] = round(self.timings.get(stage, 0.0) + time.perf_counter() - t0, 4)
+    def timed(self, stage: str) -> ContextManager[None]:
+        """Time a stage of the command into the manifest's ``timings_s``."""
+        return timed_stage(self.timings, stage)
 
     def progress(self, description: str, total: float | None = None):
         from gpuforge.core.progress import progress

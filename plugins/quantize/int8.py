@@ -92,16 +92,27 @@ def _outlier_cols(x, threshold, out):
     return bad
 
 
+def row_absmax(x, outliers, r):
+    """Largest ``|x[r, c]|`` over the columns that are not outliers (0 when all are).
+    Plain Python: compiled inline by the CPU kernel below and as a CUDA device function
+    in int8_cuda."""
+    m = np.float32(0.0)
+    for c in range(x.shape[1]):
+        if not outliers[c]:
+            v = abs(x[r, c])
+            if v > m:
+                m = v
+    return m
+
+
+_row_absmax = njit(inline="always")(row_absmax)
+
+
 @njit(parallel=True, cache=True)
 def _vq_rows(x, outliers, codes, absmax):
     rows, cols = x.shape
     for r in prange(rows):
-        m = np.float32(0.0)
-        for c in range(cols):
-            if not outliers[c]:
-                v = abs(x[r, c])
-                if v > m:
-                    m = v
+        m = _row_absmax(x, outliers, r)
         absmax[r] = m
         s = np.float32(127.0) / m if m > 0 else np.float32(0.0)
         for c in range(cols):

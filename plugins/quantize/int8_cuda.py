@@ -10,7 +10,7 @@ import math
 from numba import cuda, float32, float64, int32
 
 from gpuforge.kernels.cuda_arrays import Placement, zeros_flag
-from gpuforge.plugins.quantize.int8 import check_mm, check_vq, non_finite
+from gpuforge.plugins.quantize.int8 import check_mm, check_vq, non_finite, row_absmax
 from gpuforge.core.tuning import launch_config
 
 
@@ -25,6 +25,7 @@ def rint_half_even(v):
 
 
 _rint = cuda.jit(device=True, inline="always")(rint_half_even)
+_row_absmax = cuda.jit(device=True, inline="always")(row_absmax)
 
 
 def outlier_kernel(x, threshold, out, bad):
@@ -41,15 +42,8 @@ def outlier_kernel(x, threshold, out, bad):
 
 
 def row_absmax_kernel(x, outliers, absmax):
-    rows, cols = x.shape
-    for r in range(cuda.grid(1), rows, cuda.gridsize(1)):
-        m = float32(0.0)
-        for c in range(cols):
-            if not outliers[c]:
-                v = abs(x[r, c])
-                if v > m:
-                    m = v
-        absmax[r] = m
+    for r in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        absmax[r] = _row_absmax(x, outliers, r)
 
 
 def codes_kernel(x, outliers, absmax, codes):

@@ -58,6 +58,16 @@ def check_gptq(qweight, qzeros, scales, g_idx, bits):
     return bits
 
 
+def check_gptq_matvec(qweight, qzeros, scales, g_idx, bits, x):
+    """:func:`check_gptq` and an ``x`` of one float32 value per input; the checked bits."""
+    bits = check_gptq(qweight, qzeros, scales, g_idx, bits)
+    check_float32("x", x.dtype)
+    check_ndim("x", x.shape, 1)
+    if x.shape[0] != g_idx.shape[0]:
+        raise KernelArgumentError(f"x has {x.shape[0]} values; the layer has {g_idx.shape[0]} inputs")
+    return bits
+
+
 # --- reference ---------------------------------------------------------------------------
 
 def nf4_matvec(packed, absmax, x, out_features: int, blocksize: int = 64, quant_type: str = "nf4"):
@@ -161,6 +171,18 @@ def _pair_tables(code, x, lut):
 
 
 @njit(inline="always")
+def _start_tile(y, t, tile, n, step):
+    """Outputs [lo, hi) of task ``t`` of a tiled kernel (tiles of ``tile`` of the ``n``
+    outputs in ``y``), zeroed for the task to add into, and the end of its whole runs of
+    ``step``."""
+    lo = t * tile
+    hi = min(lo + tile, n)
+    for i in range(lo, hi):
+        y[i] = 0.0
+    return lo, hi, lo + (hi - lo) // step * step
+
+
+@njit(inline="always")
 def _word_sum(lut, p, w):
     return (lut[p, w & 255] + lut[p + 1, (w >> 8) & 255]) + (lut[p + 2, (w >> 16) & 255] + lut[p + 3, w >> 24])
 
@@ -171,11 +193,7 @@ def _nf4_matvec_lut(words, absmax, lut, out_features, bs, chunk, tile, y):
     hw = bs // 8                    # words per quantization block
     nb = nw // hw                   # blocks per row
     for t in prange((out_features + tile - 1) // tile):
-        r0 = t * tile
-        r1 = min(r0 + tile, out_features)
-        quad_end = r0 + (r1 - r0) // 4 * 4
-        for r in range(r0, r1):
-            y[r] = 0.0
+        r0, r1, quad_end = _start_tile(y, t, tile, out_features, 4)
         for c0 in range(0, nw, chunk):
             c1 = min(c0 + chunk, nw)
             for r in range(r0, quad_end, 4):
@@ -441,11 +459,7 @@ def _gptq4_mv_groups(qweight, qzeros, scales, group_words, xq, xsum, y):
     # group's words; the last cols % 8 columns are summed here.
     nwr, cols = qweight.shape
     for t in prange((cols + GPTQ4_TILE - 1) // GPTQ4_TILE):
-        c0 = t * GPTQ4_TILE
-        c1 = min(c0 + GPTQ4_TILE, cols)
-        cv = c0 + (c1 - c0) // 8 * 8
-        for c in range(c0, c1):
-            y[c] = 0.0
+        c0, c1, cv = _start_tile(y, t, GPTQ4_TILE, cols, 8)
         for g in range(xsum.size):
             w0 = g * group_words
             w1 = min(w0 + group_words, nwr)
@@ -511,11 +525,7 @@ def gptq_dequantize_cpu(qweight, qzeros, scales, g_idx, bits: int, *, out=None):
 
 def gptq_matvec_cpu(qweight, qzeros, scales, g_idx, bits: int, x):
     qweight, qzeros, scales, g_idx, x = (np.asarray(a) for a in (qweight, qzeros, scales, g_idx, x))
-    bits = check_gptq(qweight, qzeros, scales, g_idx, bits)
-    check_float32("x", x.dtype)
-    check_ndim("x", x.shape, 1)
-    if x.shape[0] != g_idx.shape[0]:
-        raise KernelArgumentError(f"x has {x.shape[0]} values; the layer has {g_idx.shape[0]} inputs")
+    bits = check_gptq_matvec(qweight, qzeros, scales, g_idx, bits, x)
     group, words = gptq_group(bits)
     y = np.zeros(qweight.shape[1], np.float32)
     if not (y.size and x.size):

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda, float32, int64
 
-from gpuforge.kernels.arguments import KernelArgumentError, check_float32, check_ndim
+from gpuforge.kernels.arguments import KernelArgumentError
 from gpuforge.kernels.cuda_arrays import Placement, zeros_flag
 from gpuforge.kernels.packing import gptq_group, word_value
-from gpuforge.plugins.quantize.matvec import check_gptq, check_nf4_matvec
+from gpuforge.plugins.quantize.matvec import check_gptq, check_gptq_matvec, check_nf4_matvec
 from gpuforge.plugins.quantize.nf4 import code_table
 from gpuforge.core.tuning import launch_config
 
@@ -97,11 +97,7 @@ def gptq_matvec_cuda(qweight, qzeros, scales, g_idx, bits: int, x):
     place = Placement()
     qweight, qzeros = place.put(qweight, "qweight"), place.put(qzeros, "qzeros")
     scales, g_idx, x = place.put(scales, "scales"), place.put(g_idx, "g_idx"), place.put(x, "x")
-    bits = check_gptq(qweight, qzeros, scales, g_idx, bits)
-    check_float32("x", x.dtype)
-    check_ndim("x", x.shape, 1)
-    if x.shape[0] != g_idx.shape[0]:
-        raise KernelArgumentError(f"x has {x.shape[0]} values; the layer has {g_idx.shape[0]} inputs")
+    bits = check_gptq_matvec(qweight, qzeros, scales, g_idx, bits, x)
     group, words = gptq_group(bits)
     y, handed = place.empty((qweight.shape[1],), np.float32)
     if qweight.shape[1]:

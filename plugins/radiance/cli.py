@@ -8,7 +8,7 @@ Only typer and light gpuforge modules are imported here; the work lives in
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 
@@ -54,6 +54,41 @@ def _frames():
 
 def _scene_opt():
     return typer.Option(None, "--scene", help="Scene folder (default: the one the run was trained on).")
+
+
+def _render_and_eval(sub_app: typer.Typer, kind: str, name: str, run_help: str,
+                     speed: Callable[[dict], str]) -> None:
+    """Add ``render`` and ``eval`` to ``sub_app`` (``splat`` or ``nerf``): the same options
+    for both kinds of run, :func:`.runs.render` / :func:`.runs.evaluate` tell them apart.
+    ``speed``: the render rate in the summary line."""
+
+    def render(
+        run: Run,
+        run_dir: Path = typer.Argument(..., metavar="RUN", help=run_help),
+        out: Path = typer.Option(..., "--out", help="Folder of PNG frames, or a .mp4 file."),
+        views: str = _views(),
+        res: Optional[int] = _res(),
+        frames: int = _frames(),
+        scene: Optional[Path] = _scene_opt(),
+    ) -> None:
+        from gpuforge.plugins.radiance import runs
+
+        r = runs.render(run, run_dir, out, views, res, frames, scene, kind=kind)
+        run.result(r, f"rendered {r['frames']} frames ({speed(r)}) -> {out}")
+
+    def evaluate(run: Run, run_dir: Path = typer.Argument(..., metavar="RUN", help=run_help),
+                 scene: Optional[Path] = _scene_opt(), split: str = typer.Option("test", "--split")) -> None:
+        from gpuforge.plugins.radiance import runs
+
+        r = runs.evaluate(run, run_dir, scene, split, kind=kind)
+        run.result(r, f"{r['split']}: PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f} over {r['views']} views")
+
+    render.__doc__ = f"Render a {name} run's test views or a spiral."
+    evaluate.__doc__ = f"PSNR / SSIM of a {name} run on the test split."
+    for fn in (render, evaluate):
+        fn.__name__ = fn.__qualname__ = f"{kind}_{fn.__name__}"
+    command(sub_app, "render", outputs=True, threads=True)(render)
+    command(sub_app, "eval", threads=True)(evaluate)
 
 
 @command(app, "make-scene", outputs=True, seeded=True, device=False)
@@ -116,31 +151,8 @@ def splat_train(
                   f"test PSNR {r['test_psnr']:.2f} dB -> {out}")
 
 
-@command(splat_app, "render", outputs=True, threads=True)
-def splat_render(
-    run: Run,
-    run_dir: Path = typer.Argument(..., metavar="RUN", help="Splat run folder."),
-    out: Path = typer.Option(..., "--out", help="Folder of PNG frames, or a .mp4 file."),
-    views: str = _views(),
-    res: Optional[int] = _res(),
-    frames: int = _frames(),
-    scene: Optional[Path] = _scene_opt(),
-) -> None:
-    """Render a splat run's test views or a spiral."""
-    from gpuforge.plugins.radiance import runs
-
-    r = runs.render(run, run_dir, out, views, res, frames, scene, kind="splat")
-    run.result(r, f"rendered {r['frames']} frames ({r['fps']:.1f} frames/s) -> {out}")
-
-
-@command(splat_app, "eval", threads=True)
-def splat_eval(run: Run, run_dir: Path = typer.Argument(..., metavar="RUN"), scene: Optional[Path] = _scene_opt(),
-               split: str = typer.Option("test", "--split")) -> None:
-    """PSNR / SSIM of a splat run on the test split."""
-    from gpuforge.plugins.radiance import runs
-
-    r = runs.evaluate(run, run_dir, scene, split, kind="splat")
-    run.result(r, f"{r['split']}: PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f} over {r['views']} views")
+_render_and_eval(splat_app, "splat", "splat", run_help="Splat run folder.",
+                 speed=lambda r: f"{r['fps']:.1f} frames/s")
 
 
 @command(splat_app, "export", outputs=True, device=False)
@@ -205,28 +217,5 @@ def nerf_train(
     run.result(r, f"trained {r['steps']} steps in {r['train_seconds']} s: test PSNR {r['test_psnr']:.2f} dB -> {out}")
 
 
-@command(nerf_app, "render", outputs=True, threads=True)
-def nerf_render(
-    run: Run,
-    run_dir: Path = typer.Argument(..., metavar="RUN"),
-    out: Path = typer.Option(..., "--out", help="Folder of PNG frames, or a .mp4 file."),
-    views: str = _views(),
-    res: Optional[int] = _res(),
-    frames: int = _frames(),
-    scene: Optional[Path] = _scene_opt(),
-) -> None:
-    """Render a NeRF run's test views or a spiral."""
-    from gpuforge.plugins.radiance import runs
-
-    r = runs.render(run, run_dir, out, views, res, frames, scene, kind="nerf")
-    run.result(r, f"rendered {r['frames']} frames ({r['fps']:.2f} frames/s, {r['rays_per_s']:.0f} rays/s) -> {out}")
-
-
-@command(nerf_app, "eval", threads=True)
-def nerf_eval(run: Run, run_dir: Path = typer.Argument(..., metavar="RUN"), scene: Optional[Path] = _scene_opt(),
-              split: str = typer.Option("test", "--split")) -> None:
-    """PSNR / SSIM of a NeRF run on the test split."""
-    from gpuforge.plugins.radiance import runs
-
-    r = runs.evaluate(run, run_dir, scene, split, kind="nerf")
-    run.result(r, f"{r['split']}: PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f} over {r['views']} views")
+_render_and_eval(nerf_app, "nerf", "NeRF", run_help="NeRF run folder.",
+                 speed=lambda r: f"{r['fps']:.2f} frames/s, {r['rays_per_s']:.0f} rays/s")

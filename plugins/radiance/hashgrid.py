@@ -121,6 +121,17 @@ def grid_index(gx, gy, gz, res, T):
 corner_index = njit(inline="always")(grid_index)
 
 
+@njit(inline="always")
+def _cell(x, n, sc, half):
+    """Point ``n`` (already clamped to [0, 1]^3) on a level of scale ``sc``: the low corner
+    of its grid cell and its trilinear fractions in the cell (gx, gy, gz, tx, ty, tz)."""
+    px = x[n, 0] * sc + half[0]
+    py = x[n, 1] * sc + half[0]
+    pz = x[n, 2] * sc + half[0]
+    fx, fy, fz = math.floor(px), math.floor(py), math.floor(pz)
+    return np.int64(fx), np.int64(fy), np.int64(fz), px - fx, py - fy, pz - fz
+
+
 @njit(parallel=True, cache=True)
 def _fwd_cpu(x, table, scales, resolutions, half, out):
     # Levels outermost: each task streams all points through one level's table (a few MB),
@@ -131,12 +142,7 @@ def _fwd_cpu(x, table, scales, resolutions, half, out):
         sc = scales[l]
         res = np.int64(resolutions[l])
         for n in range(N):
-            px = x[n, 0] * sc + half[0]
-            py = x[n, 1] * sc + half[0]
-            pz = x[n, 2] * sc + half[0]
-            fx, fy, fz = math.floor(px), math.floor(py), math.floor(pz)
-            tx, ty, tz = px - fx, py - fy, pz - fz
-            gx, gy, gz = np.int64(fx), np.int64(fy), np.int64(fz)
+            gx, gy, gz, tx, ty, tz = _cell(x, n, sc, half)
             for f in range(F):
                 out[n, l * F + f] = 0
             for c in range(8):
@@ -156,12 +162,7 @@ def _bwd_cpu(x, grad, scales, resolutions, half, gtable):
         sc = scales[l]
         res = np.int64(resolutions[l])
         for n in range(N):
-            px = x[n, 0] * sc + half[0]
-            py = x[n, 1] * sc + half[0]
-            pz = x[n, 2] * sc + half[0]
-            fx, fy, fz = math.floor(px), math.floor(py), math.floor(pz)
-            tx, ty, tz = px - fx, py - fy, pz - fz
-            gx, gy, gz = np.int64(fx), np.int64(fy), np.int64(fz)
+            gx, gy, gz, tx, ty, tz = _cell(x, n, sc, half)
             for c in range(8):
                 bx, by, bz = c & 1, (c >> 1) & 1, (c >> 2) & 1
                 w = (tx if bx else 1 - tx) * (ty if by else 1 - ty) * (tz if bz else 1 - tz)

@@ -16,6 +16,17 @@ from gpuforge.plugins.radiance.hashgrid import _check, grid_index
 _corner_index_dev = cuda.jit(device=True, inline="always")(grid_index)
 
 
+@cuda.jit(device=True, inline="always")
+def _cell_dev(x, n, sc):
+    """Point ``n`` (clamped to [0, 1]^3) on a level of scale ``sc``: the low corner of its
+    grid cell and its trilinear fractions in the cell (gx, gy, gz, tx, ty, tz)."""
+    px = min(max(x[n, 0], float32(0)), float32(1)) * sc + float32(0.5)
+    py = min(max(x[n, 1], float32(0)), float32(1)) * sc + float32(0.5)
+    pz = min(max(x[n, 2], float32(0)), float32(1)) * sc + float32(0.5)
+    fx, fy, fz = math.floor(px), math.floor(py), math.floor(pz)
+    return int64(fx), int64(fy), int64(fz), px - fx, py - fy, pz - fz
+
+
 def hash_fwd_kernel(x, table, scales, resolutions, out):
     k = cuda.grid(1)
     N = x.shape[0]
@@ -26,14 +37,8 @@ def hash_fwd_kernel(x, table, scales, resolutions, out):
         return
     n = k // L
     l = k - n * L
-    sc = scales[l]
     res = int64(resolutions[l])
-    px = min(max(x[n, 0], float32(0)), float32(1)) * sc + float32(0.5)
-    py = min(max(x[n, 1], float32(0)), float32(1)) * sc + float32(0.5)
-    pz = min(max(x[n, 2], float32(0)), float32(1)) * sc + float32(0.5)
-    fx, fy, fz = math.floor(px), math.floor(py), math.floor(pz)
-    tx, ty, tz = px - fx, py - fy, pz - fz
-    gx, gy, gz = int64(fx), int64(fy), int64(fz)
+    gx, gy, gz, tx, ty, tz = _cell_dev(x, n, scales[l])
     for f in range(F):
         out[n, l * F + f] = 0
     for c in range(8):
@@ -54,14 +59,8 @@ def hash_bwd_kernel(x, grad, scales, resolutions, gtable):
         return
     n = k // L
     l = k - n * L
-    sc = scales[l]
     res = int64(resolutions[l])
-    px = min(max(x[n, 0], float32(0)), float32(1)) * sc + float32(0.5)
-    py = min(max(x[n, 1], float32(0)), float32(1)) * sc + float32(0.5)
-    pz = min(max(x[n, 2], float32(0)), float32(1)) * sc + float32(0.5)
-    fx, fy, fz = math.floor(px), math.floor(py), math.floor(pz)
-    tx, ty, tz = px - fx, py - fy, pz - fz
-    gx, gy, gz = int64(fx), int64(fy), int64(fz)
+    gx, gy, gz, tx, ty, tz = _cell_dev(x, n, scales[l])
     for c in range(8):
         bx, by, bz = c & 1, (c >> 1) & 1, (c >> 2) & 1
         w = (tx if bx else 1 - tx) * (ty if by else 1 - ty) * (tz if bz else 1 - tz)

@@ -105,39 +105,34 @@ def _digest(paths: list[Path]) -> dict[str, str]:
     return out
 
 
+LORA_REFUSED = [("--r", "0"), ("--dropout", "1"), ("--lr", "0"), ("--lr", "nan"), ("--optimizer", "sgd"),
+                ("--task", "regression"), ("--eval-every", "-1"), ("--checkpoint-every", "0"),
+                ("--slimfit-keep", "0"), ("--max-len", "0"), ("--seed", "-1"), ("--nproc", "0")]
+"""(option, value) that `finetune lora` refuses as usage: exit 2, the error names the option."""
+
+
 def _cases(i: dict, out: Path) -> list[tuple[str, list[str], int, str]]:
     d, m = i["dir"], str(i["model"])
-    lora = ["finetune", "lora", m, "--data", str(d / "train.jsonl"), "--out", str(out), *FAST]
+
+    def lora_on(model: str = m, data: str = "train.jsonl", *more: str) -> list[str]:
+        return ["finetune", "lora", model, "--data", str(d / data), "--out", str(out), *more]
+
+    lora = lora_on(m, "train.jsonl", *FAST)
     pred = ["finetune", "predict", m, "--adapter", str(d / "cls_adapter")]
     return [
         # usage: exit 2, from the option parser or the runtime
-        ("rank 0", lora + ["--r", "0"], 2, "--r"),
-        ("dropout 1", lora + ["--dropout", "1"], 2, "--dropout"),
-        ("lr 0", lora + ["--lr", "0"], 2, "--lr"),
-        ("lr nan", lora + ["--lr", "nan"], 2, "--lr"),
-        ("unknown optimizer", lora + ["--optimizer", "sgd"], 2, "--optimizer"),
-        ("unknown task", lora + ["--task", "regression"], 2, "--task"),
-        ("eval-every -1", lora + ["--eval-every", "-1"], 2, "--eval-every"),
-        ("checkpoint-every 0", lora + ["--checkpoint-every", "0"], 2, "--checkpoint-every"),
-        ("slimfit-keep 0", lora + ["--slimfit-keep", "0"], 2, "--slimfit-keep"),
-        ("max-len 0", lora + ["--max-len", "0"], 2, "--max-len"),
-        ("seed -1", lora + ["--seed", "-1"], 2, "--seed"),
-        ("nproc 0", lora + ["--nproc", "0"], 2, "--nproc"),
+        *((f"{opt} {value}", lora + [opt, value], 2, opt) for opt, value in LORA_REFUSED),
         ("device gpu", ["--device", "gpu"] + lora, 2, "--device"),
         ("predict: --data and --text", pred + ["--data", str(d / "texts.jsonl"), "--text", "hi"], 2, "not both"),
         ("predict: no texts", pred, 2, "--text"),
         ("plan: batch 0", ["finetune", "plan", "--params", "7B", "--batch", "0"], 2, "--batch"),
         # bad input: exit 3
-        ("data missing", ["finetune", "lora", m, "--data", str(d / "missing.jsonl"), "--out", str(out)], 3, "not found"),
-        ("data malformed", ["finetune", "lora", m, "--data", str(d / "bad.jsonl"), "--out", str(out)], 3, "line 3"),
-        ("data one label", ["finetune", "lora", m, "--data", str(d / "one_label.jsonl"), "--out", str(out)], 3,
-         "two distinct labels"),
-        ("model pickle only", ["finetune", "lora", str(d / "pickle_model"), "--data", str(d / "train.jsonl"), "--out",
-                               str(out)], 3, "pickle files are not read; convert to safetensors"),
-        ("model not a folder", ["finetune", "lora", str(d / "not_a_model"), "--data", str(d / "train.jsonl"), "--out",
-                                str(out)], 3, "no config.json"),
-        ("model NaN", ["finetune", "lora", str(d / "nan_model"), "--data", str(d / "train.jsonl"), "--out", str(out),
-                       *FAST], 3, "NaN or inf"),
+        ("data missing", lora_on(m, "missing.jsonl"), 3, "not found"),
+        ("data malformed", lora_on(m, "bad.jsonl"), 3, "line 3"),
+        ("data one label", lora_on(m, "one_label.jsonl"), 3, "two distinct labels"),
+        ("model pickle only", lora_on(str(d / "pickle_model")), 3, "pickle files are not read; convert to safetensors"),
+        ("model not a folder", lora_on(str(d / "not_a_model")), 3, "no config.json"),
+        ("model NaN", lora_on(str(d / "nan_model"), "train.jsonl", *FAST), 3, "NaN or inf"),
         ("eval: model NaN", ["finetune", "eval", str(d / "nan_model"), "--data", str(d / "train.jsonl"), "--probe-data",
                              str(d / "train.jsonl")], 3, "NaN or inf"),
         ("out parent is a file", lora[:5] + ["--out", str(d / "afile" / "x")] + FAST, 3, "is a file"),

@@ -2,7 +2,6 @@
 rejects the same invalid inputs; layouts are checked against independent decoders."""
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 
@@ -11,18 +10,7 @@ import pytest
 
 from gpuforge.core.safepath import python_argv
 from gpuforge.kernels.specs import kernel_specs
-
-SPECS = {spec.name: spec for spec in kernel_specs()}
-
-
-def resolve(target: str):
-    module, attr = target.split(":")
-    return getattr(importlib.import_module(module), attr)
-
-
-def cases_of(spec, kind: str):
-    """kind "valid" or "invalid": the two halves of what ``spec.cases`` returns."""
-    return resolve(spec.cases.replace("_cases", f"_{kind}_cases"))()
+from prim_specs import SPECS, cases_of, resolve
 
 
 # --- layouts, written independently of the kernels ---------------------------------------

@@ -6,7 +6,6 @@ Run in its own process with NUMBA_ENABLE_CUDASIM=1 set before Numba is imported:
 """
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 
@@ -20,19 +19,7 @@ from numba import cuda  # noqa: E402  (after the skip: only under the simulator)
 
 from gpuforge.core.conformance import assert_same as same_as_reference  # noqa: E402
 from gpuforge.kernels.arguments import KernelArgumentError  # noqa: E402
-from gpuforge.kernels.specs import kernel_specs  # noqa: E402
-
-SPECS = {spec.name: spec for spec in kernel_specs()}
-
-
-def resolve(target: str):
-    module, attr = target.split(":")
-    return getattr(importlib.import_module(module), attr)
-
-
-def cases_of(spec, kind: str):
-    """kind "valid" or "invalid": the two halves of what ``spec.cases`` returns."""
-    return resolve(spec.cases.replace("_cases", f"_{kind}_cases"))()
+from prim_specs import SPECS, cases_of, resolve  # noqa: E402
 
 
 def assert_same(spec, case, expected, actual):

@@ -3,7 +3,6 @@ with NumPy arrays, Numba device arrays and CUDA torch tensors (zero copy). Marke
 skipped without a GPU and under the simulator; ``make gpu-check`` runs it."""
 from __future__ import annotations
 
-import importlib
 import os
 
 import numpy as np
@@ -20,18 +19,7 @@ if not cuda.is_available():
     pytest.skip("needs a real NVIDIA GPU", allow_module_level=True)
 
 from gpuforge.kernels.arguments import KernelArgumentError  # noqa: E402
-from gpuforge.kernels.specs import kernel_specs  # noqa: E402
-
-SPECS = {spec.name: spec for spec in kernel_specs()}
-
-
-def resolve(target: str):
-    module, attr = target.split(":")
-    return getattr(importlib.import_module(module), attr)
-
-
-def cases_of(spec, kind: str):
-    return resolve(spec.cases.replace("_cases", f"_{kind}_cases"))()
+from prim_specs import SPECS, cases_of, resolve  # noqa: E402
 
 
 def host(a):

@@ -13,14 +13,10 @@ import pytest
 if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
     pytest.skip("compile_ptx does not work under the CUDA simulator", allow_module_level=True)
 
+from gpuforge.core.lazy import resolve  # noqa: E402
 from gpuforge.kernels.specs import kernel_specs  # noqa: E402
 
 TUNING = Path(importlib.import_module("gpuforge.kernels").__file__).with_name("tuning.toml")
-
-
-def resolve(target: str):
-    module, attr = target.split(":")
-    return getattr(importlib.import_module(module), attr)
 
 
 def test_tuning_toml_names_real_kernels_and_keywords():

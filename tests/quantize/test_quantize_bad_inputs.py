@@ -14,6 +14,7 @@ import pytest
 
 pytest.importorskip("torch")
 from safetensors.numpy import save_file  # noqa: E402
+from tiny_models import two_linears  # noqa: E402
 
 from gpuforge.cli.main import main  # noqa: E402
 
@@ -26,9 +27,7 @@ def inputs(tmp_path_factory) -> dict:
 
     d = tmp_path_factory.mktemp("qinputs")
     rng = np.random.default_rng(0)
-    sd = {"a.weight": rng.standard_normal((16, 64)).astype(np.float32),
-          "a.bias": rng.standard_normal(16).astype(np.float32),
-          "b.weight": rng.standard_normal((8, 64)).astype(np.float32)}
+    sd = two_linears(rng, (16, 64), (8, 64))
     save_file(sd, str(d / "sd.safetensors"))
     raw = (d / "sd.safetensors").read_bytes()
     (d / "truncated.safetensors").write_bytes(raw[: len(raw) - 500])   # header intact, data cut

@@ -11,16 +11,15 @@ import pytest
 
 pytest.importorskip("torch")
 from safetensors.numpy import load_file, save_file  # noqa: E402
+from tiny_models import two_linears  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def state_dict(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("sd")
     rng = np.random.default_rng(0)
-    t = {"a.weight": rng.standard_normal((64, 128)).astype(np.float32),
-         "a.bias": rng.standard_normal(64).astype(np.float32),
-         "b.weight": rng.standard_normal((32, 64)).astype(np.float32),
-         "emb": rng.standard_normal(10).astype(np.float32)}
+    t = two_linears(rng)
+    t["emb"] = rng.standard_normal(10).astype(np.float32)
     p = d / "model.safetensors"
     save_file(t, str(p))
     return p

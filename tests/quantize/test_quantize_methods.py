@@ -14,6 +14,7 @@ pytest.importorskip("torch")
 from safetensors.numpy import load_file, save_file  # noqa: E402
 
 from gpuforge.plugins.quantize import methods  # noqa: E402
+from tiny_models import two_linears  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "gpuforge-toyquant"
 
@@ -22,9 +23,7 @@ FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "gpuforge-toyquant"
 def state_dict(tmp_path_factory) -> Path:
     rng = np.random.default_rng(0)
     p = tmp_path_factory.mktemp("sd") / "model.safetensors"
-    save_file({"a.weight": rng.standard_normal((64, 128)).astype(np.float32),
-               "a.bias": rng.standard_normal(64).astype(np.float32),
-               "b.weight": rng.standard_normal((32, 64)).astype(np.float32)}, str(p))
+    save_file(two_linears(rng), str(p))
     return p
 
 

@@ -88,42 +88,51 @@ def _edit_json(scene: Path, fn) -> None:
 
 
 S = "{d}/scene"
+
+
+def _import(ply: str) -> list[str]:
+    return ["splat", "import", "{d}/" + ply, "--out", "{d}/o"]
+
+
+def _train(kind: str, scene: str = S, *options: str) -> list[str]:
+    return [kind, "train", scene, "--out", "{d}/o", *options]
+
+
 CASES = [
     # (id, args, exit code, a word the message must contain)
-    ("ply with NaN", ["splat", "import", "{d}/nan.ply", "--out", "{d}/o"], 3, "NaN"),
-    ("ply with inf", ["splat", "import", "{d}/inf.ply", "--out", "{d}/o"], 3, "NaN/inf"),
-    ("ply zero quaternion", ["splat", "import", "{d}/zero-rot.ply", "--out", "{d}/o"], 3, "quaternion"),
-    ("ply truncated", ["splat", "import", "{d}/truncated.ply", "--out", "{d}/o"], 3, "PLY"),
-    ("ply huge vertex count", ["splat", "import", "{d}/junk.ply", "--out", "{d}/o"], 3, "PLY"),
-    ("ply not a ply", ["splat", "import", "{d}/text.ply", "--out", "{d}/o"], 3, "PLY"),
-    ("ply without 3DGS fields", ["splat", "import", "{d}/points.ply", "--out", "{d}/o"], 4, "Inria"),
-    ("ply missing", ["splat", "import", "{d}/none.ply", "--out", "{d}/o"], 3, "not found"),
+    ("ply with NaN", _import("nan.ply"), 3, "NaN"),
+    ("ply with inf", _import("inf.ply"), 3, "NaN/inf"),
+    ("ply zero quaternion", _import("zero-rot.ply"), 3, "quaternion"),
+    ("ply truncated", _import("truncated.ply"), 3, "PLY"),
+    ("ply huge vertex count", _import("junk.ply"), 3, "PLY"),
+    ("ply not a ply", _import("text.ply"), 3, "PLY"),
+    ("ply without 3DGS fields", _import("points.ply"), 4, "Inria"),
+    ("ply missing", _import("none.ply"), 3, "not found"),
     ("render out of memory", ["splat", "render", "{d}/splat", "--out", "{d}/o", "--res", "200000"], 3, "--res"),
     ("nerf render out of memory", ["nerf", "render", "{d}/nerf", "--out", "{d}/o.mp4", "--res", "200000"], 3,
      "--res"),
-    ("eval-every 0", ["splat", "train", S, "--out", "{d}/o", "--eval-every", "0"], 2, "--eval-every"),
-    ("steps 0", ["nerf", "train", S, "--out", "{d}/o", "--steps", "0"], 2, "--steps"),
-    ("sh-degree 4", ["splat", "train", S, "--out", "{d}/o", "--sh-degree", "4"], 2, "--sh-degree"),
-    ("threads 0", ["splat", "train", S, "--out", "{d}/o", "--threads", "0"], 2, "--threads"),
-    ("seed -1", ["nerf", "train", S, "--out", "{d}/o", "--seed", "-1"], 2, "--seed"),
-    ("minutes -1", ["splat", "train", S, "--out", "{d}/o", "--minutes", "-1"], 2, "--minutes"),
-    ("log2-hashmap-size 99", ["nerf", "train", S, "--out", "{d}/o", "--log2-hashmap-size", "99"], 2,
-     "--log2-hashmap-size"),
-    ("max below base resolution", ["nerf", "train", S, "--out", "{d}/o", "--base-resolution", "64",
-                                   "--max-resolution", "32"], 2, "--max-resolution"),
+    ("eval-every 0", _train("splat", S, "--eval-every", "0"), 2, "--eval-every"),
+    ("steps 0", _train("nerf", S, "--steps", "0"), 2, "--steps"),
+    ("sh-degree 4", _train("splat", S, "--sh-degree", "4"), 2, "--sh-degree"),
+    ("threads 0", _train("splat", S, "--threads", "0"), 2, "--threads"),
+    ("seed -1", _train("nerf", S, "--seed", "-1"), 2, "--seed"),
+    ("minutes -1", _train("splat", S, "--minutes", "-1"), 2, "--minutes"),
+    ("log2-hashmap-size 99", _train("nerf", S, "--log2-hashmap-size", "99"), 2, "--log2-hashmap-size"),
+    ("max below base resolution", _train("nerf", S, "--base-resolution", "64", "--max-resolution", "32"), 2,
+     "--max-resolution"),
     ("frames 0", ["splat", "render", "{d}/splat", "--out", "{d}/o", "--views", "spiral", "--frames", "0"], 2,
      "--frames"),
     ("views orbit", ["nerf", "render", "{d}/nerf", "--out", "{d}/o", "--views", "orbit"], 2, "--views"),
     ("export format obj", ["splat", "export", "{d}/splat", "--format", "obj", "--out", "{d}/o.obj"], 2, "ply"),
     ("scene kind unknown", ["make-scene", "--out", "{d}/o", "--kind", "teapot"], 2, "--kind"),
     ("scene res 4", ["make-scene", "--out", "{d}/o", "--res", "4"], 2, "--res"),
-    ("scene missing", ["splat", "train", "{d}/nowhere", "--out", "{d}/o"], 3, "not found"),
-    ("scene bad json", ["splat", "train", "{d}/scene-badjson", "--out", "{d}/o"], 3, "JSON"),
-    ("scene image missing", ["nerf", "train", "{d}/scene-noimage", "--out", "{d}/o"], 3, "r_1"),
-    ("scene image broken", ["splat", "train", "{d}/scene-badimage", "--out", "{d}/o"], 3, "r_0"),
-    ("scene scaled camera", ["splat", "train", "{d}/scene-scaled", "--out", "{d}/o"], 3, "orthonormal"),
+    ("scene missing", _train("splat", "{d}/nowhere"), 3, "not found"),
+    ("scene bad json", _train("splat", "{d}/scene-badjson"), 3, "JSON"),
+    ("scene image missing", _train("nerf", "{d}/scene-noimage"), 3, "r_1"),
+    ("scene image broken", _train("splat", "{d}/scene-badimage"), 3, "r_0"),
+    ("scene scaled camera", _train("splat", "{d}/scene-scaled"), 3, "orthonormal"),
     ("scene no camera_angle_x", ["scene-info", "{d}/scene-noangle"], 3, "camera_angle_x"),
-    ("background out of range", ["splat", "train", S, "--out", "{d}/o", "--background", "2,0,0"], 3, "background"),
+    ("background out of range", _train("splat", S, "--background", "2,0,0"), 3, "background"),
     ("nerf eval of a splat run", ["nerf", "eval", "{d}/splat"], 3, "not a NeRF run"),
     ("splat eval of a scene", ["splat", "eval", S], 3, "run"),
     ("output exists", ["splat", "export", "{d}/splat", "--out", "{d}/a-file"], 3, "--force"),
@@ -142,6 +151,15 @@ def _argv(args, d: Path) -> list[str]:
     return ["plan", *argv[1:]] if argv[0] == "@plan" else ["radiance", *argv]
 
 
+@pytest.fixture
+def case_dir(inputs, tmp_path) -> tuple[Path, dict[str, str]]:
+    """A fresh copy of the inputs (with an empty config folder) and its hashes."""
+    d = tmp_path / "in"
+    shutil.copytree(inputs, d)
+    (d / "config").mkdir()
+    return d, _tree(d)
+
+
 def _check(case, code: int, stderr: str, d: Path, before: dict, tmp_path: Path) -> None:
     _, _, want, word = case
     shown = f"exit {code}; stderr:\n{stderr}"
@@ -158,26 +176,20 @@ def _check(case, code: int, stderr: str, d: Path, before: dict, tmp_path: Path) 
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_bad_input(inputs, tmp_path, case, capsys, monkeypatch):
+def test_bad_input(case_dir, tmp_path, case, capsys, monkeypatch):
     """In this process (the CLI's main(), as the console script calls it): one process
     start instead of forty on a shared 2-core machine."""
     from gpuforge.cli.main import main
 
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "in" / "config"))
-    d = tmp_path / "in"
-    shutil.copytree(inputs, d)
-    (d / "config").mkdir()
-    before = _tree(d)
+    d, before = case_dir
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(d / "config"))
     capsys.readouterr()
     code = main(_argv(case[1], d))
     _check(case, code, capsys.readouterr().err, d, before, tmp_path)
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c[0] in ("ply with NaN", "eval-every 0")], ids=lambda c: c[0])
-def test_bad_input_in_a_fresh_process(run_cli, inputs, tmp_path, case):
-    d = tmp_path / "in"
-    shutil.copytree(inputs, d)
-    (d / "config").mkdir()
-    before = _tree(d)
+def test_bad_input_in_a_fresh_process(run_cli, case_dir, tmp_path, case):
+    d, before = case_dir
     r = run_cli(*_argv(case[1], d), cwd=tmp_path)
     _check(case, r.code, r.stderr, d, before, tmp_path)
