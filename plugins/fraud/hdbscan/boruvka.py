@@ -53,7 +53,8 @@ from gpuforge.core.log import get_logger
 from gpuforge.kernels.arguments import KernelArgumentError, check_ndim
 from gpuforge.plugins.fraud.hdbscan.cells import (MARGIN, Cells, annulus, beyond, build_cells, centre_dists,
                                                   centre_matrix, range_sq_dists)
-from gpuforge.plugins.fraud.hdbscan.edge_order import edge_before, sort_edges, sq_dist, sq_dist_matrix
+from gpuforge.plugins.fraud.hdbscan.edge_order import (edge_before, lighter_edge, sort_edges, sq_dist, sq_dist_matrix,
+                                                       store_edge)
 from gpuforge.plugins.fraud.hdbscan.knn import EPS32, blas_one_thread, check_finite, check_points
 from gpuforge.plugins.fraud.hdbscan.union_find import flatten, union
 
@@ -228,15 +229,8 @@ def _list_best(comp, c2, kd2, kpos, row, exact, pw, pa, pb, pq, lb):
             q = kpos[p, j]
             if comp[q] == c:
                 continue
-            w = max(c2[p], c2[q], kd2[p, j])
-            a = min(row[p], row[q])
-            b = max(row[p], row[q])
-            if edge_before(w, a, b, bw, ba, bb):
-                bw, ba, bb, bq = w, a, b, q
-        pw[p] = bw
-        pa[p] = ba
-        pb[p] = bb
-        pq[p] = bq
+            bw, ba, bb, bq = lighter_edge(max(c2[p], c2[q], kd2[p, j]), row[p], row[q], q, bw, ba, bb, bq)
+        store_edge(p, bw, ba, bb, bq, pw, pa, pb, pq)
         lb[p] = max(c2[p], kd2[p, k - 1]) if exact and k > 0 else c2[p]
 
 
@@ -334,16 +328,9 @@ def _probe(points, comp, c2, X, XT, row, r, CT, radius, cell_shell, shell_start,
                     if comp[q] == c:
                         continue
                     w = max(cp, c2[q], acc[i])
-                    if w > bw:
-                        continue
-                    ea = min(row[p], row[q])
-                    eb = max(row[p], row[q])
-                    if edge_before(w, ea, eb, bw, ba, bb):
-                        bw, ba, bb, bq = w, ea, eb, q
-        pw[p] = bw
-        pa[p] = ba
-        pb[p] = bb
-        pq[p] = bq
+                    if w <= bw:
+                        bw, ba, bb, bq = lighter_edge(w, row[p], row[q], q, bw, ba, bb, bq)
+        store_edge(p, bw, ba, bb, bq, pw, pa, pb, pq)
 
 
 @njit(parallel=True, cache=True)
@@ -472,16 +459,9 @@ def _search_shells(qshells, cptr, cand, comp, c2, lb, X, XT, row, r, centre, cc_
                     if approx - err > kw:
                         continue
                     w = m_ if approx + err <= m_ else max(m_, sq_dist(X, p, X, q))
-                    if w > kw:
-                        continue
-                    ea = min(row[p], row[q])
-                    eb = max(row[p], row[q])
-                    if edge_before(w, ea, eb, bw, ba, bb):
-                        bw, ba, bb, bq = w, ea, eb, q
-                pw[p] = bw
-                pa[p] = ba
-                pb[p] = bb
-                pq[p] = bq
+                    if w <= kw:
+                        bw, ba, bb, bq = lighter_edge(w, row[p], row[q], q, bw, ba, bb, bq)
+                store_edge(p, bw, ba, bb, bq, pw, pa, pb, pq)
                 if Sc >= 0 and bq >= 0 and edge_before(bw, ba, bb, kw, ka, kb):
                     kw, ka, kb = bw, ba, bb
 

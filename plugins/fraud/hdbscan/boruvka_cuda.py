@@ -17,7 +17,7 @@ from numba import cuda
 
 from gpuforge.kernels.cuda_arrays import Placement
 from gpuforge.plugins.fraud.hdbscan.boruvka import NONE, check_host_values, check_mst
-from gpuforge.plugins.fraud.hdbscan.cuda_launch import blocks, edge_before, sq_dist, threads
+from gpuforge.plugins.fraud.hdbscan.cuda_launch import blocks, lighter_edge, sq_dist, store_edge, threads
 from gpuforge.plugins.fraud.hdbscan.edge_order import sort_edges
 from gpuforge.plugins.fraud.hdbscan.knn import check_finite
 from gpuforge.plugins.fraud.hdbscan.union_find_cuda import components, link, new_parent
@@ -29,25 +29,11 @@ def point_best_kernel(x, comp, c2, pw, pa, pb, pq):
     if p >= n:
         return
     c = comp[p]
-    bw = math.inf
-    ba = NONE
-    bb = NONE
-    bq = -1
+    bw, ba, bb, bq = math.inf, NONE, NONE, -1
     for q in range(n):
-        if comp[q] == c:
-            continue
-        w = max(c2[p], max(c2[q], sq_dist(x, p, x, q)))
-        a = min(p, q)
-        b = max(p, q)
-        if edge_before(w, a, b, bw, ba, bb):
-            bw = w
-            ba = a
-            bb = b
-            bq = q
-    pw[p] = bw
-    pa[p] = ba
-    pb[p] = bb
-    pq[p] = bq
+        if comp[q] != c:
+            bw, ba, bb, bq = lighter_edge(max(c2[p], max(c2[q], sq_dist(x, p, x, q))), p, q, q, bw, ba, bb, bq)
+    store_edge(p, bw, ba, bb, bq, pw, pa, pb, pq)
 
 
 def reset_kernel(W, A, B, P):

@@ -10,6 +10,8 @@ from gpuforge.plugins.fraud.hdbscan import edge_order
 # the one tie rule, as device functions (inlined at IR level, like the CPU versions)
 edge_before = cuda.jit(device=True, inline="always")(edge_order.edge_before.py_func)
 neighbour_before = cuda.jit(device=True, inline="always")(edge_order.neighbour_before.py_func)
+lighter_edge = cuda.jit(device=True, inline="always")(edge_order.lighter_edge.py_func)
+store_edge = cuda.jit(device=True, inline="always")(edge_order.store_edge.py_func)
 
 DEFAULT_THREADS = 256
 
