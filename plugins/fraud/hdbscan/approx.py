@@ -21,7 +21,8 @@ from numba import njit, prange
 from gpuforge.kernels.arguments import KernelArgumentError, check_int, check_ndim
 from gpuforge.plugins.fraud.hdbscan.cells import build_cells, range_sq_dists
 from gpuforge.plugins.fraud.hdbscan.edge_order import neighbour_before, sq_dist, sq_dist_matrix
-from gpuforge.plugins.fraud.hdbscan.knn import EPS32, _blobs, _block, _insert, check_finite, check_points, knn
+from gpuforge.plugins.fraud.hdbscan.knn import (EPS32, _blobs, _block, _insert, centred_f32, check_finite, check_points,
+                                                knn)
 
 CELLS = {False: (256, 8), True: (32, 32)}
 """(rows per cell, neighbour cells) above / at or below ``GEMM_MIN_COLUMNS`` columns.
@@ -186,15 +187,7 @@ def _local(X, XT, row, start, nbr, k, todo, out_d2, out_i):
                 for c in range(d):
                     cP[c] += X[i, c]
             cP /= nq
-            Q = np.empty((nq, d), np.float32)
-            qn = np.empty(nq)
-            for i in range(nq):
-                sq = 0.0
-                for c in range(d):
-                    v = np.float32(X[a + i, c] - cP[c])
-                    Q[i, c] = v
-                    sq += np.float64(v) * np.float64(v)
-                qn[i] = sq
+            Q, qn = centred_f32(X, np.arange(a, e), cP)
             for j in range(nbr.shape[1]):
                 C = nbr[P, j]
                 if C >= 0 and start[C + 1] > start[C]:

@@ -55,7 +55,7 @@ from gpuforge.plugins.fraud.hdbscan.cells import (MARGIN, Cells, annulus, beyond
                                                   centre_matrix, range_sq_dists)
 from gpuforge.plugins.fraud.hdbscan.edge_order import (edge_before, lighter_edge, sort_edges, sq_dist, sq_dist_matrix,
                                                        store_edge)
-from gpuforge.plugins.fraud.hdbscan.knn import EPS32, blas_one_thread, check_finite, check_points
+from gpuforge.plugins.fraud.hdbscan.knn import EPS32, blas_one_thread, centred_f32, check_finite, check_points
 from gpuforge.plugins.fraud.hdbscan.union_find import flatten, union
 
 log = get_logger("fraud.hdbscan")
@@ -411,30 +411,14 @@ def _search_shells(qshells, cptr, cand, comp, c2, lb, X, XT, row, r, centre, cc_
         # screen cannot settle it (see knn.EPS32 for the slack). Blocks bound the memory: in
         # the last rounds nearly every row is gathered, and one candidates x all-rows product
         # was 4 bytes x shell size x n.
-        Ck = np.empty((nk, d), np.float32)
-        kn = np.empty(nk)
-        for i in range(nk):
-            sq = 0.0
-            for c in range(d):
-                v = np.float32(X[kept[i], c] - centre[P, c])
-                Ck[i, c] = v
-                sq += np.float64(v) * np.float64(v)
-            kn[i] = sq
+        Ck, kn = centred_f32(X, kept[:nk], centre[P])
         # in a one-component shell, each candidate's result tightens the next one's bound
         # (the component's best edge is the minimum over all pairs whatever the order: a
         # pair is dropped only when it cannot come before the bound, ties kept)
         kw, ka, kb = (W[Sc], A[Sc], B[Sc]) if Sc >= 0 else (np.inf, NONE, NONE)
         for q0 in range(0, nq, GATHER_BLOCK):
             nb = min(nq - q0, GATHER_BLOCK)
-            Cq = np.empty((nb, d), np.float32)
-            cn = np.empty(nb)
-            for i in range(nb):
-                sq = 0.0
-                for c in range(d):
-                    v = np.float32(X[Q[q0 + i], c] - centre[P, c])
-                    Cq[i, c] = v
-                    sq += np.float64(v) * np.float64(v)
-                cn[i] = sq
+            Cq, cn = centred_f32(X, Q[q0:q0 + nb], centre[P])
             G = np.dot(Ck, Cq.T)
             for i in range(nk):
                 p = kept[i]
