@@ -7,10 +7,12 @@ import numpy as np
 from numba import cuda
 
 from gpuforge.kernels.cuda_arrays import Placement
-from gpuforge.plugins.fraud.hdbscan.approx import (check_local, check_local_values, check_refine,
-                                                   check_refine_values)
+from gpuforge.plugins.fraud.hdbscan import approx
+from gpuforge.plugins.fraud.hdbscan.approx import check_local, check_refine
 from gpuforge.plugins.fraud.hdbscan.cuda_launch import blocks, neighbour_before, sq_dist, threads
-from gpuforge.plugins.fraud.hdbscan.knn import check_finite
+
+
+listed = cuda.jit(device=True, inline="always")(approx.listed.py_func)
 
 
 @cuda.jit(device=True, inline="always")
@@ -61,13 +63,7 @@ def refine_kernel(x, knn_d2, knn_i, out_d2, out_i):
         q = knn_i[p, j]
         for jj in range(k):
             r = knn_i[q, jj]
-            if r == p:
-                continue
-            held = False
-            for t in range(k):
-                if out_i[p, t] == r:
-                    held = True
-            if not held:
+            if r != p and not listed(out_i[p], r):
                 _insert(out_d2, out_i, p, k, k, sq_dist(x, p, x, r), r)
 
 
@@ -79,8 +75,6 @@ def knn_local_cuda(x, k, cell_of, nbr):
     place = Placement()
     x, cell_of, nbr = (place.put(a, name) for a, name in ((x, "x"), (cell_of, "cell_of"), (nbr, "nbr")))
     k = check_local(x, k, cell_of, nbr)
-    check_finite("x", x)
-    check_local_values(k, cell_of, nbr)
     n = x.shape[0]
     d2, d2_h = place.empty((n, k), np.float64)
     idx, idx_h = place.empty((n, k), np.int64)
@@ -98,8 +92,6 @@ def knn_refine_cuda(x, knn_d2, knn_i):
     place = Placement()
     x, knn_d2, knn_i = (place.put(a, name) for a, name in ((x, "x"), (knn_d2, "knn_d2"), (knn_i, "knn_i")))
     check_refine(x, knn_d2, knn_i)
-    check_finite("x", x)
-    check_refine_values(knn_i)
     n, k = knn_d2.shape
     d2, d2_h = place.empty((n, k), np.float64)
     idx, idx_h = place.empty((n, k), np.int64)
