@@ -19,7 +19,7 @@ import numpy as np
 from numba import njit, prange
 
 from gpuforge.kernels.arguments import KernelArgumentError, check_int, check_ndim
-from gpuforge.plugins.fraud.hdbscan.cells import build_cells, range_sq_dists
+from gpuforge.plugins.fraud.hdbscan.cells import build_cells, longest_run, range_sq_dists
 from gpuforge.plugins.fraud.hdbscan.edge_order import neighbour_before, sq_dist, sq_dist_matrix
 from gpuforge.plugins.fraud.hdbscan.knn import (EPS32, _blobs, _block, _insert, centred_f32, check_finite, check_points,
                                                 knn)
@@ -157,9 +157,7 @@ def _local(X, XT, row, start, nbr, k, todo, out_d2, out_i):
     """Rows in cell order (cell j at start[j]:start[j+1]); one cell of queries per task."""
     n, d = X.shape
     slack = EPS32 * (d + 8)
-    longest = 0
-    for j in range(start.shape[0] - 1):
-        longest = max(longest, start[j + 1] - start[j])
+    longest = longest_run(start)
     for t in prange(todo.shape[0]):
         P = todo[t]
         a, e = start[P], start[P + 1]

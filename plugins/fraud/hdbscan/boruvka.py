@@ -51,8 +51,8 @@ from numba import njit, prange
 
 from gpuforge.core.log import get_logger
 from gpuforge.kernels.arguments import KernelArgumentError, check_ndim
-from gpuforge.plugins.fraud.hdbscan.cells import (MARGIN, Cells, annulus, beyond, build_cells, centre_dists,
-                                                  centre_matrix, range_sq_dists)
+from gpuforge.plugins.fraud.hdbscan.cells import (MARGIN, Cells, beyond, build_cells, centre_dists, centre_matrix,
+                                                  longest_run, range_sq_dists, shell_run)
 from gpuforge.plugins.fraud.hdbscan.edge_order import (edge_before, lighter_edge, sort_edges, sq_dist, sq_dist_matrix,
                                                        store_edge)
 from gpuforge.plugins.fraud.hdbscan.knn import EPS32, blas_one_thread, centred_f32, check_finite, check_points
@@ -287,9 +287,7 @@ def _probe(points, comp, c2, X, XT, row, r, CT, radius, cell_shell, shell_start,
     """For each row p given: its lightest edge to another component (over all rows),
     cells in increasing order of their ball bound."""
     m = CT.shape[1]
-    longest = 0
-    for s in range(shell_lo.shape[0]):
-        longest = max(longest, shell_start[s + 1] - shell_start[s])
+    longest = longest_run(shell_start)
     for t in prange(points.shape[0]):
         p = points[t]
         c = comp[p]
@@ -315,13 +313,7 @@ def _probe(points, comp, c2, X, XT, row, r, CT, radius, cell_shell, shell_start,
             for s in range(cell_shell[j], cell_shell[j + 1]):
                 if sh_comp[s] == c or _other_core(s, c, sh_m1, sh_c1, sh_m2) > bw:
                     continue
-                tb = np.sqrt(bw)
-                if beyond(max(D - shell_hi[s], shell_lo[s] - D), D + shell_hi[s], tb):
-                    continue
-                a = shell_start[s]
-                b = shell_start[s + 1]
-                if bw < np.inf:
-                    a, b = annulus(r, a, b, D, tb)
+                a, b = shell_run(r, shell_start, shell_lo, shell_hi, s, D, np.sqrt(bw))
                 range_sq_dists(X, p, XT, a, b, acc)
                 for i in range(b - a):
                     q = a + i
@@ -342,9 +334,7 @@ def _search_shells(qshells, cptr, cand, comp, c2, lb, X, XT, row, r, centre, cc_
     n, d = X.shape
     m = radius.shape[0]
     slack = EPS32 * (d + 8)
-    longest = 0
-    for s in range(shell_lo.shape[0]):
-        longest = max(longest, shell_start[s + 1] - shell_start[s])
+    longest = longest_run(shell_start)
     for t in prange(qshells.shape[0]):
         P = shell_cell[qshells[t]]
         c0, c1_ = cptr[t], cptr[t + 1]

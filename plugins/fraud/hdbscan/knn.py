@@ -17,8 +17,8 @@ import numpy as np
 from numba import njit, prange
 
 from gpuforge.kernels.arguments import KernelArgumentError, check_int, check_ndim
-from gpuforge.plugins.fraud.hdbscan.cells import (Cells, annulus, beyond, build_cells, centre_dists,
-                                                  chunks, range_sq_dists)
+from gpuforge.plugins.fraud.hdbscan.cells import (Cells, beyond, build_cells, centre_dists, chunks, longest_run,
+                                                  range_sq_dists, shell_run)
 from gpuforge.plugins.fraud.hdbscan.edge_order import neighbour_before, sq_dist, sq_dist_matrix
 
 ROWS_PER_STEP = 256
@@ -98,9 +98,7 @@ def _search(X, XT, row, r, CT, radius, cell_shell, shell_start, shell_lo, shell_
     k-th distance."""
     n = X.shape[0]
     m = CT.shape[1]
-    longest = 0
-    for s in range(shell_lo.shape[0]):
-        longest = max(longest, shell_start[s + 1] - shell_start[s])
+    longest = longest_run(shell_start)
     for t in prange(points.shape[0]):
         p = points[t]
         bd = np.full(k, np.inf)
@@ -122,13 +120,7 @@ def _search(X, XT, row, r, CT, radius, cell_shell, shell_start, shell_lo, shell_
                 break
             D = dc[j]
             for s in range(cell_shell[j], cell_shell[j + 1]):
-                tau = np.sqrt(bd[k - 1])
-                if beyond(max(D - shell_hi[s], shell_lo[s] - D), D + shell_hi[s], tau):
-                    continue
-                a = shell_start[s]
-                b = shell_start[s + 1]
-                if tau < np.inf:
-                    a, b = annulus(r, a, b, D, tau)
+                a, b = shell_run(r, shell_start, shell_lo, shell_hi, s, D, np.sqrt(bd[k - 1]))
                 range_sq_dists(X, p, XT, a, b, acc)
                 for i in range(b - a):
                     q = a + i
