@@ -9,7 +9,7 @@ from numba import cuda
 from gpuforge.kernels.cuda_arrays import Placement
 from gpuforge.plugins.fraud.hdbscan import approx
 from gpuforge.plugins.fraud.hdbscan.approx import check_local, check_refine
-from gpuforge.plugins.fraud.hdbscan.cuda_launch import blocks, neighbour_before, sq_dist, threads
+from gpuforge.plugins.fraud.hdbscan.cuda_launch import launch, neighbour_before, sq_dist
 
 
 listed = cuda.jit(device=True, inline="always")(approx.listed.py_func)
@@ -82,8 +82,8 @@ def knn_local_cuda(x, k, cell_of, nbr):
         host = cell_of if isinstance(cell_of, np.ndarray) else cell_of.copy_to_host()
         order = np.argsort(host, kind="stable").astype(np.int64)
         start = np.searchsorted(host[order], np.arange(nbr.shape[0] + 1)).astype(np.int64)
-        t = threads("fraud.knn_local")
-        place.launch(_local, blocks(n, t), t, place.to_device(x), k, place.to_device(cell_of), place.to_device(nbr),
+        cfg = launch("fraud.knn_local")
+        place.launch(_local, cfg.blocks(n), cfg.threads, place.to_device(x), k, place.to_device(cell_of), place.to_device(nbr),
                      place.to_device(order), place.to_device(start), d2, idx)
     return place.result(d2_h), place.result(idx_h)
 
@@ -96,8 +96,8 @@ def knn_refine_cuda(x, knn_d2, knn_i):
     d2, d2_h = place.empty((n, k), np.float64)
     idx, idx_h = place.empty((n, k), np.int64)
     if n and k:
-        t = threads("fraud.knn_refine")
-        place.launch(_refine, blocks(n, t), t, place.to_device(x), place.to_device(knn_d2), place.to_device(knn_i),
+        cfg = launch("fraud.knn_refine")
+        place.launch(_refine, cfg.blocks(n), cfg.threads, place.to_device(x), place.to_device(knn_d2), place.to_device(knn_i),
                      d2, idx)
     return place.result(d2_h), place.result(idx_h)
 
