@@ -3,14 +3,11 @@ run on one machine, and a worker killed mid-run loses nothing and writes nothing
 from __future__ import annotations
 
 import json
-import os
-import signal
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from dask_faults import run_killing_a_busy_worker
 
 pytestmark = pytest.mark.dist
 pytest.importorskip("dask.distributed")
@@ -84,29 +81,11 @@ def test_a_killed_worker_loses_nothing(tmp_path, monkeypatch):
     job = make_job(tmp_path, images=8)
     monkeypatch.setenv("PYTHONSAFEPATH", "1")
     with connect(ClusterSpec("local", workers=2)) as client:
-        result: dict = {}
-
-        def go():
-            try:
-                result["state"] = run_job(job, client=client)
-            except BaseException as exc:  # reported below
-                result["error"] = exc
-
-        t = threading.Thread(target=go)
-        t.start()
-        killed = None
-        deadline = time.time() + 120
-        while time.time() < deadline and killed is None:
-            busy = [w for w, tasks in client.processing().items() if tasks]
-            if busy:
-                time.sleep(1.5)    # let the step process start on that worker
-                pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
-                os.kill(pid, signal.SIGKILL)
-                killed = busy[0]
-            time.sleep(0.2)
-        t.join(timeout=600)
+        # settle_s: let the step process start on that worker
+        _, error, killed = run_killing_a_busy_worker(client, lambda: run_job(job, client=client), wait_s=120,
+                                                     join_s=600, settle_s=1.5, poll_s=0.2)
     assert killed is not None, "no task ever ran"
-    assert "error" not in result, result.get("error")
+    assert error is None, error
     state = json.loads(state_path(job).read_text())
     assert all(st["status"] == "done" for st in state["steps"].values()), state
     ups = outputs(tmp_path)

@@ -3,13 +3,10 @@ MST (edges and weights, bit for bit) and labels for 1, 2, 3 and 7 partitions, an
 worker is killed mid-run."""
 from __future__ import annotations
 
-import os
-import signal
-import threading
-import time
 
 import numpy as np
 import pytest
+from dask_faults import run_killing_a_busy_worker
 
 pytestmark = pytest.mark.dist
 pytest.importorskip("dask.distributed")
@@ -116,29 +113,11 @@ def test_a_killed_worker_changes_nothing(data, client):
     from gpuforge.plugins.fraud.hdbscan.distributed import hdbscan_distributed
 
     X, ref = data
-    out: dict = {}
-
-    def go():
-        try:
-            out["r"] = hdbscan_distributed(np.array_split(X, 4), client, min_cluster_size=MCS)
-        except BaseException as exc:  # reported below
-            out["error"] = exc
-
-    t = threading.Thread(target=go)
-    t.start()
-    killed = None
-    deadline = time.time() + 60
-    while time.time() < deadline and killed is None and t.is_alive():
-        busy = [w for w, tasks in client.processing().items() if tasks]
-        if busy:
-            pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
-            os.kill(pid, signal.SIGKILL)
-            killed = busy[0]
-        time.sleep(0.05)
-    t.join(timeout=300)
+    r, error, killed = run_killing_a_busy_worker(
+        client, lambda: hdbscan_distributed(np.array_split(X, 4), client, min_cluster_size=MCS), wait_s=60, join_s=300)
     assert killed is not None, "no task ever ran"
-    assert "error" not in out, out.get("error")
-    same(out["r"], ref)
+    assert error is None, error
+    same(r, ref)
     client.wait_for_workers(2, timeout=60)  # the nanny restarted it
 
 

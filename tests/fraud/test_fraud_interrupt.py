@@ -16,27 +16,27 @@ from gpuforge.plugins.fraud.bench import blobs
 
 
 @pytest.fixture(scope="module")
-def big(tmp_path_factory):
-    X, _ = blobs(200_000, 10, seed=1)
-    p = tmp_path_factory.mktemp("big") / "big.npy"
-    np.save(p, X)
-    return p
+def blobs_table(tmp_path_factory):
+    """rows -> a saved ``blobs(rows, 10)`` table, written once per size."""
+    made = {}
+
+    def table(rows: int):
+        if rows not in made:
+            X, _ = blobs(rows, 10, seed=1)
+            made[rows] = tmp_path_factory.mktemp(f"blobs{rows}") / "x.npy"
+            np.save(made[rows], X)
+        return made[rows]
+
+    return table
 
 
-@pytest.fixture(scope="module")
-def bigger(tmp_path_factory):
-    # 1M rows keep either mode running well past the delay, however quiet the machine
-    X, _ = blobs(1_000_000, 10, seed=1)
-    p = tmp_path_factory.mktemp("bigger") / "bigger.npy"
-    np.save(p, X)
-    return p
-
-
-@pytest.mark.parametrize("delay,mode", [(4.0, "exact"), (10.0, "exact"), (6.0, "approx")])
-def test_ctrl_c_exits_130_fast_and_writes_nothing(big, bigger, tmp_path, isolated_env, delay, mode):
+# 200k x 10 finishes in ~12 s exact / ~4 s approx on 2 cores: later interrupts use 1M rows,
+# which keep either mode running well past the delay, however quiet the machine
+@pytest.mark.parametrize("delay,mode,rows", [(4.0, "exact", 200_000), (10.0, "exact", 1_000_000),
+                                            (6.0, "approx", 1_000_000)])
+def test_ctrl_c_exits_130_fast_and_writes_nothing(blobs_table, tmp_path, isolated_env, delay, mode, rows):
     out = tmp_path / "c.parquet"
-    # 200k x 10 finishes in ~12 s exact / ~4 s approx on 2 cores: later interrupts use 1M rows
-    table = big if delay < 6.0 else bigger
+    table = blobs_table(rows)
     proc = subprocess.Popen([*python_argv(), "-m", "gpuforge.cli", "fraud", "cluster", str(table), "--out", str(out),
                              "--mode", mode], env=isolated_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)

@@ -19,9 +19,10 @@ import numpy as np
 from numba import njit, prange
 
 from gpuforge.kernels.arguments import KernelArgumentError, check_int, check_ndim
-from gpuforge.plugins.fraud.hdbscan.cells import build_cells, range_sq_dists
+from gpuforge.plugins.fraud.hdbscan.cells import build_cells, longest_run, range_sq_dists
 from gpuforge.plugins.fraud.hdbscan.edge_order import neighbour_before, sq_dist, sq_dist_matrix
-from gpuforge.plugins.fraud.hdbscan.knn import EPS32, _blobs, _block, _insert, check_finite, check_points, knn
+from gpuforge.plugins.fraud.hdbscan.knn import (EPS32, _blobs, _block, _insert, centred_f32, check_finite, check_points,
+                                                knn)
 
 CELLS = {False: (256, 8), True: (32, 32)}
 """(rows per cell, neighbour cells) above / at or below ``GEMM_MIN_COLUMNS`` columns.
@@ -63,6 +64,7 @@ the second thread does not dominate, small enough that Ctrl-C is seen within ~0.
 # --- argument checks ---------------------------------------------------------------------------
 
 def check_local(x, k, cell_of, nbr) -> int:
+    """Every backend's checks of ``fraud.knn_local``'s arguments; returns k."""
     check_points("x", x)
     k = check_int("k", k, 0)
     if np.dtype(cell_of.dtype) != np.int64 or tuple(cell_of.shape) != (x.shape[0],):
@@ -70,10 +72,12 @@ def check_local(x, k, cell_of, nbr) -> int:
     check_ndim("nbr", nbr.shape, 2)
     if np.dtype(nbr.dtype) != np.int64:
         raise KernelArgumentError("nbr must be int64")
+    check_finite("x", x)
+    _check_local_values(k, cell_of, nbr)
     return k
 
 
-def check_local_values(k, cell_of, nbr) -> None:
+def _check_local_values(k, cell_of, nbr) -> None:
     """Host arrays: cells in range, and at least k other candidates for every row."""
     if not isinstance(cell_of, np.ndarray) or not isinstance(nbr, np.ndarray) or cell_of.size == 0:
         return
@@ -87,15 +91,18 @@ def check_local_values(k, cell_of, nbr) -> None:
 
 
 def check_refine(x, knn_d2, knn_i) -> None:
+    """Every backend's checks of ``fraud.knn_refine``'s arguments."""
     check_points("x", x)
     check_ndim("knn_d2", knn_d2.shape, 2)
     if np.dtype(knn_d2.dtype) != np.float64 or np.dtype(knn_i.dtype) != np.int64:
         raise KernelArgumentError("knn_d2 must be float64 and knn_i int64")
     if tuple(knn_d2.shape) != tuple(knn_i.shape) or knn_d2.shape[0] != x.shape[0]:
         raise KernelArgumentError(f"knn_d2 and knn_i must both be ({x.shape[0]}, k)")
+    check_finite("x", x)
+    _check_refine_values(knn_i)
 
 
-def check_refine_values(knn_i) -> None:
+def _check_refine_values(knn_i) -> None:
     if isinstance(knn_i, np.ndarray) and knn_i.size:
         n = knn_i.shape[0]
         if knn_i.min() < 0 or knn_i.max() >= n or (knn_i == np.arange(n)[:, None]).any():
@@ -107,8 +114,6 @@ def check_refine_values(knn_i) -> None:
 def knn_local(x, k, cell_of, nbr):
     x, cell_of, nbr = (np.asarray(a) for a in (x, cell_of, nbr))
     k = check_local(x, k, cell_of, nbr)
-    check_finite("x", x)
-    check_local_values(k, cell_of, nbr)
     n = x.shape[0]
     d2 = np.empty((n, k))
     idx = np.empty((n, k), np.int64)
@@ -126,8 +131,6 @@ def knn_local(x, k, cell_of, nbr):
 def knn_refine(x, knn_d2, knn_i):
     x, knn_d2, knn_i = (np.asarray(a) for a in (x, knn_d2, knn_i))
     check_refine(x, knn_d2, knn_i)
-    check_finite("x", x)
-    check_refine_values(knn_i)
     n, k = knn_d2.shape
     d2 = np.empty((n, k))
     idx = np.empty((n, k), np.int64)
@@ -154,9 +157,7 @@ def _local(X, XT, row, start, nbr, k, todo, out_d2, out_i):
     """Rows in cell order (cell j at start[j]:start[j+1]); one cell of queries per task."""
     n, d = X.shape
     slack = EPS32 * (d + 8)
-    longest = 0
-    for j in range(start.shape[0] - 1):
-        longest = max(longest, start[j + 1] - start[j])
+    longest = longest_run(start)
     for t in prange(todo.shape[0]):
         P = todo[t]
         a, e = start[P], start[P + 1]
@@ -186,15 +187,7 @@ def _local(X, XT, row, start, nbr, k, todo, out_d2, out_i):
                 for c in range(d):
                     cP[c] += X[i, c]
             cP /= nq
-            Q = np.empty((nq, d), np.float32)
-            qn = np.empty(nq)
-            for i in range(nq):
-                sq = 0.0
-                for c in range(d):
-                    v = np.float32(X[a + i, c] - cP[c])
-                    Q[i, c] = v
-                    sq += np.float64(v) * np.float64(v)
-                qn[i] = sq
+            Q, qn = centred_f32(X, np.arange(a, e), cP)
             for j in range(nbr.shape[1]):
                 C = nbr[P, j]
                 if C >= 0 and start[C + 1] > start[C]:
@@ -237,9 +230,16 @@ def local_search(x, k, cell_of, nbr, query_cells=None):
 def knn_local_cpu(x, k, cell_of, nbr):
     x, cell_of, nbr = (np.ascontiguousarray(a) for a in (x, cell_of, nbr))
     k = check_local(x, k, cell_of, nbr)
-    check_finite("x", x)
-    check_local_values(k, cell_of, nbr)
     return local_search(x, k, cell_of, nbr)
+
+
+@njit(inline="always")
+def listed(ids, r):
+    """Does the neighbour list ``ids`` (as it stands in the join) hold row r? (every backend)"""
+    for t in range(ids.shape[0]):
+        if ids[t] == r:
+            return True
+    return False
 
 
 @njit(parallel=True, cache=True)
@@ -255,14 +255,7 @@ def _refine(X, kd2, ki, rows, out_d2, out_i):
             q = ki[p, j]
             for jj in range(k):
                 r = ki[q, jj]
-                if r == p:
-                    continue
-                held = False
-                for t in range(k):
-                    if br[t] == r:
-                        held = True
-                        break
-                if held:
+                if r == p or listed(br, r):
                     continue
                 d2 = sq_dist(X, p, X, r)
                 if neighbour_before(d2, r, bd[k - 1], br[k - 1]):
@@ -275,8 +268,6 @@ def _refine(X, kd2, ki, rows, out_d2, out_i):
 def knn_refine_cpu(x, knn_d2, knn_i):
     x, knn_d2, knn_i = (np.ascontiguousarray(a) for a in (x, knn_d2, knn_i))
     check_refine(x, knn_d2, knn_i)
-    check_finite("x", x)
-    check_refine_values(knn_i)
     n, k = knn_d2.shape
     d2 = np.empty((n, k))
     idx = np.empty((n, k), np.int64)

@@ -7,10 +7,12 @@ import numpy as np
 from numba import cuda
 
 from gpuforge.kernels.cuda_arrays import Placement
-from gpuforge.plugins.fraud.hdbscan.approx import (check_local, check_local_values, check_refine,
-                                                   check_refine_values)
-from gpuforge.plugins.fraud.hdbscan.cuda_launch import blocks, neighbour_before, sq_dist, threads
-from gpuforge.plugins.fraud.hdbscan.knn import check_finite
+from gpuforge.plugins.fraud.hdbscan import approx
+from gpuforge.plugins.fraud.hdbscan.approx import check_local, check_refine
+from gpuforge.plugins.fraud.hdbscan.cuda_launch import launch, neighbour_before, sq_dist
+
+
+listed = cuda.jit(device=True, inline="always")(approx.listed.py_func)
 
 
 @cuda.jit(device=True, inline="always")
@@ -61,13 +63,7 @@ def refine_kernel(x, knn_d2, knn_i, out_d2, out_i):
         q = knn_i[p, j]
         for jj in range(k):
             r = knn_i[q, jj]
-            if r == p:
-                continue
-            held = False
-            for t in range(k):
-                if out_i[p, t] == r:
-                    held = True
-            if not held:
+            if r != p and not listed(out_i[p], r):
                 _insert(out_d2, out_i, p, k, k, sq_dist(x, p, x, r), r)
 
 
@@ -79,8 +75,6 @@ def knn_local_cuda(x, k, cell_of, nbr):
     place = Placement()
     x, cell_of, nbr = (place.put(a, name) for a, name in ((x, "x"), (cell_of, "cell_of"), (nbr, "nbr")))
     k = check_local(x, k, cell_of, nbr)
-    check_finite("x", x)
-    check_local_values(k, cell_of, nbr)
     n = x.shape[0]
     d2, d2_h = place.empty((n, k), np.float64)
     idx, idx_h = place.empty((n, k), np.int64)
@@ -88,8 +82,8 @@ def knn_local_cuda(x, k, cell_of, nbr):
         host = cell_of if isinstance(cell_of, np.ndarray) else cell_of.copy_to_host()
         order = np.argsort(host, kind="stable").astype(np.int64)
         start = np.searchsorted(host[order], np.arange(nbr.shape[0] + 1)).astype(np.int64)
-        t = threads("fraud.knn_local")
-        place.launch(_local, blocks(n, t), t, place.to_device(x), k, place.to_device(cell_of), place.to_device(nbr),
+        cfg = launch("fraud.knn_local")
+        place.launch(_local, cfg.blocks(n), cfg.threads, place.to_device(x), k, place.to_device(cell_of), place.to_device(nbr),
                      place.to_device(order), place.to_device(start), d2, idx)
     return place.result(d2_h), place.result(idx_h)
 
@@ -98,14 +92,12 @@ def knn_refine_cuda(x, knn_d2, knn_i):
     place = Placement()
     x, knn_d2, knn_i = (place.put(a, name) for a, name in ((x, "x"), (knn_d2, "knn_d2"), (knn_i, "knn_i")))
     check_refine(x, knn_d2, knn_i)
-    check_finite("x", x)
-    check_refine_values(knn_i)
     n, k = knn_d2.shape
     d2, d2_h = place.empty((n, k), np.float64)
     idx, idx_h = place.empty((n, k), np.int64)
     if n and k:
-        t = threads("fraud.knn_refine")
-        place.launch(_refine, blocks(n, t), t, place.to_device(x), place.to_device(knn_d2), place.to_device(knn_i),
+        cfg = launch("fraud.knn_refine")
+        place.launch(_refine, cfg.blocks(n), cfg.threads, place.to_device(x), place.to_device(knn_d2), place.to_device(knn_i),
                      d2, idx)
     return place.result(d2_h), place.result(idx_h)
 

@@ -51,10 +51,11 @@ from numba import njit, prange
 
 from gpuforge.core.log import get_logger
 from gpuforge.kernels.arguments import KernelArgumentError, check_ndim
-from gpuforge.plugins.fraud.hdbscan.cells import (MARGIN, Cells, annulus, beyond, build_cells, centre_dists,
-                                                  centre_matrix, range_sq_dists)
-from gpuforge.plugins.fraud.hdbscan.edge_order import edge_before, sort_edges, sq_dist, sq_dist_matrix
-from gpuforge.plugins.fraud.hdbscan.knn import EPS32, blas_one_thread, check_finite, check_points
+from gpuforge.plugins.fraud.hdbscan.cells import (MARGIN, Cells, beyond, build_cells, centre_dists, centre_matrix,
+                                                  longest_run, range_sq_dists, shell_run)
+from gpuforge.plugins.fraud.hdbscan.edge_order import (edge_before, lighter_edge, sort_edges, sq_dist, sq_dist_matrix,
+                                                       store_edge)
+from gpuforge.plugins.fraud.hdbscan.knn import EPS32, blas_one_thread, centred_f32, check_finite, check_points
 from gpuforge.plugins.fraud.hdbscan.union_find import flatten, union
 
 log = get_logger("fraud.hdbscan")
@@ -228,15 +229,8 @@ def _list_best(comp, c2, kd2, kpos, row, exact, pw, pa, pb, pq, lb):
             q = kpos[p, j]
             if comp[q] == c:
                 continue
-            w = max(c2[p], c2[q], kd2[p, j])
-            a = min(row[p], row[q])
-            b = max(row[p], row[q])
-            if edge_before(w, a, b, bw, ba, bb):
-                bw, ba, bb, bq = w, a, b, q
-        pw[p] = bw
-        pa[p] = ba
-        pb[p] = bb
-        pq[p] = bq
+            bw, ba, bb, bq = lighter_edge(max(c2[p], c2[q], kd2[p, j]), row[p], row[q], q, bw, ba, bb, bq)
+        store_edge(p, bw, ba, bb, bq, pw, pa, pb, pq)
         lb[p] = max(c2[p], kd2[p, k - 1]) if exact and k > 0 else c2[p]
 
 
@@ -293,9 +287,7 @@ def _probe(points, comp, c2, X, XT, row, r, CT, radius, cell_shell, shell_start,
     """For each row p given: its lightest edge to another component (over all rows),
     cells in increasing order of their ball bound."""
     m = CT.shape[1]
-    longest = 0
-    for s in range(shell_lo.shape[0]):
-        longest = max(longest, shell_start[s + 1] - shell_start[s])
+    longest = longest_run(shell_start)
     for t in prange(points.shape[0]):
         p = points[t]
         c = comp[p]
@@ -321,29 +313,16 @@ def _probe(points, comp, c2, X, XT, row, r, CT, radius, cell_shell, shell_start,
             for s in range(cell_shell[j], cell_shell[j + 1]):
                 if sh_comp[s] == c or _other_core(s, c, sh_m1, sh_c1, sh_m2) > bw:
                     continue
-                tb = np.sqrt(bw)
-                if beyond(max(D - shell_hi[s], shell_lo[s] - D), D + shell_hi[s], tb):
-                    continue
-                a = shell_start[s]
-                b = shell_start[s + 1]
-                if bw < np.inf:
-                    a, b = annulus(r, a, b, D, tb)
+                a, b = shell_run(r, shell_start, shell_lo, shell_hi, s, D, np.sqrt(bw))
                 range_sq_dists(X, p, XT, a, b, acc)
                 for i in range(b - a):
                     q = a + i
                     if comp[q] == c:
                         continue
                     w = max(cp, c2[q], acc[i])
-                    if w > bw:
-                        continue
-                    ea = min(row[p], row[q])
-                    eb = max(row[p], row[q])
-                    if edge_before(w, ea, eb, bw, ba, bb):
-                        bw, ba, bb, bq = w, ea, eb, q
-        pw[p] = bw
-        pa[p] = ba
-        pb[p] = bb
-        pq[p] = bq
+                    if w <= bw:
+                        bw, ba, bb, bq = lighter_edge(w, row[p], row[q], q, bw, ba, bb, bq)
+        store_edge(p, bw, ba, bb, bq, pw, pa, pb, pq)
 
 
 @njit(parallel=True, cache=True)
@@ -355,9 +334,7 @@ def _search_shells(qshells, cptr, cand, comp, c2, lb, X, XT, row, r, centre, cc_
     n, d = X.shape
     m = radius.shape[0]
     slack = EPS32 * (d + 8)
-    longest = 0
-    for s in range(shell_lo.shape[0]):
-        longest = max(longest, shell_start[s + 1] - shell_start[s])
+    longest = longest_run(shell_start)
     for t in prange(qshells.shape[0]):
         P = shell_cell[qshells[t]]
         c0, c1_ = cptr[t], cptr[t + 1]
@@ -424,30 +401,14 @@ def _search_shells(qshells, cptr, cand, comp, c2, lb, X, XT, row, r, centre, cc_
         # screen cannot settle it (see knn.EPS32 for the slack). Blocks bound the memory: in
         # the last rounds nearly every row is gathered, and one candidates x all-rows product
         # was 4 bytes x shell size x n.
-        Ck = np.empty((nk, d), np.float32)
-        kn = np.empty(nk)
-        for i in range(nk):
-            sq = 0.0
-            for c in range(d):
-                v = np.float32(X[kept[i], c] - centre[P, c])
-                Ck[i, c] = v
-                sq += np.float64(v) * np.float64(v)
-            kn[i] = sq
+        Ck, kn = centred_f32(X, kept[:nk], centre[P])
         # in a one-component shell, each candidate's result tightens the next one's bound
         # (the component's best edge is the minimum over all pairs whatever the order: a
         # pair is dropped only when it cannot come before the bound, ties kept)
         kw, ka, kb = (W[Sc], A[Sc], B[Sc]) if Sc >= 0 else (np.inf, NONE, NONE)
         for q0 in range(0, nq, GATHER_BLOCK):
             nb = min(nq - q0, GATHER_BLOCK)
-            Cq = np.empty((nb, d), np.float32)
-            cn = np.empty(nb)
-            for i in range(nb):
-                sq = 0.0
-                for c in range(d):
-                    v = np.float32(X[Q[q0 + i], c] - centre[P, c])
-                    Cq[i, c] = v
-                    sq += np.float64(v) * np.float64(v)
-                cn[i] = sq
+            Cq, cn = centred_f32(X, Q[q0:q0 + nb], centre[P])
             G = np.dot(Ck, Cq.T)
             for i in range(nk):
                 p = kept[i]
@@ -472,16 +433,9 @@ def _search_shells(qshells, cptr, cand, comp, c2, lb, X, XT, row, r, centre, cc_
                     if approx - err > kw:
                         continue
                     w = m_ if approx + err <= m_ else max(m_, sq_dist(X, p, X, q))
-                    if w > kw:
-                        continue
-                    ea = min(row[p], row[q])
-                    eb = max(row[p], row[q])
-                    if edge_before(w, ea, eb, bw, ba, bb):
-                        bw, ba, bb, bq = w, ea, eb, q
-                pw[p] = bw
-                pa[p] = ba
-                pb[p] = bb
-                pq[p] = bq
+                    if w <= kw:
+                        bw, ba, bb, bq = lighter_edge(w, row[p], row[q], q, bw, ba, bb, bq)
+                store_edge(p, bw, ba, bb, bq, pw, pa, pb, pq)
                 if Sc >= 0 and bq >= 0 and edge_before(bw, ba, bb, kw, ka, kb):
                     kw, ka, kb = bw, ba, bb
 

@@ -17,7 +17,7 @@ from numba import cuda
 
 from gpuforge.kernels.cuda_arrays import Placement
 from gpuforge.plugins.fraud.hdbscan.boruvka import NONE, check_host_values, check_mst
-from gpuforge.plugins.fraud.hdbscan.cuda_launch import blocks, edge_before, sq_dist, threads
+from gpuforge.plugins.fraud.hdbscan.cuda_launch import launch, lighter_edge, sq_dist, store_edge
 from gpuforge.plugins.fraud.hdbscan.edge_order import sort_edges
 from gpuforge.plugins.fraud.hdbscan.knn import check_finite
 from gpuforge.plugins.fraud.hdbscan.union_find_cuda import components, link, new_parent
@@ -29,25 +29,11 @@ def point_best_kernel(x, comp, c2, pw, pa, pb, pq):
     if p >= n:
         return
     c = comp[p]
-    bw = math.inf
-    ba = NONE
-    bb = NONE
-    bq = -1
+    bw, ba, bb, bq = math.inf, NONE, NONE, -1
     for q in range(n):
-        if comp[q] == c:
-            continue
-        w = max(c2[p], max(c2[q], sq_dist(x, p, x, q)))
-        a = min(p, q)
-        b = max(p, q)
-        if edge_before(w, a, b, bw, ba, bb):
-            bw = w
-            ba = a
-            bb = b
-            bq = q
-    pw[p] = bw
-    pa[p] = ba
-    pb[p] = bb
-    pq[p] = bq
+        if comp[q] != c:
+            bw, ba, bb, bq = lighter_edge(max(c2[p], max(c2[q], sq_dist(x, p, x, q))), p, q, q, bw, ba, bb, bq)
+    store_edge(p, bw, ba, bb, bq, pw, pa, pb, pq)
 
 
 def reset_kernel(W, A, B, P):
@@ -97,18 +83,18 @@ _winner = cuda.jit(winner_kernel)
 def component_minima(place, comp, pw, pa, pb, pq):
     """Per component root: (W, P, Q) of its lightest edge (P = -1: none). Host arrays."""
     n = comp.shape[0]
-    t = threads("fraud.mst")
-    g = blocks(n, t)
+    cfg = launch("fraud.mst")
+    g = cfg.blocks(n)
     W, _ = place.empty((n,), np.float64)
     A, _ = place.empty((n,), np.int64)
     B, _ = place.empty((n,), np.int64)
     P, _ = place.empty((n,), np.int64)
     Q, _ = place.empty((n,), np.int64)
-    place.launch(_reset, g, t, W, A, B, P)
-    place.launch(_min_weight, g, t, comp, pw, pq, W)
-    place.launch(_min_first, g, t, comp, pw, pa, pq, W, A)
-    place.launch(_min_second, g, t, comp, pw, pa, pb, pq, W, A, B)
-    place.launch(_winner, g, t, comp, pw, pa, pb, pq, W, A, B, P, Q)
+    place.launch(_reset, g, cfg.threads, W, A, B, P)
+    place.launch(_min_weight, g, cfg.threads, comp, pw, pq, W)
+    place.launch(_min_first, g, cfg.threads, comp, pw, pa, pq, W, A)
+    place.launch(_min_second, g, cfg.threads, comp, pw, pa, pb, pq, W, A, B)
+    place.launch(_winner, g, cfg.threads, comp, pw, pa, pb, pq, W, A, B, P, Q)
     return (W.copy_to_host(stream=place.stream), P.copy_to_host(stream=place.stream),
             Q.copy_to_host(stream=place.stream))
 
@@ -161,14 +147,14 @@ def mst_cuda(x, core2, knn_d2, knn_i, forest_u, forest_v, knn_exact=True):
             xh = x if isinstance(x, np.ndarray) else x.copy_to_host()
             ch = core2 if isinstance(core2, np.ndarray) else core2.copy_to_host()
             w = np.maximum(np.maximum(ch[fu], ch[fv]), _host_sq_dists(xh, fu, fv)).tolist()
-        t = threads("fraud.mst")
+        cfg = launch("fraud.mst")
         pw, _ = place.empty((n,), np.float64)
         pa, _ = place.empty((n,), np.int64)
         pb, _ = place.empty((n,), np.int64)
         pq, _ = place.empty((n,), np.int64)
 
         def minima(comp):
-            place.launch(_point_best, blocks(n, t), t, xd, comp, c2, pw, pa, pb, pq)
+            place.launch(_point_best, cfg.blocks(n), cfg.threads, xd, comp, c2, pw, pa, pb, pq)
             return component_minima(place, comp, pw, pa, pb, pq)
 
         boruvka_rounds(place, n, parent, minima, u, v, w)

@@ -261,6 +261,29 @@ def annulus(r, a, b, D, t):
     return lo, hi
 
 
+@njit(inline="always")
+def longest_run(start):
+    """The longest of the runs start[j]..start[j + 1] - 1 (scratch size for range_sq_dists)."""
+    longest = 0
+    for j in range(start.shape[0] - 1):
+        longest = max(longest, start[j + 1] - start[j])
+    return longest
+
+
+@njit(inline="always")
+def shell_run(r, shell_start, shell_lo, shell_hi, s, D, t):
+    """The positions of shell s that may lie within t of a point at distance D from the
+    shell's cell centre: none when the shell's ball bound is beyond t, else the annulus
+    (all of the shell while t is infinite)."""
+    a = shell_start[s]
+    if beyond(max(D - shell_hi[s], shell_lo[s] - D), D + shell_hi[s], t):
+        return a, a
+    b = shell_start[s + 1]
+    if t < np.inf:
+        a, b = annulus(r, a, b, D, t)
+    return a, b
+
+
 @njit(parallel=True, cache=True)
 def centre_matrix(C):
     """Distances between all centres."""

@@ -35,21 +35,16 @@ def condense_tree(Z, min_cluster_size):
         lc = np.int64(Z[left - n, 3]) if left >= n else 1
         rcn = np.int64(Z[right - n, 3]) if right >= n else 1
         me = relabel[node]
-        if lc >= min_cluster_size and rcn >= min_cluster_size:
-            relabel[left] = next_label
-            next_label += 1
-            rp[pos] = me
-            rc[pos] = relabel[left]
-            rl[pos] = lam
-            rs[pos] = lc
-            pos += 1
-            relabel[right] = next_label
-            next_label += 1
-            rp[pos] = me
-            rc[pos] = relabel[right]
-            rl[pos] = lam
-            rs[pos] = rcn
-            pos += 1
+        if lc >= min_cluster_size and rcn >= min_cluster_size:  # a true split: two new clusters
+            for side in range(2):
+                sub = left if side == 0 else right
+                relabel[sub] = next_label
+                next_label += 1
+                rp[pos] = me
+                rc[pos] = relabel[sub]
+                rl[pos] = lam
+                rs[pos] = lc if side == 0 else rcn
+                pos += 1
             continue
         for side in range(2):
             sub = left if side == 0 else right

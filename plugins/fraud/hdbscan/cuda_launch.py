@@ -10,21 +10,19 @@ from gpuforge.plugins.fraud.hdbscan import edge_order
 # the one tie rule, as device functions (inlined at IR level, like the CPU versions)
 edge_before = cuda.jit(device=True, inline="always")(edge_order.edge_before.py_func)
 neighbour_before = cuda.jit(device=True, inline="always")(edge_order.neighbour_before.py_func)
+lighter_edge = cuda.jit(device=True, inline="always")(edge_order.lighter_edge.py_func)
+store_edge = cuda.jit(device=True, inline="always")(edge_order.store_edge.py_func)
 
 DEFAULT_THREADS = 256
 
 
-def threads(kernel: str) -> int:
-    """Threads per block for ``kernel``: the core's one launch rule
-    (:func:`gpuforge.core.tuning.launch_config`: the plugin's tuning.toml per GPU, checked
-    against the GPU's limits, and test overrides)."""
+def launch(kernel: str):
+    """Launch configuration of ``kernel`` (``.threads``, ``.blocks(n)``): the core's one
+    launch rule (:func:`gpuforge.core.tuning.launch_config`: the plugin's tuning.toml per
+    GPU, checked against the GPU's limits, and test overrides)."""
     from gpuforge.core.tuning import launch_config
 
-    return launch_config(kernel, {"threads_per_block": DEFAULT_THREADS}).threads
-
-
-def blocks(n: int, t: int) -> int:
-    return -(-n // t)
+    return launch_config(kernel, {"threads_per_block": DEFAULT_THREADS})
 
 
 if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":  # the simulator has no libdevice: plain Python floats

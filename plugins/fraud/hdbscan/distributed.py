@@ -41,7 +41,7 @@ import time
 import numpy as np
 from numba import njit
 
-from gpuforge.plugins.fraud.hdbscan.fit import APPROX_MIN_KNN, Result, tree_steps
+from gpuforge.plugins.fraud.hdbscan.fit import APPROX_MIN_KNN, Result, tree_result
 from gpuforge.plugins.fraud.hdbscan.union_find import union
 
 
@@ -270,10 +270,6 @@ def _run(parts, client, min_cluster_size: int = 5, min_samples: int | None = Non
     u, v, w2 = call("fraud.mst", X, core2, kd2, ki, fu, fv, False)
     w = np.sqrt(w2)
     t["bridge"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    labels, prob, glosh, sel = tree_steps(u, v, w, n, min_cluster_size, selection, epsilon)
-    t["tree_selection"] = time.perf_counter() - t0
-    info = dict(sel)
-    info.update(min_samples_used=ms, knn=k, mst_algorithm="boruvka", tasks=len(groups), knn_forest_edges=int(len(fu)),
-                bytes_moved=moved)
-    return Result(labels, prob, glosh, np.sqrt(core2), (u, v, w), len(sel["selected"]), t, info)
+    return tree_result(u, v, w, np.sqrt(core2), min_cluster_size, selection, epsilon, t, {}, min_samples_used=ms,
+                       knn=k, mst_algorithm="boruvka", tasks=len(groups), knn_forest_edges=int(len(fu)),
+                       bytes_moved=moved)

@@ -46,6 +46,26 @@ def edge_before(w2, a, b, held_w2, held_a, held_b):
 
 
 @njit(inline="always")
+def lighter_edge(w2, row_p, row_q, q, held_w2, held_a, held_b, held_q):
+    """The lighter of edge (p, q) (rows ``row_p``, ``row_q``; weight ``w2``) and the held
+    best edge of p (to ``held_q``): ``(w2, a, b, q)`` of the winner."""
+    a = min(row_p, row_q)
+    b = max(row_p, row_q)
+    if edge_before(w2, a, b, held_w2, held_a, held_b):
+        return w2, a, b, q
+    return held_w2, held_a, held_b, held_q
+
+
+@njit(inline="always")
+def store_edge(p, w2, a, b, q, pw, pa, pb, pq):
+    """Row p's best edge (w2, a, b) to q into the per-row arrays."""
+    pw[p] = w2
+    pa[p] = a
+    pb[p] = b
+    pq[p] = q
+
+
+@njit(inline="always")
 def sq_dist(X, p, Y, q):
     """Squared distance of row p of X and row q of Y (CPU targets)."""
     s = 0.0

@@ -64,16 +64,23 @@ def _caller(backend: str | None, used: dict):
     return run
 
 
-def tree_steps(u, v, w, n: int, min_cluster_size: int, selection: str, epsilon: float):
-    """(labels, probabilities, GLOSH scores, selection info) from the MST (u, v, w) in
-    merge order: single linkage, condensed tree, eom/leaf selection (step 3 above)."""
+def tree_result(u, v, w, core, min_cluster_size: int, selection: str, epsilon: float, t: dict, info: dict,
+                **more_info) -> Result:
+    """The Result from the MST (u, v, w) in merge order and the core distances: single
+    linkage, condensed tree, eom/leaf selection (step 3 above), timed into
+    ``t["tree_selection"]``; ``info`` gets the selection's info, then ``more_info``."""
     from gpuforge.plugins.fraud.hdbscan.condense import condense_tree
     from gpuforge.plugins.fraud.hdbscan.linkage import single_linkage
     from gpuforge.plugins.fraud.hdbscan.selection import select_clusters
 
+    t0 = time.perf_counter()
     Z = single_linkage(u, v, w)
     ct = condense_tree(Z, int(min_cluster_size))
-    return select_clusters(ct, n, selection, float(epsilon))
+    labels, prob, glosh, sel = select_clusters(ct, len(core), selection, float(epsilon))
+    t["tree_selection"] = time.perf_counter() - t0
+    info.update(sel)
+    info.update(more_info)
+    return Result(labels, prob, glosh, core, (u, v, w), len(sel["selected"]), t, info)
 
 
 def hdbscan(X, min_cluster_size: int = 5, min_samples: int | None = None, selection: str = "eom",
@@ -139,9 +146,5 @@ def hdbscan(X, min_cluster_size: int = 5, min_samples: int | None = None, select
         u, v, w2 = call("fraud.mst", X, core2, kd2, ki, fu, fv, exact_knn)
         w = np.sqrt(w2)
     t["mst"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    labels, prob, glosh, sel = tree_steps(u, v, w, n, min_cluster_size, selection, epsilon)
-    t["tree_selection"] = time.perf_counter() - t0
-    info.update(sel)
-    info.update(min_samples_used=ms, knn=k, mst_algorithm="prim" if prim else "boruvka", kernels=used)
-    return Result(labels, prob, glosh, core, (u, v, w), len(sel["selected"]), t, info)
+    return tree_result(u, v, w, core, min_cluster_size, selection, epsilon, t, info, min_samples_used=ms, knn=k,
+                       mst_algorithm="prim" if prim else "boruvka", kernels=used)

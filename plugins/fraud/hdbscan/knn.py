@@ -17,8 +17,8 @@ import numpy as np
 from numba import njit, prange
 
 from gpuforge.kernels.arguments import KernelArgumentError, check_int, check_ndim
-from gpuforge.plugins.fraud.hdbscan.cells import (Cells, annulus, beyond, build_cells, centre_dists,
-                                                  chunks, range_sq_dists)
+from gpuforge.plugins.fraud.hdbscan.cells import (Cells, beyond, build_cells, centre_dists, chunks, longest_run,
+                                                  range_sq_dists, shell_run)
 from gpuforge.plugins.fraud.hdbscan.edge_order import neighbour_before, sq_dist, sq_dist_matrix
 
 ROWS_PER_STEP = 256
@@ -98,9 +98,7 @@ def _search(X, XT, row, r, CT, radius, cell_shell, shell_start, shell_lo, shell_
     k-th distance."""
     n = X.shape[0]
     m = CT.shape[1]
-    longest = 0
-    for s in range(shell_lo.shape[0]):
-        longest = max(longest, shell_start[s + 1] - shell_start[s])
+    longest = longest_run(shell_start)
     for t in prange(points.shape[0]):
         p = points[t]
         bd = np.full(k, np.inf)
@@ -122,13 +120,7 @@ def _search(X, XT, row, r, CT, radius, cell_shell, shell_start, shell_lo, shell_
                 break
             D = dc[j]
             for s in range(cell_shell[j], cell_shell[j + 1]):
-                tau = np.sqrt(bd[k - 1])
-                if beyond(max(D - shell_hi[s], shell_lo[s] - D), D + shell_hi[s], tau):
-                    continue
-                a = shell_start[s]
-                b = shell_start[s + 1]
-                if tau < np.inf:
-                    a, b = annulus(r, a, b, D, tau)
+                a, b = shell_run(r, shell_start, shell_lo, shell_hi, s, D, np.sqrt(bd[k - 1]))
                 range_sq_dists(X, p, XT, a, b, acc)
                 for i in range(b - a):
                     q = a + i
@@ -145,6 +137,24 @@ EPS32 = 1e-6
 float32 moves a squared distance by at most 4 u (|a|^2 + |b|^2) and the float32 dot product
 by d u (|a|^2 + |b|^2), u = 2^-24 = 6e-8: the slack is ~16 times that."""
 
+
+@njit
+def centred_f32(X, rows, centre):
+    """The float32 screen's operands: the rows ``rows`` of X relative to ``centre``, rounded
+    to float32, and their squared norms (float64 sums of the rounded values)."""
+    d = X.shape[1]
+    C = np.empty((rows.shape[0], d), np.float32)
+    norms = np.empty(rows.shape[0])
+    for i in range(rows.shape[0]):
+        s = 0.0
+        for c in range(d):
+            v = np.float32(X[rows[i], c] - centre[c])
+            C[i, c] = v
+            s += np.float64(v) * np.float64(v)
+        norms[i] = s
+    return C, norms
+
+
 BULK_ROWS = 8192
 """Rows (whole cells) per parallel call of the bulk search (Ctrl-C is seen between calls)."""
 
@@ -154,20 +164,12 @@ def _block(X, row, a, Q, qn, cP, b0, b1, k, bd, bi, br, slack):
     """Candidates at positions b0..b1-1 for the query points a..a+len(Q)-1: a float32
     GEMM screens every pair, and only the pairs that may enter a top-k are measured
     exactly (float64, column order) and inserted."""
-    d = X.shape[1]
     L = b1 - b0
     nq = Q.shape[0]
-    C = np.empty((L, d), np.float32)
-    cn = np.empty(L)
+    C, cn = centred_f32(X, np.arange(b0, b1), cP)
     cmax = 0.0
     for j in range(L):
-        s = 0.0
-        for c in range(d):
-            v = np.float32(X[b0 + j, c] - cP[c])
-            C[j, c] = v
-            s += np.float64(v) * np.float64(v)
-        cn[j] = s
-        cmax = max(cmax, s)
+        cmax = max(cmax, cn[j])
     G = np.dot(Q, C.T)
     approx = np.empty(L)
     for i in range(nq):
@@ -212,15 +214,7 @@ def _bulk(X, row, r, centre, cc_dist, radius, cell_start, halo_start, cell_shell
         nq = h - a
         if nq == 0:
             continue
-        Q = np.empty((nq, d), np.float32)
-        qn = np.empty(nq)
-        for i in range(nq):
-            s = 0.0
-            for c in range(d):
-                v = np.float32(X[a + i, c] - centre[P, c])
-                Q[i, c] = v
-                s += np.float64(v) * np.float64(v)
-            qn[i] = s
+        Q, qn = centred_f32(X, np.arange(a, h), centre[P])
         rmax = r[h - 1]
         bd = np.full((nq, k), np.inf)
         bi = np.full((nq, k), -1, np.int64)

@@ -7,7 +7,7 @@ import numpy as np
 from numba import cuda
 
 from gpuforge.kernels.cuda_arrays import Placement
-from gpuforge.plugins.fraud.hdbscan.cuda_launch import blocks, sq_dist, threads
+from gpuforge.plugins.fraud.hdbscan.cuda_launch import launch, sq_dist
 from gpuforge.plugins.fraud.hdbscan.knn import check_finite, check_knn
 
 
@@ -48,8 +48,8 @@ def knn_cuda(x, k: int):
     d2, d2_h = place.empty((n, k), np.float64)
     idx, idx_h = place.empty((n, k), np.int64)
     if n and k:
-        t = threads("fraud.knn")
-        place.launch(_knn, blocks(n, t), t, place.to_device(x), k, d2, idx)
+        cfg = launch("fraud.knn")
+        place.launch(_knn, cfg.blocks(n), cfg.threads, place.to_device(x), k, d2, idx)
     return place.result(d2_h), place.result(idx_h)
 
 

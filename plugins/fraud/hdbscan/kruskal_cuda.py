@@ -12,7 +12,7 @@ from numba import cuda
 
 from gpuforge.kernels.cuda_arrays import Placement
 from gpuforge.plugins.fraud.hdbscan.boruvka_cuda import _finish, boruvka_rounds, reset_kernel
-from gpuforge.plugins.fraud.hdbscan.cuda_launch import blocks, threads
+from gpuforge.plugins.fraud.hdbscan.cuda_launch import launch
 from gpuforge.plugins.fraud.hdbscan.kruskal import check_forest, check_forest_values
 from gpuforge.plugins.fraud.hdbscan.union_find_cuda import new_parent
 
@@ -89,8 +89,8 @@ def knn_forest_cuda(core2, knn_d2, knn_i):
     u, v, w = [], [], []
     if n > 1 and k:
         c2, kd2, ki = (place.to_device(a) for a in (core2, knn_d2, knn_i))
-        t = threads("fraud.knn_forest")
-        ge, gn = blocks(n * k, t), blocks(n, t)
+        cfg = launch("fraud.knn_forest")
+        ge, gn = cfg.blocks(n * k), cfg.blocks(n)
         W, _ = place.empty((n,), np.float64)
         A, _ = place.empty((n,), np.int64)
         B, _ = place.empty((n,), np.int64)
@@ -98,11 +98,11 @@ def knn_forest_cuda(core2, knn_d2, knn_i):
         Q, _ = place.empty((n,), np.int64)
 
         def minima(comp):
-            place.launch(_reset, gn, t, W, A, B, P)
-            place.launch(_weight, ge, t, c2, kd2, ki, comp, W)
-            place.launch(_first, ge, t, c2, kd2, ki, comp, W, A)
-            place.launch(_second, ge, t, c2, kd2, ki, comp, W, A, B)
-            place.launch(_winner, ge, t, c2, kd2, ki, comp, W, A, B, P, Q)
+            place.launch(_reset, gn, cfg.threads, W, A, B, P)
+            place.launch(_weight, ge, cfg.threads, c2, kd2, ki, comp, W)
+            place.launch(_first, ge, cfg.threads, c2, kd2, ki, comp, W, A)
+            place.launch(_second, ge, cfg.threads, c2, kd2, ki, comp, W, A, B)
+            place.launch(_winner, ge, cfg.threads, c2, kd2, ki, comp, W, A, B, P, Q)
             return (W.copy_to_host(stream=place.stream), P.copy_to_host(stream=place.stream),
                     Q.copy_to_host(stream=place.stream))
 

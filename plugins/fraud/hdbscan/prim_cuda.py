@@ -11,7 +11,7 @@ import numpy as np
 from numba import cuda
 
 from gpuforge.kernels.cuda_arrays import Placement
-from gpuforge.plugins.fraud.hdbscan.cuda_launch import blocks, sq_dist, threads
+from gpuforge.plugins.fraud.hdbscan.cuda_launch import launch, sq_dist
 from gpuforge.plugins.fraud.hdbscan.knn import check_finite
 from gpuforge.plugins.fraud.hdbscan.prim import check_prim
 
@@ -77,12 +77,12 @@ def prim_cuda(x, core):
         cur = place.to_device(np.zeros(1, np.int64))
         mn = place.to_device(np.full(1, np.inf))
         mi = place.to_device(np.full(1, n, np.int64))
-        t = threads("fraud.prim")
-        g = blocks(n, t)
+        cfg = launch("fraud.prim")
+        g = cfg.blocks(n)
         for i in range(m):
-            place.launch(_relax, g, t, xd, cd, in_tree, best, src, cur)
-            place.launch(_min_best, g, t, in_tree, best, mn)
-            place.launch(_min_row, g, t, in_tree, best, mn, mi)
+            place.launch(_relax, g, cfg.threads, xd, cd, in_tree, best, src, cur)
+            place.launch(_min_best, g, cfg.threads, in_tree, best, mn)
+            place.launch(_min_row, g, cfg.threads, in_tree, best, mn, mi)
             place.launch(_take, 1, 1, best, src, in_tree, cur, mn, mi, u, v, w, i)
     return place.result(u_h), place.result(v_h), place.result(w_h)
 

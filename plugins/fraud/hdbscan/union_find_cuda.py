@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from gpuforge.plugins.fraud.hdbscan.cuda_launch import blocks, threads
+from gpuforge.plugins.fraud.hdbscan.cuda_launch import launch
 
 
 def link_kernel(parent, u, v):
@@ -58,8 +58,8 @@ _iota = cuda.jit(iota_kernel)
 
 def new_parent(place, n: int):
     parent, _ = place.empty((n,), np.int64)
-    t = threads("fraud.union_find")
-    place.launch(_iota, blocks(n, t), t, parent)
+    cfg = launch("fraud.union_find")
+    place.launch(_iota, cfg.blocks(n), cfg.threads, parent)
     return parent
 
 
@@ -67,14 +67,14 @@ def link(place, parent, u, v) -> None:
     """Join the sets of the edges (u[i], v[i]) (host or device int64 arrays)."""
     m = u.shape[0]
     if m:
-        t = threads("fraud.union_find")
-        place.launch(_link, blocks(m, t), t, parent, place.to_device(u), place.to_device(v))
+        cfg = launch("fraud.union_find")
+        place.launch(_link, cfg.blocks(m), cfg.threads, parent, place.to_device(u), place.to_device(v))
 
 
 def components(place, parent, comp) -> None:
     n = parent.shape[0]
-    t = threads("fraud.union_find")
-    place.launch(_flatten, blocks(n, t), t, parent, comp)
+    cfg = launch("fraud.union_find")
+    place.launch(_flatten, cfg.blocks(n), cfg.threads, parent, comp)
 
 
 def union_find_ptx():
