@@ -102,6 +102,21 @@ def simulate_cmd(
     run.result(res, f"wrote {len(df):,} events of {sessions:,} sessions to {out} ({res['sessions_by_label']})")
 
 
+def _per_file(run: Run, stage: str, clicks: Path, out: Path, column_map, dataset_fn, **kw) -> dict:
+    """``dataset_fn`` (a per-file map of :mod:`.partitions`) from the folder ``clicks`` into
+    the folder ``out``: here, or one Dask task per file with --cluster/--scheduler; a
+    progress bar counts the files."""
+    from gpuforge.plugins.fraud.partitions import files
+
+    _dataset_out(out, column_map)
+    dst = run.output(out, kind="dataset")
+    with run.timed(stage), run.cluster() as client, \
+            run.progress(f"{stage} (files)", total=len(files(clicks, "click dataset"))) as bar:
+        res = dataset_fn(clicks, dst.tmp, force=True, client=client, on_done=bar.advance, **kw)
+    res["output"] = str(out)
+    return res
+
+
 def _runs_here(run: Run, clicks: Path) -> None:
     if run.cluster_spec is not None:
         from gpuforge.core.log import get_logger
@@ -134,15 +149,7 @@ def features_cmd(
     if clicks.is_dir():
         from gpuforge.plugins.fraud.partitions import features_dataset
 
-        _dataset_out(out, column_map)
-        dst = run.output(out, kind="dataset")
-        emap = read_event_map(event_map)
-        from gpuforge.plugins.fraud.partitions import files
-
-        with run.timed("features"), run.cluster() as client, \
-                run.progress("features (files)", total=len(files(clicks, "click dataset"))) as bar:
-            res = features_dataset(clicks, dst.tmp, force=True, event_map=emap, client=client, on_done=bar.advance)
-        res["output"] = str(out)
+        res = _per_file(run, "features", clicks, out, column_map, features_dataset, event_map=read_event_map(event_map))
         run.result(res, f"wrote {len(res['features'])} features for {res['sessions']:,} sessions to {out}/")
         return
     _runs_here(run, clicks)
@@ -191,15 +198,7 @@ def embed_cmd(
             raise UsageError(f"{clicks} is a folder: embedding a partitioned dataset is inference only; train on a "
                              "sample first (`fraud embed SAMPLE.parquet --out e.parquet`) and pass --model "
                              "e.parquet.model.safetensors")
-        _dataset_out(out, column_map)
-        dst = run.output(out, kind="dataset")
-        from gpuforge.plugins.fraud.partitions import files
-
-        with run.timed("embed"), run.cluster() as client, \
-                run.progress("embed (files)", total=len(files(clicks, "click dataset"))) as bar:
-            res = embed_dataset(clicks, dst.tmp, model, force=True, device=run.torch_device, client=client,
-                                on_done=bar.advance)
-        res["output"] = str(out)
+        res = _per_file(run, "embed", clicks, out, column_map, embed_dataset, model=model, device=run.torch_device)
         run.result(res, f"wrote {res['dim']}-d embeddings of {res['sessions']:,} sessions to {out}/; model {model}")
         return
     _runs_here(run, clicks)
