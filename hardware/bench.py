@@ -164,7 +164,8 @@ def bench_gpu(index: int = 0, quick: bool = False) -> dict:  # pragma: no cover 
     from gpuforge.core.bench import best_of
     from gpuforge.core.errors import UnsupportedError
     from gpuforge.hardware.detect import detect_gpus
-    from gpuforge.hardware.microkernels_cuda import (SMEM_WORDS, _copy, _fma, _smem, _triad, launch_empty)
+    from gpuforge.hardware.microkernels_cuda import (SMEM_WORDS, copy_kernel, fma_kernel, launch_empty,
+                                                     smem_read_kernel, triad_kernel)
 
     det = detect_gpus()
     if det.cpu_only or index >= len(det.gpus):
@@ -181,8 +182,8 @@ def bench_gpu(index: int = 0, quick: bool = False) -> dict:  # pragma: no cover 
     src = cuda.to_device(np.full(n, 1.0, np.float32))
     b = cuda.to_device(np.full(n, 2.0, np.float32))
     dst = cuda.device_array(n, np.float32)
-    copy_s = best_of(lambda: _copy[blocks, threads](src, dst), repeat, sync=sync)
-    triad_s = best_of(lambda: _triad[blocks, threads](src, b, np.float32(3.0), dst), repeat, sync=sync)
+    copy_s = best_of(lambda: copy_kernel[blocks, threads](src, dst), repeat, sync=sync)
+    triad_s = best_of(lambda: triad_kernel[blocks, threads](src, b, np.float32(3.0), dst), repeat, sync=sync)
     bw = prof.memory_bandwidth_gbs if prof else None
     label = f"datasheet {prof.id}" if prof else "no profile matched"
     measures = [
@@ -194,7 +195,7 @@ def bench_gpu(index: int = 0, quick: bool = False) -> dict:  # pragma: no cover 
     x = cuda.to_device(np.random.default_rng(0).standard_normal(fn).astype(np.float32))
     y = cuda.device_array(fn, np.float32)
     fb = (fn + 255) // 256
-    fma_s = best_of(lambda: _fma[fb, 256](x, y, iters, np.float32(0.999), np.float32(0.001)), repeat, sync=sync)
+    fma_s = best_of(lambda: fma_kernel[fb, 256](x, y, iters, np.float32(0.999), np.float32(0.001)), repeat, sync=sync)
     measures.append(_measure("fma", 2 * iters * fn / fma_s / 1e9, "GFLOP/s", prof.fp32_tflops * 1e3 if prof else None,
                              label, f"hardware.fma numba-cuda, {fn} chains x {iters} FMAs"))
     launch_empty()
@@ -216,7 +217,7 @@ def bench_gpu(index: int = 0, quick: bool = False) -> dict:  # pragma: no cover 
                              "empty numba-cuda kernel, mean of 2000 back-to-back launches"))
     sblocks, reps = sms * 8, 4096 if quick else 16384
     sout = cuda.device_array(sblocks * 256, np.float32)
-    smem_s = best_of(lambda: _smem[sblocks, 256](sout, reps), repeat, sync=sync)
+    smem_s = best_of(lambda: smem_read_kernel[sblocks, 256](sout, reps), repeat, sync=sync)
     smem_peak = sms * 32 * 4 * prof.boost_clock_mhz * 1e6 / 1e9 if prof else None
     measures.append(_measure("shared_memory", sblocks * 256 * reps * 4 / smem_s / 1e9, "GB/s", smem_peak,
                              "SMs x 32 banks x 4 B x boost clock", f"conflict-free reads of a {SMEM_WORDS * 4 >> 10} KiB "

@@ -16,24 +16,28 @@ from gpuforge.core.tuning import launch_config
 from gpuforge.hardware.microkernels import _same_shape, _scalar
 from gpuforge.kernels.arguments import check_float32, check_int
 from gpuforge.kernels.cuda_arrays import Placement
+from gpuforge.kernels.cuda_kernel import cuda_kernel, ptx_list
 
 SMEM_WORDS = 4096
 """float32 words of shared memory the bandwidth kernel reads (16 KiB, a power of two)."""
 MAX_BLOCKS = 65535
 
 
+@cuda_kernel("void(float32[::1], float32[::1])")
 def copy_kernel(src, dst):
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, src.size, stride):
         dst[i] = src[i]
 
 
+@cuda_kernel("void(float32[::1], float32[::1], float32, float32[::1])")
 def triad_kernel(b, c, s, out):
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, out.size, stride):
         out[i] = b[i] + s * c[i]
 
 
+@cuda_kernel("void(float32[::1], float32[::1], int64, float32, float32)")
 def fma_kernel(x, out, iters, a, b):
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, x.size, stride):
@@ -43,10 +47,12 @@ def fma_kernel(x, out, iters, a, b):
         out[i] = y
 
 
+@cuda_kernel("void()")
 def empty_kernel():
     pass
 
 
+@cuda_kernel("void(float32[::1], int64)")
 def smem_read_kernel(out, reps):
     sm = cuda.shared.array(SMEM_WORDS, float32)
     t = cuda.threadIdx.x
@@ -63,13 +69,6 @@ def smem_read_kernel(out, reps):
         out[i] = acc
 
 
-_copy = cuda.jit(copy_kernel)
-_triad = cuda.jit(triad_kernel)
-_fma = cuda.jit(fma_kernel)
-_empty = cuda.jit(empty_kernel)
-_smem = cuda.jit(smem_read_kernel)
-
-
 def copy_cuda(x):
     place = Placement()
     x = place.put(x, "x")
@@ -78,7 +77,7 @@ def copy_cuda(x):
     src = place.to_device(x).reshape(x.size)
     out, handed = place.empty(shape, np.float32)
     cfg = launch_config("hardware.copy")
-    place.launch(_copy, cfg.stride_blocks(src.size, MAX_BLOCKS), cfg.threads, src, out.reshape(src.size))
+    place.launch(copy_kernel, cfg.stride_blocks(src.size, MAX_BLOCKS), cfg.threads, src, out.reshape(src.size))
     return place.result(handed)
 
 
@@ -93,7 +92,7 @@ def triad_cuda(b, c, scalar):
     db, dc = place.to_device(b).reshape(n), place.to_device(c).reshape(n)
     out, handed = place.empty(b.shape, np.float32)
     cfg = launch_config("hardware.triad")
-    place.launch(_triad, cfg.stride_blocks(n, MAX_BLOCKS), cfg.threads, db, dc, s, out.reshape(n))
+    place.launch(triad_kernel, cfg.stride_blocks(n, MAX_BLOCKS), cfg.threads, db, dc, s, out.reshape(n))
     return place.result(handed)
 
 
@@ -107,37 +106,21 @@ def fma_cuda(x, iters, a, b):
     src = place.to_device(x).reshape(n)
     out, handed = place.empty(x.shape, np.float32)
     cfg = launch_config("hardware.fma")
-    place.launch(_fma, cfg.stride_blocks(n, MAX_BLOCKS), cfg.threads, src, out.reshape(n), iters, a32, b32)
+    place.launch(fma_kernel, cfg.stride_blocks(n, MAX_BLOCKS), cfg.threads, src, out.reshape(n), iters, a32, b32)
     return place.result(handed)
 
 
 def launch_empty(blocks: int = 1, threads: int = 32) -> None:
-    _empty[blocks, threads]()
+    empty_kernel[blocks, threads]()
 
 
 def smem_read(out, reps: int, blocks: int, threads: int) -> None:
     """Launch the shared-memory read loop on a device array ``out`` of blocks x threads."""
-    _smem[blocks, threads](out, reps)
+    smem_read_kernel[blocks, threads](out, reps)
 
 
-def ptx_entries():
-    """Every CUDA kernel of ``hw bench`` with the signature it is launched with."""
-    return [
-        (copy_kernel, "void(float32[::1], float32[::1])"),
-        (triad_kernel, "void(float32[::1], float32[::1], float32, float32[::1])"),
-        (fma_kernel, "void(float32[::1], float32[::1], int64, float32, float32)"),
-        (empty_kernel, "void()"),
-        (smem_read_kernel, "void(float32[::1], int64)"),
-    ]
-
-
-def copy_ptx():
-    return [e for e in ptx_entries() if e[0] in (copy_kernel, empty_kernel, smem_read_kernel)]
-
-
-def triad_ptx():
-    return [e for e in ptx_entries() if e[0] is triad_kernel]
-
-
-def fma_ptx():
-    return [e for e in ptx_entries() if e[0] is fma_kernel]
+# Every CUDA kernel of ``hw bench`` with the signature it is launched with.
+ptx = ptx_list(copy_kernel, triad_kernel, fma_kernel, empty_kernel, smem_read_kernel)
+copy_ptx = ptx_list(copy_kernel, empty_kernel, smem_read_kernel)
+triad_ptx = ptx_list(triad_kernel)
+fma_ptx = ptx_list(fma_kernel)

@@ -12,6 +12,7 @@ from gpuforge.kernels.arguments import check_float32, check_int
 from gpuforge.kernels.blockwise import absmax_step, num_blocks, quantize_code
 from gpuforge.core.tuning import launch_config
 from gpuforge.kernels.cuda_arrays import Placement
+from gpuforge.kernels.cuda_kernel import cuda_kernel, ptx_list
 
 MAX_THREADS = 1024
 """Size of the shared reduction buffer: the largest ``threads_per_block`` accepted."""
@@ -47,6 +48,7 @@ block_absmax_cuda = cuda.jit(device=True, inline="always")(_block_absmax)
 blockIdx.x, reduced through ``part`` (a shared array of ``blockDim.x`` float32)."""
 
 
+@cuda_kernel("void(float32[::1], int64, float32[::1])")
 def absmax_kernel(flat, block_size, absmax):
     part = cuda.shared.array(MAX_THREADS, float32)
     m = block_absmax_cuda(flat, block_size, part)
@@ -54,6 +56,7 @@ def absmax_kernel(flat, block_size, absmax):
         absmax[cuda.blockIdx.x] = m
 
 
+@cuda_kernel("void(float32[::1], int64, int8[::1], float32[::1])")
 def quantize_int8_kernel(flat, block_size, codes, absmax):
     part = cuda.shared.array(MAX_THREADS, float32)
     m = block_absmax_cuda(flat, block_size, part)
@@ -63,10 +66,6 @@ def quantize_int8_kernel(flat, block_size, codes, absmax):
     stop = min(start + block_size, flat.size)
     for i in range(start + cuda.threadIdx.x, stop, cuda.blockDim.x):
         codes[i] = round(_quantize_code(flat[i], m))  # round = rint: half to even
-
-
-_absmax = cuda.jit(absmax_kernel)
-_quantize_int8 = cuda.jit(quantize_int8_kernel)
 
 
 def _threads_for(block_size: int, threads_per_block: int) -> int:
@@ -91,7 +90,7 @@ def blockwise_absmax_cuda(x, block_size: int):
     place, shape, flat, block_size, threads = _prepare("kernels.blockwise_absmax", x, block_size)
     nblocks = num_blocks(flat.size, block_size)
     absmax, handed = place.empty((nblocks,), np.float32)
-    place.launch(_absmax, nblocks, threads, flat, block_size, absmax)
+    place.launch(absmax_kernel, nblocks, threads, flat, block_size, absmax)
     return place.result(handed)
 
 
@@ -100,14 +99,10 @@ def blockwise_quantize_absmax_int8_cuda(x, block_size: int):
     nblocks = num_blocks(flat.size, block_size)
     codes, codes_handed = place.empty(shape, np.int8)
     absmax, absmax_handed = place.empty((nblocks,), np.float32)
-    place.launch(_quantize_int8, nblocks, threads, flat, block_size,
+    place.launch(quantize_int8_kernel, nblocks, threads, flat, block_size,
                  codes.reshape(flat.size), absmax)
     return place.result(codes_handed), place.result(absmax_handed)
 
 
-def blockwise_absmax_ptx():
-    return [(absmax_kernel, "void(float32[::1], int64, float32[::1])")]
-
-
-def blockwise_quantize_absmax_int8_ptx():
-    return [(quantize_int8_kernel, "void(float32[::1], int64, int8[::1], float32[::1])")]
+blockwise_absmax_ptx = ptx_list(absmax_kernel)
+blockwise_quantize_absmax_int8_ptx = ptx_list(quantize_int8_kernel)

@@ -13,12 +13,16 @@ from numba import cuda
 from gpuforge.kernels.arguments import out_of_range
 from gpuforge.core.tuning import launch_config
 from gpuforge.kernels.cuda_arrays import Placement, zeros_flag
+from gpuforge.kernels.cuda_kernel import cuda_kernel, ptx_list
 from gpuforge.kernels.packing import (check_pack_bits, check_pack_int32, check_unpack_bits,
                                       check_unpack_int32, gptq_group, word_value)
 
-"""Grid size cap; the grid-stride loops cover anything larger."""
+
+_INPUT_DTYPES = ("uint8", "int32", "int64")
+"""Value dtypes whose pack kernels the PTX check builds (others compile on first use)."""
 
 
+@cuda_kernel(*(f"void({t}[:, ::1], int64, uint8[:, ::1], int32[::1])" for t in _INPUT_DTYPES))
 def pack_bits_kernel(values, bits, out, bad):
     nrows, n = values.shape
     nbytes = out.shape[1]
@@ -38,6 +42,7 @@ def pack_bits_kernel(values, bits, out, bad):
         out[r, byte] = acc
 
 
+@cuda_kernel("void(uint8[:, ::1], int64, uint8[:, ::1])")
 def unpack_bits_kernel(packed, bits, out):
     nrows, n = out.shape
     per = 8 // bits
@@ -49,6 +54,7 @@ def unpack_bits_kernel(packed, bits, out):
         out[r, c] = (byte >> (bits * (per - 1 - c % per))) & mask
 
 
+@cuda_kernel(*(f"void({t}[:, ::1], int64, int64, int64, int32[:, ::1], int32[::1])" for t in _INPUT_DTYPES))
 def pack_int32_kernel(values, bits, group, words, out, bad):
     rows, cols = values.shape
     limit = 1 << bits
@@ -77,18 +83,13 @@ def pack_int32_kernel(values, bits, group, words, out, bad):
 _word_value = cuda.jit(device=True, inline="always")(word_value)
 
 
+@cuda_kernel("void(int32[:, ::1], int64, int64, int64, uint8[:, ::1])")
 def unpack_int32_kernel(packed, bits, group, words, out):
     rows, cols = out.shape
     for o in range(cuda.grid(1), rows * cols, cuda.gridsize(1)):
         r = o // cols
         c = o - r * cols
         out[r, c] = _word_value(packed, r, c, bits, group, words)
-
-
-_pack_bits = cuda.jit(pack_bits_kernel)
-_unpack_bits = cuda.jit(unpack_bits_kernel)
-_pack_int32 = cuda.jit(pack_int32_kernel)
-_unpack_int32 = cuda.jit(unpack_int32_kernel)
 
 
 def pack_bits_cuda(values, bits: int):
@@ -101,7 +102,7 @@ def pack_bits_cuda(values, bits: int):
     out, handed = place.empty((*lead, nbytes), np.uint8)
     if nrows * nbytes:
         bad = zeros_flag(place)
-        place.launch(_pack_bits, cfg.stride_blocks(nrows * nbytes), cfg.threads,
+        place.launch(pack_bits_kernel, cfg.stride_blocks(nrows * nbytes), cfg.threads,
                      place.to_device(values).reshape(nrows, n), bits,
                      out.reshape(nrows, nbytes), bad)
         if place.read_flag(bad):
@@ -118,7 +119,7 @@ def unpack_bits_cuda(packed, bits: int, n: int):
     nrows = math.prod(lead)
     out, handed = place.empty((*lead, n), np.uint8)
     if nrows * n:
-        place.launch(_unpack_bits, cfg.stride_blocks(nrows * n), cfg.threads,
+        place.launch(unpack_bits_kernel, cfg.stride_blocks(nrows * n), cfg.threads,
                      place.to_device(packed).reshape(nrows, nbytes), bits,
                      out.reshape(nrows, n))
     return place.result(handed)
@@ -136,7 +137,7 @@ def pack_int32_cuda(values, bits: int):
     out, handed = place.empty((nwords, *rest), np.int32)
     if nwords * cols:
         bad = zeros_flag(place)
-        place.launch(_pack_int32, cfg.stride_blocks(nwords * cols), cfg.threads,
+        place.launch(pack_int32_kernel, cfg.stride_blocks(nwords * cols), cfg.threads,
                      place.to_device(values).reshape(rows, cols), bits, group, words,
                      out.reshape(nwords, cols), bad)
         if place.read_flag(bad):
@@ -154,30 +155,13 @@ def unpack_int32_cuda(packed, bits: int, rows: int):
     cols = math.prod(rest)
     out, handed = place.empty((rows, *rest), np.uint8)
     if rows * cols:
-        place.launch(_unpack_int32, cfg.stride_blocks(rows * cols), cfg.threads,
+        place.launch(unpack_int32_kernel, cfg.stride_blocks(rows * cols), cfg.threads,
                      place.to_device(packed).reshape(nwords, cols), bits, group, words,
                      out.reshape(rows, cols))
     return place.result(handed)
 
 
-_INPUT_DTYPES = ("uint8", "int32", "int64")
-"""Value dtypes whose pack kernels the PTX check builds (others compile on first use)."""
-
-
-def pack_bits_ptx():
-    return [(pack_bits_kernel, f"void({t}[:, ::1], int64, uint8[:, ::1], int32[::1])")
-            for t in _INPUT_DTYPES]
-
-
-def unpack_bits_ptx():
-    return [(unpack_bits_kernel, "void(uint8[:, ::1], int64, uint8[:, ::1])")]
-
-
-def pack_int32_ptx():
-    return [(pack_int32_kernel,
-             f"void({t}[:, ::1], int64, int64, int64, int32[:, ::1], int32[::1])")
-            for t in _INPUT_DTYPES]
-
-
-def unpack_int32_ptx():
-    return [(unpack_int32_kernel, "void(int32[:, ::1], int64, int64, int64, uint8[:, ::1])")]
+pack_bits_ptx = ptx_list(pack_bits_kernel)
+unpack_bits_ptx = ptx_list(unpack_bits_kernel)
+pack_int32_ptx = ptx_list(pack_int32_kernel)
+unpack_int32_ptx = ptx_list(unpack_int32_kernel)

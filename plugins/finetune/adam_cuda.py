@@ -15,9 +15,12 @@ from numba import cuda, float32
 from gpuforge.core.tuning import launch_config
 from gpuforge.kernels.blockwise_cuda import MAX_THREADS, block_absmax_cuda
 from gpuforge.kernels.cuda_arrays import Placement
+from gpuforge.kernels.cuda_kernel import cuda_kernel, ptx_list
 from gpuforge.plugins.finetune import adam as _ref
 
 
+@cuda_kernel("void(float32[::1], float32[::1], float32[::1], float32[::1], float32, float32, float32, "
+              "float32, float32, float32, float32)")
 def adamw_kernel(p, g, m, v, decay, omb1, b2, omb2, step_size, bc2_sqrt, eps):
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, p.size, stride):
@@ -29,6 +32,7 @@ def adamw_kernel(p, g, m, v, decay, omb1, b2, omb2, step_size, bc2_sqrt, eps):
         p[i] = p[i] * decay - step_size * (mi / (math.sqrt(vi) / bc2_sqrt + eps))
 
 
+@cuda_kernel("void(float32[::1], float32[::1], int64, uint8[::1], float32[::1])")
 def quantize8_kernel(x, bounds, blocksize, codes, absmax):
     part = cuda.shared.array(MAX_THREADS, float32)
     t, nt = cuda.threadIdx.x, cuda.blockDim.x
@@ -50,15 +54,11 @@ def quantize8_kernel(x, bounds, blocksize, codes, absmax):
         codes[i] = a
 
 
+@cuda_kernel("void(uint8[::1], float32[::1], float32[::1], int64, float32[::1])")
 def dequantize8_kernel(codes, absmax, code, blocksize, out):
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, codes.size, stride):
         out[i] = code[codes[i]] * absmax[i // blocksize]
-
-
-_adamw = cuda.jit(adamw_kernel)
-_quantize8 = cuda.jit(quantize8_kernel)
-_dequantize8 = cuda.jit(dequantize8_kernel)
 
 
 def adamw_step_inplace_cuda(p, g, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01) -> None:
@@ -67,7 +67,7 @@ def adamw_step_inplace_cuda(p, g, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e
     n = arrs[0].size
     if n:
         cfg = launch_config("finetune.adamw_step")
-        _adamw[cfg.stride_blocks(n), cfg.threads](*arrs, np.float32(1 - lr * weight_decay), np.float32(1 - beta1),
+        adamw_kernel[cfg.stride_blocks(n), cfg.threads](*arrs, np.float32(1 - lr * weight_decay), np.float32(1 - beta1),
                                            np.float32(beta2), np.float32(1 - beta2), np.float32(lr / (1 - beta1 ** step)),
                                            np.float32(math.sqrt(1 - beta2 ** step)), np.float32(eps))
 
@@ -94,7 +94,7 @@ def adamw_step_cuda(param, grad, exp_avg, exp_avg_sq, step, lr, beta1=0.9, beta2
     g = arrs[1]
     g = place.to_device(np.ascontiguousarray(g, np.float32).reshape(n)) if isinstance(g, np.ndarray) else g.reshape(n)
     cfg = launch_config("finetune.adamw_step")
-    place.launch(_adamw, cfg.stride_blocks(n), cfg.threads, outs[0][0], g, outs[1][0], outs[2][0],
+    place.launch(adamw_kernel, cfg.stride_blocks(n), cfg.threads, outs[0][0], g, outs[1][0], outs[2][0],
                  np.float32(1 - lr * weight_decay), np.float32(1 - beta1), np.float32(beta2), np.float32(1 - beta2),
                  np.float32(lr / (1 - beta1 ** step)), np.float32(math.sqrt(1 - beta2 ** step)), np.float32(eps))
     return tuple(place.result(h).reshape(shape) for _, h in outs)
@@ -117,7 +117,7 @@ def quantize_blockwise_8bit_cuda(x, blocksize: int = 256, signed: bool = True):
     t = 1
     while t < blocksize and t < threads:
         t *= 2
-    place.launch(_quantize8, nb, t, xd, place.to_device(_ref._BOUNDS[bool(signed)]), blocksize, codes, absmax)
+    place.launch(quantize8_kernel, nb, t, xd, place.to_device(_ref._BOUNDS[bool(signed)]), blocksize, codes, absmax)
     return place.result(codes_h), place.result(absmax_h)
 
 
@@ -134,19 +134,11 @@ def dequantize_blockwise_8bit_cuda(codes, absmax, blocksize: int = 256, signed: 
     out, out_h = place.empty((c.size,), np.float32)
     cfg = launch_config("finetune.dequantize_blockwise_8bit")
     if c.size:
-        place.launch(_dequantize8, cfg.stride_blocks(c.size), cfg.threads, c, a, place.to_device(_ref._CODES[bool(signed)]),
+        place.launch(dequantize8_kernel, cfg.stride_blocks(c.size), cfg.threads, c, a, place.to_device(_ref._CODES[bool(signed)]),
                      blocksize, out)
     return place.result(out_h)
 
 
-def adamw_ptx():
-    return [(adamw_kernel, "void(float32[::1], float32[::1], float32[::1], float32[::1], float32, float32, float32, "
-                           "float32, float32, float32, float32)")]
-
-
-def quantize8_ptx():
-    return [(quantize8_kernel, "void(float32[::1], float32[::1], int64, uint8[::1], float32[::1])")]
-
-
-def dequantize8_ptx():
-    return [(dequantize8_kernel, "void(uint8[::1], float32[::1], float32[::1], int64, float32[::1])")]
+adamw_ptx = ptx_list(adamw_kernel)
+quantize8_ptx = ptx_list(quantize8_kernel)
+dequantize8_ptx = ptx_list(dequantize8_kernel)

@@ -10,6 +10,7 @@ import math
 from numba import cuda, float32, float64, int32
 
 from gpuforge.kernels.cuda_arrays import Placement, zeros_flag
+from gpuforge.kernels.cuda_kernel import cuda_kernel, ptx_list
 from gpuforge.plugins.quantize.int8 import check_mm, check_vq, non_finite, row_absmax
 from gpuforge.core.tuning import launch_config
 
@@ -28,6 +29,7 @@ _rint = cuda.jit(device=True, inline="always")(rint_half_even)
 _row_absmax = cuda.jit(device=True, inline="always")(row_absmax)
 
 
+@cuda_kernel("void(float32[:, ::1], float32, boolean[::1], int32[::1])")
 def outlier_kernel(x, threshold, out, bad):
     rows, cols = x.shape
     for c in range(cuda.grid(1), cols, cuda.gridsize(1)):
@@ -41,11 +43,13 @@ def outlier_kernel(x, threshold, out, bad):
         out[c] = o
 
 
+@cuda_kernel("void(float32[:, ::1], boolean[::1], float32[::1])")
 def row_absmax_kernel(x, outliers, absmax):
     for r in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
         absmax[r] = _row_absmax(x, outliers, r)
 
 
+@cuda_kernel("void(float32[:, ::1], boolean[::1], float32[::1], int8[:, ::1])")
 def codes_kernel(x, outliers, absmax, codes):
     rows, cols = x.shape
     for t in range(cuda.grid(1), rows * cols, cuda.gridsize(1)):
@@ -59,6 +63,7 @@ def codes_kernel(x, outliers, absmax, codes):
             codes[r, c] = _rint(x[r, c] * s)
 
 
+@cuda_kernel("void(int8[:, ::1], int8[:, ::1], int32[:, ::1])")
 def mm_kernel(a, b, out):
     m, k = a.shape
     n = b.shape[0]
@@ -69,12 +74,6 @@ def mm_kernel(a, b, out):
         for p in range(k):
             acc += int32(a[i, p]) * int32(b[j, p])
         out[i, j] = acc
-
-
-_outliers = cuda.jit(outlier_kernel)
-_absmax = cuda.jit(row_absmax_kernel)
-_codes = cuda.jit(codes_kernel)
-_mm = cuda.jit(mm_kernel)
 
 
 def int8_vectorwise_quant_cuda(x, threshold: float = 0.0):
@@ -89,16 +88,16 @@ def int8_vectorwise_quant_cuda(x, threshold: float = 0.0):
         d = place.to_device(x)
         cfg = launch_config("quantize.int8_vectorwise_quant")
         bad = zeros_flag(place)
-        place.launch(_outliers, cfg.stride_blocks(cols), cfg.threads, d, np.float32(threshold), outl, bad)
+        place.launch(outlier_kernel, cfg.stride_blocks(cols), cfg.threads, d, np.float32(threshold), outl, bad)
         if place.read_flag(bad):
             raise non_finite()
-        place.launch(_absmax, cfg.stride_blocks(rows), cfg.threads, d, outl, absmax)
-        place.launch(_codes, cfg.stride_blocks(rows * cols), cfg.threads, d, outl, absmax, codes)
+        place.launch(row_absmax_kernel, cfg.stride_blocks(rows), cfg.threads, d, outl, absmax)
+        place.launch(codes_kernel, cfg.stride_blocks(rows * cols), cfg.threads, d, outl, absmax, codes)
     else:
         if cols:
-            place.launch(_outliers, 1, 1, place.to_device(x), np.float32(threshold), outl, zeros_flag(place))
+            place.launch(outlier_kernel, 1, 1, place.to_device(x), np.float32(threshold), outl, zeros_flag(place))
         if rows:
-            place.launch(_absmax, 1, 1, place.to_device(x), outl, absmax)
+            place.launch(row_absmax_kernel, 1, 1, place.to_device(x), outl, absmax)
     return place.result(h_codes), place.result(h_absmax), place.result(h_outl)
 
 
@@ -111,15 +110,9 @@ def int8_matmul_cuda(a, b):
     out, handed = place.empty((m, n), np.int32)
     if m * n:
         cfg = launch_config("quantize.int8_matmul")
-        place.launch(_mm, cfg.stride_blocks(m * n), cfg.threads, place.to_device(a), place.to_device(b), out)
+        place.launch(mm_kernel, cfg.stride_blocks(m * n), cfg.threads, place.to_device(a), place.to_device(b), out)
     return place.result(handed)
 
 
-def int8_vectorwise_quant_ptx():
-    return [(outlier_kernel, "void(float32[:, ::1], float32, boolean[::1], int32[::1])"),
-            (row_absmax_kernel, "void(float32[:, ::1], boolean[::1], float32[::1])"),
-            (codes_kernel, "void(float32[:, ::1], boolean[::1], float32[::1], int8[:, ::1])")]
-
-
-def int8_matmul_ptx():
-    return [(mm_kernel, "void(int8[:, ::1], int8[:, ::1], int32[:, ::1])")]
+int8_vectorwise_quant_ptx = ptx_list(outlier_kernel, row_absmax_kernel, codes_kernel)
+int8_matmul_ptx = ptx_list(mm_kernel)

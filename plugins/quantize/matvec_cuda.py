@@ -8,12 +8,14 @@ from numba import cuda, float32, int64
 
 from gpuforge.kernels.arguments import KernelArgumentError
 from gpuforge.kernels.cuda_arrays import Placement, zeros_flag
+from gpuforge.kernels.cuda_kernel import cuda_kernel, ptx_list
 from gpuforge.kernels.packing import gptq_group, word_value
 from gpuforge.plugins.quantize.matvec import check_gptq, check_gptq_matvec, check_nf4_matvec
 from gpuforge.plugins.quantize.nf4 import code_table
 from gpuforge.core.tuning import launch_config
 
 
+@cuda_kernel("void(uint8[::1], float32[::1], float32[::1], int64, int64, float32[::1], float32[::1])")
 def nf4_matvec_kernel(packed, absmax, x, out_features, bs, code, y):
     n_in = x.size
     for o in range(cuda.grid(1), out_features, cuda.gridsize(1)):
@@ -30,6 +32,8 @@ def nf4_matvec_kernel(packed, absmax, x, out_features, bs, code, y):
 _value = cuda.jit(device=True, inline="always")(word_value)
 
 
+@cuda_kernel("void(int32[:, ::1], int32[:, ::1], float32[:, ::1], int32[::1], int64, int64, int64, "
+              "float32[:, ::1], int32[::1])")
 def gptq_deq_kernel(qweight, qzeros, scales, g_idx, bits, group, words, out, bad):
     rows, cols = out.shape
     for t in range(cuda.grid(1), rows * cols, cuda.gridsize(1)):
@@ -43,6 +47,8 @@ def gptq_deq_kernel(qweight, qzeros, scales, g_idx, bits, group, words, out, bad
             out[r, c] = scales[g, c] * float32(_value(qweight, r, c, bits, group, words) - z)
 
 
+@cuda_kernel("void(int32[:, ::1], int32[:, ::1], float32[:, ::1], int32[::1], int64, int64, int64, "
+              "float32[::1], float32[::1], int32[::1])")
 def gptq_mv_kernel(qweight, qzeros, scales, g_idx, bits, group, words, x, y, bad):
     rows = x.size
     for c in range(cuda.grid(1), y.size, cuda.gridsize(1)):
@@ -57,11 +63,6 @@ def gptq_mv_kernel(qweight, qzeros, scales, g_idx, bits, group, words, x, y, bad
         y[c] = acc
 
 
-_nf4_mv = cuda.jit(nf4_matvec_kernel)
-_deq = cuda.jit(gptq_deq_kernel)
-_mv = cuda.jit(gptq_mv_kernel)
-
-
 def nf4_matvec_cuda(packed, absmax, x, out_features: int, blocksize: int = 64, quant_type: str = "nf4"):
     place = Placement()
     packed, absmax, x = place.put(packed, "packed"), place.put(absmax, "absmax"), place.put(x, "x")
@@ -69,7 +70,7 @@ def nf4_matvec_cuda(packed, absmax, x, out_features: int, blocksize: int = 64, q
     y, handed = place.empty((out_features,), np.float32)
     if out_features:
         cfg = launch_config("quantize.nf4_matvec")
-        place.launch(_nf4_mv, cfg.stride_blocks(out_features), cfg.threads, place.to_device(packed), place.to_device(absmax),
+        place.launch(nf4_matvec_kernel, cfg.stride_blocks(out_features), cfg.threads, place.to_device(packed), place.to_device(absmax),
                      place.to_device(x), out_features, blocksize,
                      cuda.to_device(code_table(quant_type), stream=place.stream), y)
     return place.result(handed)
@@ -85,7 +86,7 @@ def gptq_dequantize_cuda(qweight, qzeros, scales, g_idx, bits: int):
     if out.shape[0] * out.shape[1]:
         cfg = launch_config("quantize.gptq_dequantize")
         bad = zeros_flag(place)
-        place.launch(_deq, cfg.stride_blocks(out.shape[0] * out.shape[1]), cfg.threads, place.to_device(qweight),
+        place.launch(gptq_deq_kernel, cfg.stride_blocks(out.shape[0] * out.shape[1]), cfg.threads, place.to_device(qweight),
                      place.to_device(qzeros), place.to_device(scales), place.to_device(g_idx), bits, group, words,
                      out, bad)
         if place.read_flag(bad):
@@ -103,22 +104,13 @@ def gptq_matvec_cuda(qweight, qzeros, scales, g_idx, bits: int, x):
     if qweight.shape[1]:
         cfg = launch_config("quantize.gptq_matvec")
         bad = zeros_flag(place)
-        place.launch(_mv, cfg.stride_blocks(qweight.shape[1]), cfg.threads, place.to_device(qweight), place.to_device(qzeros),
+        place.launch(gptq_mv_kernel, cfg.stride_blocks(qweight.shape[1]), cfg.threads, place.to_device(qweight), place.to_device(qzeros),
                      place.to_device(scales), place.to_device(g_idx), bits, group, words, place.to_device(x), y, bad)
         if place.read_flag(bad):
             raise KernelArgumentError(f"g_idx must lie in [0, {scales.shape[0]})")
     return place.result(handed)
 
 
-def nf4_matvec_ptx():
-    return [(nf4_matvec_kernel, "void(uint8[::1], float32[::1], float32[::1], int64, int64, float32[::1], float32[::1])")]
-
-
-def gptq_dequantize_ptx():
-    return [(gptq_deq_kernel, "void(int32[:, ::1], int32[:, ::1], float32[:, ::1], int32[::1], int64, int64, int64, "
-                              "float32[:, ::1], int32[::1])")]
-
-
-def gptq_matvec_ptx():
-    return [(gptq_mv_kernel, "void(int32[:, ::1], int32[:, ::1], float32[:, ::1], int32[::1], int64, int64, int64, "
-                             "float32[::1], float32[::1], int32[::1])")]
+nf4_matvec_ptx = ptx_list(nf4_matvec_kernel)
+gptq_dequantize_ptx = ptx_list(gptq_deq_kernel)
+gptq_matvec_ptx = ptx_list(gptq_mv_kernel)

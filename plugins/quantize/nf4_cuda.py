@@ -19,11 +19,13 @@ from numba import cuda, float32, int64
 from gpuforge.core.tuning import launch_config
 from gpuforge.kernels.arguments import KernelArgumentError
 from gpuforge.kernels.cuda_arrays import Placement, zeros_flag
+from gpuforge.kernels.cuda_kernel import cuda_kernel, ptx_list
 from gpuforge.kernels.dynamic_map import lut_index, quantize_lut
 from gpuforge.plugins.quantize.nf4 import (DYNAMIC_MAP, LUT_BINS, bounds_and_order, check_decode,
                                            check_dq_decode, check_dq_encode, check_encode,
                                            code_table, dq_offset, interval_lut, non_finite)
 
+@cuda_kernel("void(float32[::1], int64, float32[::1], int32[::1])")
 def absmax_kernel(flat, bs, absmax, bad):
     n = flat.size
     for b in range(cuda.grid(1), absmax.size, cuda.gridsize(1)):
@@ -54,6 +56,7 @@ def code4(s, bounds, order, lut):
 _code4 = cuda.jit(device=True, inline="always")(code4)
 
 
+@cuda_kernel("void(float32[::1], int64, float32[::1], float32[::1], int64[::1], int64[::1], uint8[::1])")
 def encode_kernel(flat, bs, absmax, bounds, order, lut, out):
     n = flat.size
     nb = absmax.size
@@ -75,6 +78,7 @@ def encode_kernel(flat, bs, absmax, bounds, order, lut, out):
         out[byte] = acc
 
 
+@cuda_kernel("void(uint8[::1], float32[::1], int64, float32[::1], float32[::1])")
 def decode_kernel(packed, absmax, bs, code, out):
     for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
         byte = int64(packed[i // 2])
@@ -85,6 +89,7 @@ def decode_kernel(packed, absmax, bs, code, out):
 _lut_index = cuda.jit(device=True, inline="always")(lut_index)
 
 
+@cuda_kernel("void(float32[::1], float32[::1], int64, uint8[::1], uint8[::1], float32[::1])")
 def dq_encode_kernel(absmax, offset, bs, lut, q, nested):
     m = absmax.size
     off = offset[0]
@@ -106,17 +111,11 @@ def dq_encode_kernel(absmax, offset, bs, lut, q, nested):
                 q[i] = lut[_lut_index((absmax[i] - off) * inv)]
 
 
+@cuda_kernel("void(uint8[::1], float32[::1], float32[::1], int64, float32[::1], float32[::1])")
 def dq_decode_kernel(q, nested, offset, bs, code, out):
     off = offset[0]
     for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
         out[i] = code[q[i]] * nested[i // bs] + off
-
-
-_absmax = cuda.jit(absmax_kernel)
-_encode = cuda.jit(encode_kernel)
-_decode = cuda.jit(decode_kernel)
-_dq_encode = cuda.jit(dq_encode_kernel)
-_dq_decode = cuda.jit(dq_decode_kernel)
 
 
 def _flat(place: Placement, x):
@@ -137,12 +136,12 @@ def nf4_encode_cuda(x, blocksize: int = 64, quant_type: str = "nf4"):
         flat = place.to_device(_flat(place, x))
         cfg = launch_config("quantize.nf4_encode")
         bad = zeros_flag(place)
-        place.launch(_absmax, cfg.stride_blocks(nb), cfg.threads, flat, blocksize, absmax, bad)
+        place.launch(absmax_kernel, cfg.stride_blocks(nb), cfg.threads, flat, blocksize, absmax, bad)
         if place.read_flag(bad):
             raise non_finite()
         bounds, order = bounds_and_order(quant_type)
         dev = [cuda.to_device(a, stream=place.stream) for a in (bounds, order, interval_lut(bounds))]
-        place.launch(_encode, cfg.stride_blocks((n + 1) // 2), cfg.threads, flat, blocksize, absmax, *dev, packed)
+        place.launch(encode_kernel, cfg.stride_blocks((n + 1) // 2), cfg.threads, flat, blocksize, absmax, *dev, packed)
     return place.result(h_packed), place.result(h_absmax)
 
 
@@ -154,7 +153,7 @@ def nf4_decode_cuda(packed, absmax, n: int, blocksize: int = 64, quant_type: str
     out, handed = place.empty((n,), np.float32)
     if n:
         cfg = launch_config("quantize.nf4_decode")
-        place.launch(_decode, cfg.stride_blocks(n), cfg.threads, place.to_device(packed), place.to_device(absmax),
+        place.launch(decode_kernel, cfg.stride_blocks(n), cfg.threads, place.to_device(packed), place.to_device(absmax),
                      blocksize, cuda.to_device(code_table(quant_type), stream=place.stream), out)
     return place.result(handed)
 
@@ -174,7 +173,7 @@ def absmax_dq_encode_cuda(absmax, blocksize: int = 256):
     offset.copy_to_device(np.array([off], np.float32), stream=place.stream)
     if m:
         cfg = launch_config("quantize.absmax_dq_encode")
-        place.launch(_dq_encode, cfg.stride_blocks(nested.shape[0]), cfg.threads, place.to_device(absmax), offset,
+        place.launch(dq_encode_kernel, cfg.stride_blocks(nested.shape[0]), cfg.threads, place.to_device(absmax), offset,
                      blocksize, cuda.to_device(quantize_lut(True), stream=place.stream), q, nested)
     return place.result(h_q), place.result(h_nested), place.result(h_offset)
 
@@ -188,24 +187,13 @@ def absmax_dq_decode_cuda(qabsmax, nested_absmax, offset, blocksize: int = 256):
     out, handed = place.empty((q.shape[0],), np.float32)
     if q.shape[0]:
         cfg = launch_config("quantize.absmax_dq_decode")
-        place.launch(_dq_decode, cfg.stride_blocks(q.shape[0]), cfg.threads, place.to_device(q),
+        place.launch(dq_decode_kernel, cfg.stride_blocks(q.shape[0]), cfg.threads, place.to_device(q),
                      place.to_device(nested), place.to_device(offset), blocksize,
                      cuda.to_device(DYNAMIC_MAP, stream=place.stream), out)
     return place.result(handed)
 
 
-def nf4_encode_ptx():
-    return [(absmax_kernel, "void(float32[::1], int64, float32[::1], int32[::1])"),
-            (encode_kernel, "void(float32[::1], int64, float32[::1], float32[::1], int64[::1], int64[::1], uint8[::1])")]
-
-
-def nf4_decode_ptx():
-    return [(decode_kernel, "void(uint8[::1], float32[::1], int64, float32[::1], float32[::1])")]
-
-
-def absmax_dq_encode_ptx():
-    return [(dq_encode_kernel, "void(float32[::1], float32[::1], int64, uint8[::1], uint8[::1], float32[::1])")]
-
-
-def absmax_dq_decode_ptx():
-    return [(dq_decode_kernel, "void(uint8[::1], float32[::1], float32[::1], int64, float32[::1], float32[::1])")]
+nf4_encode_ptx = ptx_list(absmax_kernel, encode_kernel)
+nf4_decode_ptx = ptx_list(decode_kernel)
+absmax_dq_encode_ptx = ptx_list(dq_encode_kernel)
+absmax_dq_decode_ptx = ptx_list(dq_decode_kernel)

@@ -6,6 +6,7 @@ from numba import cuda
 
 from gpuforge.kernels.arguments import KernelArgumentError
 from gpuforge.kernels.cuda_arrays import Placement, zeros_flag
+from gpuforge.kernels.cuda_kernel import cuda_kernel, ptx_list
 from gpuforge.core.tuning import launch_config
 from gpuforge.plugins.quantize.sparse24 import _check, _check_mask, compress_group, mask_group
 
@@ -14,6 +15,7 @@ _mask_group = cuda.jit(device=True, inline="always")(mask_group)
 _compress_group = cuda.jit(device=True, inline="always")(compress_group)
 
 
+@cuda_kernel("void(float32[:, ::1], boolean[:, ::1], int32[::1])")
 def mask_kernel(scores, out, bad):
     r, c = scores.shape
     ng = c // 4
@@ -23,6 +25,7 @@ def mask_kernel(scores, out, bad):
             bad[0] = 1
 
 
+@cuda_kernel("void(float32[:, ::1], boolean[:, ::1], float32[:, ::1], uint8[:, ::1], int32[::1])")
 def compress_kernel(w, mask, vals, meta, bad):
     r, c = w.shape
     ng = c // 4
@@ -30,10 +33,6 @@ def compress_kernel(w, mask, vals, meta, bad):
         i = t // ng
         if _compress_group(w, mask, vals, meta, i, t - i * ng):
             bad[0] = 1
-
-
-_mask = cuda.jit(mask_kernel)
-_compress = cuda.jit(compress_kernel)
 
 
 def mask_2to4_cuda(scores):
@@ -45,7 +44,7 @@ def mask_2to4_cuda(scores):
     if r * c:
         cfg = launch_config("quantize.mask_2to4")
         bad = zeros_flag(place)
-        place.launch(_mask, cfg.stride_blocks(r * c // 4), cfg.threads, place.to_device(scores), out, bad)
+        place.launch(mask_kernel, cfg.stride_blocks(r * c // 4), cfg.threads, place.to_device(scores), out, bad)
         if place.read_flag(bad):
             raise KernelArgumentError("scores hold NaN")
     return place.result(handed)
@@ -61,15 +60,11 @@ def compress_2to4_cuda(w, mask):
     if r * c:
         cfg = launch_config("quantize.compress_2to4")
         bad = zeros_flag(place)
-        place.launch(_compress, cfg.stride_blocks(r * c // 4), cfg.threads, place.to_device(w), place.to_device(mask), vals, meta, bad)
+        place.launch(compress_kernel, cfg.stride_blocks(r * c // 4), cfg.threads, place.to_device(w), place.to_device(mask), vals, meta, bad)
         if place.read_flag(bad):
             raise KernelArgumentError("mask must keep exactly 2 of every 4 values")
     return place.result(h_vals), place.result(h_meta)
 
 
-def mask_2to4_ptx():
-    return [(mask_kernel, "void(float32[:, ::1], boolean[:, ::1], int32[::1])")]
-
-
-def compress_2to4_ptx():
-    return [(compress_kernel, "void(float32[:, ::1], boolean[:, ::1], float32[:, ::1], uint8[:, ::1], int32[::1])")]
+mask_2to4_ptx = ptx_list(mask_kernel)
+compress_2to4_ptx = ptx_list(compress_kernel)

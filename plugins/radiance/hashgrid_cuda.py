@@ -9,11 +9,15 @@ from numba import cuda, float32, int64
 
 from gpuforge.core.tuning import launch_config
 from gpuforge.kernels.cuda_arrays import Placement
+from gpuforge.kernels.cuda_kernel import cuda_kernel, ptx_list
 from gpuforge.plugins.radiance.cuda_util import as_host, put_f32, zeros
 from gpuforge.plugins.radiance.hashgrid import _check, grid_index
 
 
 _corner_index_dev = cuda.jit(device=True, inline="always")(grid_index)
+
+
+_A3F = "float32[:, :, ::1]"
 
 
 @cuda.jit(device=True, inline="always")
@@ -27,6 +31,7 @@ def _cell_dev(x, n, sc):
     return int64(fx), int64(fy), int64(fz), px - fx, py - fy, pz - fz
 
 
+@cuda_kernel(f"void(float32[:, ::1], {_A3F}, float32[::1], int64[::1], float32[:, ::1])")
 def hash_fwd_kernel(x, table, scales, resolutions, out):
     k = cuda.grid(1)
     N = x.shape[0]
@@ -49,6 +54,7 @@ def hash_fwd_kernel(x, table, scales, resolutions, out):
             out[n, l * F + f] += w * table[l, i, f]
 
 
+@cuda_kernel(f"void(float32[:, ::1], float32[:, ::1], float32[::1], int64[::1], {_A3F})")
 def hash_bwd_kernel(x, grad, scales, resolutions, gtable):
     k = cuda.grid(1)
     N = x.shape[0]
@@ -67,10 +73,6 @@ def hash_bwd_kernel(x, grad, scales, resolutions, gtable):
         i = _corner_index_dev(gx + bx, gy + by, gz + bz, res, T)
         for f in range(F):
             cuda.atomic.add(gtable, (l, i, f), w * grad[n, l * F + f])
-
-
-_fwd = cuda.jit(hash_fwd_kernel)
-_bwd = cuda.jit(hash_bwd_kernel)
 
 
 def _threads() -> int:
@@ -92,7 +94,7 @@ def hash_encode_cuda(x, table, scales, resolutions):
     dout, handed = place.empty((N, L * F), np.float32)
     if N and L:
         t = _threads()
-        place.launch(_fwd, (N * L + t - 1) // t, t, place.to_device(x_), place.to_device(table_),
+        place.launch(hash_fwd_kernel, (N * L + t - 1) // t, t, place.to_device(x_), place.to_device(table_),
                      place.to_device(sc), place.to_device(res), dout)
     return place.result(handed)
 
@@ -107,17 +109,10 @@ def hash_encode_bwd_cuda(x, grad_feats, scales, resolutions, T):
     dout, handed = zeros(place, (L, int(T), F))
     if N and L:
         t = _threads()
-        place.launch(_bwd, (N * L + t - 1) // t, t, place.to_device(x_), place.to_device(g_),
+        place.launch(hash_bwd_kernel, (N * L + t - 1) // t, t, place.to_device(x_), place.to_device(g_),
                      place.to_device(sc), place.to_device(res), dout)
     return place.result(handed)
 
 
-_A3F = "float32[:, :, ::1]"
-
-
-def hash_encode_ptx():
-    return [(hash_fwd_kernel, f"void(float32[:, ::1], {_A3F}, float32[::1], int64[::1], float32[:, ::1])")]
-
-
-def hash_encode_bwd_ptx():
-    return [(hash_bwd_kernel, f"void(float32[:, ::1], float32[:, ::1], float32[::1], int64[::1], {_A3F})")]
+hash_encode_ptx = ptx_list(hash_fwd_kernel)
+hash_encode_bwd_ptx = ptx_list(hash_bwd_kernel)

@@ -17,10 +17,14 @@ from numba import cuda, float32, float64, int32
 
 from gpuforge.core.tuning import launch_config
 from gpuforge.kernels.cuda_arrays import Placement
+from gpuforge.kernels.cuda_kernel import cuda_kernel, ptx_list
 from gpuforge.plugins.radiance.cuda_util import as_host, put_f32, put_i32, zeros
 from gpuforge.plugins.radiance.rasterize import (
     ALPHA_MAX, ALPHA_MIN, DILATION, NEAR, TILE, _check_bin, _check_project, _check_raster, blend_pixel, n_tiles,
 )
+
+
+_RIN = "float32[:, ::1], float32[:, ::1], float32[:, ::1], float32[::1], int32[::1], int32[::1], int64, int64, float64[::1]"
 
 
 def _tpb(kernel: str, default: int = 256) -> int:
@@ -28,6 +32,8 @@ def _tpb(kernel: str, default: int = 256) -> int:
 
 
 # ============================================================================ projection
+@cuda_kernel("void(float32[:, ::1], float32[:, ::1], float32[:, ::1], float64[:, ::1], float64[::1], "
+              "int64, int64, float32[:, ::1], float32[:, ::1], float32[::1], int32[::1])")
 def project_kernel(means, scales, quats, V, K, width, height, m2d, conics, depths, radii):
     i = cuda.grid(1)
     if i >= means.shape[0]:
@@ -99,9 +105,6 @@ def project_kernel(means, scales, quats, V, K, width, height, m2d, conics, depth
     radii[i] = int32(r)
 
 
-_project = cuda.jit(project_kernel)
-
-
 def gs_project_cuda(means, scales, quats, viewmat, intrinsics, width, height):
     _check_project(np.empty(tuple(means.shape)), np.empty(tuple(scales.shape)), np.empty(tuple(quats.shape)),
                    np.empty(tuple(np.shape(viewmat))), np.empty(tuple(np.shape(intrinsics))))
@@ -115,14 +118,12 @@ def gs_project_cuda(means, scales, quats, viewmat, intrinsics, width, height):
     dd, hd = place.empty((n,), np.float32)
     dr, hr = place.empty((n,), np.int32)
     t = _tpb("gs_project")
-    place.launch(_project, (n + t - 1) // t, t, place.to_device(m), place.to_device(s), place.to_device(q),
+    place.launch(project_kernel, (n + t - 1) // t, t, place.to_device(m), place.to_device(s), place.to_device(q),
                  place.to_device(V), place.to_device(K), int(width), int(height), d2, dc, dd, dr)
     return tuple(place.result(h) for h in (h2, hc, hd, hr))
 
 
-def gs_project_ptx():
-    return [(project_kernel, "void(float32[:, ::1], float32[:, ::1], float32[:, ::1], float64[:, ::1], float64[::1], "
-                             "int64, int64, float32[:, ::1], float32[:, ::1], float32[::1], int32[::1])")]
+gs_project_ptx = ptx_list(project_kernel)
 
 
 # ============================================================================ binning
@@ -139,6 +140,7 @@ def _rect(m2d, radii, g, tw, th):
 _rect_dev = cuda.jit(device=True, inline="always")(_rect)
 
 
+@cuda_kernel("void(float32[:, ::1], int32[::1], int64, int64, int32[::1])")
 def bin_count_kernel(m2d, radii, tw, th, counts):
     g = cuda.grid(1)
     if g >= m2d.shape[0] or radii[g] <= 0:
@@ -149,6 +151,7 @@ def bin_count_kernel(m2d, radii, tw, th, counts):
             cuda.atomic.add(counts, ty * tw + tx, 1)
 
 
+@cuda_kernel("void(float32[:, ::1], int32[::1], int64, int64, int32[::1], int32[::1])")
 def bin_fill_kernel(m2d, radii, tw, th, cursor, ids):
     g = cuda.grid(1)
     if g >= m2d.shape[0] or radii[g] <= 0:
@@ -160,6 +163,7 @@ def bin_fill_kernel(m2d, radii, tw, th, cursor, ids):
             ids[k] = g
 
 
+@cuda_kernel("void(int32[::1], float32[::1], int32[::1])")
 def bin_sort_kernel(ranges, depths, ids):
     t = cuda.grid(1)
     if t >= ranges.shape[0] - 1:
@@ -175,11 +179,6 @@ def bin_sort_kernel(ranges, depths, ids):
         ids[j + 1] = g
 
 
-_count = cuda.jit(bin_count_kernel)
-_fill = cuda.jit(bin_fill_kernel)
-_sort = cuda.jit(bin_sort_kernel)
-
-
 def gs_bin_tiles_cuda(means2d, radii, depths, width, height):
     _check_bin(np.empty(tuple(means2d.shape)), np.empty(len(radii)), np.empty(len(depths)))
     place = Placement()
@@ -191,7 +190,7 @@ def gs_bin_tiles_cuda(means2d, radii, depths, width, height):
     counts = cuda.to_device(np.zeros(tw * th, np.int32), stream=place.stream)
     t = _tpb("gs_bin_tiles")
     blocks = (n + t - 1) // t
-    place.launch(_count, blocks, t, m, r, tw, th, counts)
+    place.launch(bin_count_kernel, blocks, t, m, r, tw, th, counts)
     ranges_h = np.concatenate([[0], np.cumsum(counts.copy_to_host(stream=place.stream))]).astype(np.int32)
     total = int(ranges_h[-1])
     ranges_d, ranges_handed = place.empty((tw * th + 1,), np.int32)
@@ -199,23 +198,20 @@ def gs_bin_tiles_cuda(means2d, radii, depths, width, height):
     cursor = cuda.to_device(ranges_h[:-1].copy(), stream=place.stream)
     ids_d, ids_handed = place.empty((total,), np.int32)
     if total:
-        place.launch(_fill, blocks, t, m, r, tw, th, cursor, ids_d)
-        place.launch(_sort, (tw * th + t - 1) // t, t, ranges_d, d, ids_d)
+        place.launch(bin_fill_kernel, blocks, t, m, r, tw, th, cursor, ids_d)
+        place.launch(bin_sort_kernel, (tw * th + t - 1) // t, t, ranges_d, d, ids_d)
     return place.result(ranges_handed), place.result(ids_handed)
 
 
-def gs_bin_tiles_ptx():
-    return [
-        (bin_count_kernel, "void(float32[:, ::1], int32[::1], int64, int64, int32[::1])"),
-        (bin_fill_kernel, "void(float32[:, ::1], int32[::1], int64, int64, int32[::1], int32[::1])"),
-        (bin_sort_kernel, "void(int32[::1], float32[::1], int32[::1])"),
-    ]
+gs_bin_tiles_ptx = ptx_list(bin_count_kernel, bin_fill_kernel, bin_sort_kernel)
 
 
 # ============================================================================ rasterization
 _blend_pixel_dev = cuda.jit(device=True, inline="always")(blend_pixel)
 
 
+@cuda_kernel(f"void({_RIN}, float32[:, :, ::1], float32[:, ::1], int32[:, ::1])",
+             threads_per_block=TILE * TILE)
 def raster_fwd_kernel(m2d, conics, colors, opac, ranges, ids, W, H, bg, image, final_T, n_contrib):
     tw = (W + TILE - 1) // TILE
     t = cuda.blockIdx.x
@@ -232,6 +228,8 @@ def raster_fwd_kernel(m2d, conics, colors, opac, ranges, ids, W, H, bg, image, f
     n_contrib[py, px] = last
 
 
+@cuda_kernel(f"void({_RIN}, float32[:, ::1], int32[:, ::1], float32[:, :, ::1], "
+             "float32[:, ::1], float32[:, ::1], float32[:, ::1], float32[::1])", threads_per_block=TILE * TILE)
 def raster_bwd_kernel(m2d, conics, colors, opac, ranges, ids, W, H, bg, final_T, n_contrib, gimg,
                       g_m2d, g_con, g_col, g_op):
     tw = (W + TILE - 1) // TILE
@@ -293,10 +291,6 @@ def raster_bwd_kernel(m2d, conics, colors, opac, ranges, ids, W, H, bg, final_T,
         cuda.atomic.add(g_con, (g, 2), float32(dp * (-0.5 * dy * dy)))
 
 
-_rfwd = cuda.jit(raster_fwd_kernel)
-_rbwd = cuda.jit(raster_bwd_kernel)
-
-
 def _raster_inputs(place, means2d, conics, colors, opacities, tile_ranges, ids):
     return (place.to_device(put_f32(place, means2d, "means2d")), place.to_device(put_f32(place, conics, "conics")),
             place.to_device(put_f32(place, colors, "colors")), place.to_device(put_f32(place, opacities, "opacities")),
@@ -320,7 +314,7 @@ def gs_rasterize_fwd_cuda(means2d, conics, colors, opacities, tile_ranges, ids, 
     dn, hn = place.empty((H, W), np.int32)
     bg = place.to_device(as_host(background, np.float64))
     if W and H:
-        _rfwd[tw * th, (TILE, TILE), place.stream](*ins, W, H, bg, di, dT, dn)
+        raster_fwd_kernel[tw * th, (TILE, TILE), place.stream](*ins, W, H, bg, di, dT, dn)
     return place.result(hi), place.result(hT), place.result(hn)
 
 
@@ -338,19 +332,9 @@ def gs_rasterize_bwd_cuda(means2d, conics, colors, opacities, tile_ranges, ids, 
     nc = place.to_device(put_i32(place, n_contrib, "n_contrib"))
     gi = place.to_device(put_f32(place, grad_image, "grad_image"))
     if W and H and n:
-        _rbwd[tw * th, (TILE, TILE), place.stream](*ins, W, H, bg, fT, nc, gi, *(o[0] for o in outs))
+        raster_bwd_kernel[tw * th, (TILE, TILE), place.stream](*ins, W, H, bg, fT, nc, gi, *(o[0] for o in outs))
     return tuple(place.result(o[1]) for o in outs)
 
 
-_RIN = "float32[:, ::1], float32[:, ::1], float32[:, ::1], float32[::1], int32[::1], int32[::1], int64, int64, float64[::1]"
-
-
-def gs_rasterize_fwd_ptx():
-    return [(raster_fwd_kernel, f"void({_RIN}, float32[:, :, ::1], float32[:, ::1], int32[:, ::1])",
-             {"threads_per_block": TILE * TILE})]
-
-
-def gs_rasterize_bwd_ptx():
-    return [(raster_bwd_kernel, f"void({_RIN}, float32[:, ::1], int32[:, ::1], float32[:, :, ::1], "
-                                "float32[:, ::1], float32[:, ::1], float32[:, ::1], float32[::1])",
-             {"threads_per_block": TILE * TILE})]
+gs_rasterize_fwd_ptx = ptx_list(raster_fwd_kernel)
+gs_rasterize_bwd_ptx = ptx_list(raster_bwd_kernel)

@@ -9,10 +9,15 @@ from numba import cuda, float64, int64
 
 from gpuforge.core.tuning import launch_config
 from gpuforge.kernels.cuda_arrays import Placement
+from gpuforge.kernels.cuda_kernel import cuda_kernel, ptx_list
 from gpuforge.plugins.radiance.cuda_util import as_host, put_f32, put_i32, zeros
 from gpuforge.plugins.radiance.raymarch import (
     EPS_DIR, _check_comp, _check_march, composite_ray, composite_ray_bwd,
 )
+
+
+_MIN = "float32[:, ::1], float32[:, ::1], float64[:, ::1], uint8[:, :, ::1], float64, int64, float32[::1]"
+_CIN = "float32[::1], float32[:, ::1], float32[::1], int32[::1]"
 
 
 def _tpb(kernel: str) -> int:
@@ -58,22 +63,20 @@ def _march(o, d, aabb, occ, step, max_samples, off, r, ts, start, write):
 _march_dev = cuda.jit(device=True, inline="always")(_march)
 
 
+@cuda_kernel(f"void({_MIN}, int32[::1])")
 def march_count_kernel(o, d, aabb, occ, step, max_samples, off, counts):
     r = cuda.grid(1)
     if r < o.shape[0]:
         counts[r] = _march_dev(o, d, aabb, occ, step, max_samples, off, r, off, 0, False)
 
 
+@cuda_kernel(f"void({_MIN}, int32[::1], float32[::1], float32[::1])")
 def march_fill_kernel(o, d, aabb, occ, step, max_samples, off, ranges, ts, deltas):
     r = cuda.grid(1)
     if r < o.shape[0]:
         n = _march_dev(o, d, aabb, occ, step, max_samples, off, r, ts, ranges[r], True)
         for i in range(ranges[r], ranges[r] + n):
             deltas[i] = step
-
-
-_mcount = cuda.jit(march_count_kernel)
-_mfill = cuda.jit(march_fill_kernel)
 
 
 def march_rays_cuda(origins, dirs, aabb, occ, step, max_samples, offsets):
@@ -90,7 +93,7 @@ def march_rays_cuda(origins, dirs, aabb, occ, step, max_samples, offsets):
     counts = cuda.to_device(np.zeros(R, np.int32), stream=place.stream)
     t = _tpb("march_rays")
     blocks = (R + t - 1) // t
-    place.launch(_mcount, blocks, t, o, d, box, occ_d, float(step), int(max_samples), off, counts)
+    place.launch(march_count_kernel, blocks, t, o, d, box, occ_d, float(step), int(max_samples), off, counts)
     ranges_h = np.concatenate([[0], np.cumsum(counts.copy_to_host(stream=place.stream))]).astype(np.int32)
     M = int(ranges_h[-1])
     rd, rh = place.empty((R + 1,), np.int32)
@@ -98,20 +101,18 @@ def march_rays_cuda(origins, dirs, aabb, occ, step, max_samples, offsets):
     td, th = place.empty((M,), np.float32)
     dd, dh = place.empty((M,), np.float32)
     if M:
-        place.launch(_mfill, blocks, t, o, d, box, occ_d, float(step), int(max_samples), off, rd, td, dd)
+        place.launch(march_fill_kernel, blocks, t, o, d, box, occ_d, float(step), int(max_samples), off, rd, td, dd)
     return place.result(rh), place.result(th), place.result(dh)
 
 
-def march_rays_ptx():
-    ins = "float32[:, ::1], float32[:, ::1], float64[:, ::1], uint8[:, :, ::1], float64, int64, float32[::1]"
-    return [(march_count_kernel, f"void({ins}, int32[::1])"),
-            (march_fill_kernel, f"void({ins}, int32[::1], float32[::1], float32[::1])")]
+march_rays_ptx = ptx_list(march_count_kernel, march_fill_kernel)
 
 
 _composite_ray_dev = cuda.jit(device=True, inline="always")(composite_ray)
 _composite_ray_bwd_dev = cuda.jit(device=True, inline="always")(composite_ray_bwd)
 
 
+@cuda_kernel(f"void({_CIN}, float32[:, ::1], float32[::1], int32[::1])")
 def comp_fwd_kernel(sig, rgb, dl, ranges, color, opacity, n_used):
     r = cuda.grid(1)
     if r >= ranges.shape[0] - 1:
@@ -124,15 +125,13 @@ def comp_fwd_kernel(sig, rgb, dl, ranges, color, opacity, n_used):
     n_used[r] = n
 
 
+@cuda_kernel(f"void({_CIN}, float32[:, ::1], float32[::1], int32[::1], float32[:, ::1], "
+              "float32[::1], float32[::1], float32[:, ::1])")
 def comp_bwd_kernel(sig, rgb, dl, ranges, color, opacity, n_used, gc, go, gsig, grgb):
     r = cuda.grid(1)
     if r >= ranges.shape[0] - 1:
         return
     _composite_ray_bwd_dev(sig, rgb, dl, r, ranges[r], n_used[r], color, opacity, gc, go, gsig, grgb)
-
-
-_cfwd = cuda.jit(comp_fwd_kernel)
-_cbwd = cuda.jit(comp_bwd_kernel)
 
 
 def _comp_in(place, sigmas, rgbs, deltas, ray_ranges):
@@ -151,7 +150,7 @@ def composite_fwd_cuda(sigmas, rgbs, deltas, ray_ranges):
     oo, ho = place.empty((R,), np.float32)
     on, hn = place.empty((R,), np.int32)
     t = _tpb("composite_fwd")
-    place.launch(_cfwd, (R + t - 1) // t, t, s, c, d, r, oc, oo, on)
+    place.launch(comp_fwd_kernel, (R + t - 1) // t, t, s, c, d, r, oc, oo, on)
     return place.result(hc), place.result(ho), place.result(hn)
 
 
@@ -168,17 +167,9 @@ def composite_bwd_cuda(sigmas, rgbs, deltas, ray_ranges, color, opacity, n_used,
     (gs, hs), (gr, hr) = zeros(place, (M,)), zeros(place, (M, 3))
     t = _tpb("composite_bwd")
     if M:
-        place.launch(_cbwd, (R + t - 1) // t, t, s, c, d, r, col, op, nu, gcl, gop, gs, gr)
+        place.launch(comp_bwd_kernel, (R + t - 1) // t, t, s, c, d, r, col, op, nu, gcl, gop, gs, gr)
     return place.result(hs), place.result(hr)
 
 
-_CIN = "float32[::1], float32[:, ::1], float32[::1], int32[::1]"
-
-
-def composite_fwd_ptx():
-    return [(comp_fwd_kernel, f"void({_CIN}, float32[:, ::1], float32[::1], int32[::1])")]
-
-
-def composite_bwd_ptx():
-    return [(comp_bwd_kernel, f"void({_CIN}, float32[:, ::1], float32[::1], int32[::1], float32[:, ::1], "
-                              "float32[::1], float32[::1], float32[:, ::1])")]
+composite_fwd_ptx = ptx_list(comp_fwd_kernel)
+composite_bwd_ptx = ptx_list(comp_bwd_kernel)

@@ -12,8 +12,12 @@ from numba import cuda, float32, uint8
 
 from gpuforge.core.tuning import launch_config
 from gpuforge.kernels.cuda_arrays import Placement
+from gpuforge.kernels.cuda_kernel import cuda_kernel, ptx_list
 
 from .kernels import CB_B, CB_G, CR_G, CR_R, pil_coeffs, resize_shapes, shuffle_shapes, tile_grid
+
+_F3, _F4, _I1 = "float32[:, :, ::1]", "float32[:, :, :, ::1]", "int64[::1]"  # float32 data
+
 
 def _clamp01(v):
     if v >= float32(0.0):
@@ -31,6 +35,7 @@ def _to_u8(v):
 _to_u8_dev = cuda.jit(device=True, inline="always")(_to_u8)
 
 
+@cuda_kernel(f"void({_F3}, {_F3}, int64, uint8[:, :, ::1])")
 def shuffle_kernel(feats, cbcr, r, out):
     k = cuda.grid(1)
     hh, ww = out.shape[0], out.shape[1]
@@ -45,6 +50,7 @@ def shuffle_kernel(feats, cbcr, r, out):
     out[yy, xx, 2] = _to_u8_dev(lum + float32(CB_B) * cb)
 
 
+@cuda_kernel(f"void({_F3}, {_I1}, {_I1}, float32[:, ::1], boolean, {_F3})")
 def resize_h_kernel(x, first, count, weights, clamp, out):
     k = cuda.grid(1)
     h, ow, c = out.shape
@@ -62,6 +68,7 @@ def resize_h_kernel(x, first, count, weights, clamp, out):
     out[y, o, ch] = acc
 
 
+@cuda_kernel(f"void({_F3}, {_I1}, {_I1}, float32[:, ::1], boolean, {_F3})")
 def resize_v_kernel(x, first, count, weights, clamp, out):
     k = cuda.grid(1)
     oh, w, c = out.shape
@@ -79,6 +86,7 @@ def resize_v_kernel(x, first, count, weights, clamp, out):
     out[o, xx, ch] = acc
 
 
+@cuda_kernel(f"void({_F3}, {_I1}, {_I1}, {_F4})")
 def split_kernel(x, oy, ox, out):
     k = cuda.grid(1)
     n, c, th, tw = out.shape
@@ -92,6 +100,7 @@ def split_kernel(x, oy, ox, out):
     out[t, ch, i, j] = x[ch, oy[t // nx] + i, ox[t % nx] + j]
 
 
+@cuda_kernel(f"void({_F4}, {_I1}, {_I1}, int64, {_F3})")
 def stitch_kernel(win, oy, ox, tile, out):
     k = cuda.grid(1)
     c, h, w = out.shape
@@ -102,13 +111,6 @@ def stitch_kernel(win, oy, ox, tile, out):
     ch = k // (w * h)
     iy, ix = y // tile, x // tile
     out[ch, y, x] = win[iy * ox.shape[0] + ix, ch, y - oy[iy], x - ox[ix]]
-
-
-_shuffle = cuda.jit(shuffle_kernel)
-_resize_h = cuda.jit(resize_h_kernel)
-_resize_v = cuda.jit(resize_v_kernel)
-_split = cuda.jit(split_kernel)
-_stitch = cuda.jit(stitch_kernel)
 
 
 def _f32_host(place: Placement, a, name: str):
@@ -124,7 +126,7 @@ def shuffle_ycbcr_rgb_cuda(feats, cbcr):
     r, h, w = shuffle_shapes(feats.shape, cbcr.shape)
     dev_out, handed = place.empty((h * r, w * r, 3), np.uint8)
     n, cfg = h * r * w * r, launch_config("superres.shuffle_ycbcr_rgb")
-    place.launch(_shuffle, cfg.blocks(n), cfg.threads, place.to_device(feats), place.to_device(cbcr), r, dev_out)
+    place.launch(shuffle_kernel, cfg.blocks(n), cfg.threads, place.to_device(feats), place.to_device(cbcr), r, dev_out)
     return place.result(handed)
 
 
@@ -137,9 +139,9 @@ def bicubic_resize_cuda(x, out_h: int, out_w: int, clamp: bool = False):
     fy, ny, wy = (place.to_device(a) for a in pil_coeffs(h, oh))
     cfg = launch_config("superres.bicubic_resize")
     tmp = cuda.device_array((h, ow, c), np.float32, stream=place.stream)  # scratch between the passes
-    place.launch(_resize_h, cfg.blocks(h * ow * c), cfg.threads, place.to_device(x), fx, nx, wx, bool(clamp), tmp)
+    place.launch(resize_h_kernel, cfg.blocks(h * ow * c), cfg.threads, place.to_device(x), fx, nx, wx, bool(clamp), tmp)
     dev_out, handed = place.empty((oh, ow, c), np.float32)
-    place.launch(_resize_v, cfg.blocks(oh * ow * c), cfg.threads, tmp, fy, ny, wy, bool(clamp), dev_out)
+    place.launch(resize_v_kernel, cfg.blocks(oh * ow * c), cfg.threads, tmp, fy, ny, wy, bool(clamp), dev_out)
     return place.result(handed)
 
 
@@ -152,7 +154,7 @@ def tile_split_cuda(x, tile: int, pad: int):
     dev_out, handed = place.empty((len(oy) * len(ox), x.shape[0], th, tw), x.dtype)
     n, cfg = int(np.prod(dev_out.shape)), launch_config("superres.tile_split")
     if n:
-        place.launch(_split, cfg.blocks(n), cfg.threads, place.to_device(x), place.to_device(oy), place.to_device(ox), dev_out)
+        place.launch(split_kernel, cfg.blocks(n), cfg.threads, place.to_device(x), place.to_device(oy), place.to_device(ox), dev_out)
     return place.result(handed)
 
 
@@ -165,36 +167,18 @@ def tile_stitch_cuda(windows, h: int, w: int, tile: int, pad: int):
     dev_out, handed = place.empty((windows.shape[1], int(h), int(w)), windows.dtype)
     n, cfg = int(np.prod(dev_out.shape)), launch_config("superres.tile_stitch")
     if n:
-        place.launch(_stitch, cfg.blocks(n), cfg.threads, place.to_device(windows), place.to_device(oy),
+        place.launch(stitch_kernel, cfg.blocks(n), cfg.threads, place.to_device(windows), place.to_device(oy),
                      place.to_device(ox), int(tile), dev_out)
     return place.result(handed)
 
 
-def ptx():
-    """Every CUDA kernel with the signature it is launched with (float32 data)."""
-    f3, f4, i1 = "float32[:, :, ::1]", "float32[:, :, :, ::1]", "int64[::1]"
-    return [
-        (shuffle_kernel, f"void({f3}, {f3}, int64, uint8[:, :, ::1])"),
-        (resize_h_kernel, f"void({f3}, {i1}, {i1}, float32[:, ::1], boolean, {f3})"),
-        (resize_v_kernel, f"void({f3}, {i1}, {i1}, float32[:, ::1], boolean, {f3})"),
-        (split_kernel, f"void({f3}, {i1}, {i1}, {f4})"),
-        (stitch_kernel, f"void({f4}, {i1}, {i1}, int64, {f3})"),
-    ]
+# Every CUDA kernel with the signature it is launched with (float32 data).
+ptx = ptx_list(shuffle_kernel, resize_h_kernel, resize_v_kernel, split_kernel, stitch_kernel)
 
 
 # One list per registered kernel, so that `gpuforge kernels inspect` reports each raw
 # kernel once, under the kernel (and the tuning.toml entry) that launches it.
-def shuffle_ycbcr_rgb_ptx():
-    return [e for e in ptx() if e[0] is shuffle_kernel]
-
-
-def bicubic_resize_ptx():
-    return [e for e in ptx() if e[0] in (resize_h_kernel, resize_v_kernel)]
-
-
-def tile_split_ptx():
-    return [e for e in ptx() if e[0] is split_kernel]
-
-
-def tile_stitch_ptx():
-    return [e for e in ptx() if e[0] is stitch_kernel]
+shuffle_ycbcr_rgb_ptx = ptx_list(shuffle_kernel)
+bicubic_resize_ptx = ptx_list(resize_h_kernel, resize_v_kernel)
+tile_split_ptx = ptx_list(split_kernel)
+tile_stitch_ptx = ptx_list(stitch_kernel)

@@ -20,9 +20,9 @@ def test_hw_bench_kernels_compile_to_ptx(cc):
     from numba import cuda
     from numba.cuda.cudadrv.error import CCSupportError
 
-    from gpuforge.hardware.microkernels_cuda import ptx_entries
+    from gpuforge.hardware.microkernels_cuda import ptx
 
-    for fn, sig in ptx_entries():
+    for fn, sig in ptx():
         try:
             ptx, _ = cuda.compile_ptx(fn, sig, cc=cc)
         except CCSupportError as err:

@@ -7,6 +7,7 @@ import numpy as np
 from numba import cuda
 
 from gpuforge.kernels.cuda_arrays import Placement
+from gpuforge.kernels.cuda_kernel import cuda_kernel, ptx_list
 from gpuforge.plugins.fraud.hdbscan import approx
 from gpuforge.plugins.fraud.hdbscan.approx import check_local, check_refine
 from gpuforge.plugins.fraud.hdbscan.cuda_launch import launch, neighbour_before, sq_dist
@@ -34,6 +35,8 @@ def _insert(out_d2, out_i, p, k, filled, d2, q):
     return filled
 
 
+@cuda_kernel("void(float64[:, ::1], int64, int64[::1], int64[:, ::1], int64[::1], int64[::1], float64[:, ::1], "
+              "int64[:, ::1])")
 def local_kernel(x, k, cell_of, nbr, order, start, out_d2, out_i):
     p = cuda.grid(1)
     if p >= x.shape[0] or k == 0:
@@ -50,6 +53,7 @@ def local_kernel(x, k, cell_of, nbr, order, start, out_d2, out_i):
                 filled = _insert(out_d2, out_i, p, k, filled, sq_dist(x, p, x, q), q)
 
 
+@cuda_kernel("void(float64[:, ::1], float64[:, ::1], int64[:, ::1], float64[:, ::1], int64[:, ::1])")
 def refine_kernel(x, knn_d2, knn_i, out_d2, out_i):
     p = cuda.grid(1)
     n = knn_d2.shape[0]
@@ -67,10 +71,6 @@ def refine_kernel(x, knn_d2, knn_i, out_d2, out_i):
                 _insert(out_d2, out_i, p, k, k, sq_dist(x, p, x, r), r)
 
 
-_local = cuda.jit(local_kernel)
-_refine = cuda.jit(refine_kernel)
-
-
 def knn_local_cuda(x, k, cell_of, nbr):
     place = Placement()
     x, cell_of, nbr = (place.put(a, name) for a, name in ((x, "x"), (cell_of, "cell_of"), (nbr, "nbr")))
@@ -83,7 +83,7 @@ def knn_local_cuda(x, k, cell_of, nbr):
         order = np.argsort(host, kind="stable").astype(np.int64)
         start = np.searchsorted(host[order], np.arange(nbr.shape[0] + 1)).astype(np.int64)
         cfg = launch("fraud.knn_local")
-        place.launch(_local, cfg.blocks(n), cfg.threads, place.to_device(x), k, place.to_device(cell_of), place.to_device(nbr),
+        place.launch(local_kernel, cfg.blocks(n), cfg.threads, place.to_device(x), k, place.to_device(cell_of), place.to_device(nbr),
                      place.to_device(order), place.to_device(start), d2, idx)
     return place.result(d2_h), place.result(idx_h)
 
@@ -97,15 +97,10 @@ def knn_refine_cuda(x, knn_d2, knn_i):
     idx, idx_h = place.empty((n, k), np.int64)
     if n and k:
         cfg = launch("fraud.knn_refine")
-        place.launch(_refine, cfg.blocks(n), cfg.threads, place.to_device(x), place.to_device(knn_d2), place.to_device(knn_i),
+        place.launch(refine_kernel, cfg.blocks(n), cfg.threads, place.to_device(x), place.to_device(knn_d2), place.to_device(knn_i),
                      d2, idx)
     return place.result(d2_h), place.result(idx_h)
 
 
-def knn_local_ptx():
-    i, i2 = "int64[::1]", "int64[:, ::1]"
-    return [(local_kernel, f"void(float64[:, ::1], int64, {i}, {i2}, {i}, {i}, float64[:, ::1], {i2})")]
-
-
-def knn_refine_ptx():
-    return [(refine_kernel, "void(float64[:, ::1], float64[:, ::1], int64[:, ::1], float64[:, ::1], int64[:, ::1])")]
+knn_local_ptx = ptx_list(local_kernel)
+knn_refine_ptx = ptx_list(refine_kernel)

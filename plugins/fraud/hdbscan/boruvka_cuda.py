@@ -16,13 +16,19 @@ import numpy as np
 from numba import cuda
 
 from gpuforge.kernels.cuda_arrays import Placement
+from gpuforge.kernels.cuda_kernel import cuda_kernel, ptx_list
 from gpuforge.plugins.fraud.hdbscan.boruvka import NONE, check_host_values, check_mst
 from gpuforge.plugins.fraud.hdbscan.cuda_launch import launch, lighter_edge, sq_dist, store_edge
 from gpuforge.plugins.fraud.hdbscan.edge_order import sort_edges
 from gpuforge.plugins.fraud.hdbscan.knn import check_finite
-from gpuforge.plugins.fraud.hdbscan.union_find_cuda import components, link, new_parent
+from gpuforge.plugins.fraud.hdbscan.union_find_cuda import (components, flatten_kernel, iota_kernel, link,
+                                                             link_kernel, new_parent)
 
 
+_I, _F = "int64[::1]", "float64[::1]"
+
+
+@cuda_kernel(f"void(float64[:, ::1], {_I}, {_F}, {_F}, {_I}, {_I}, {_I})")
 def point_best_kernel(x, comp, c2, pw, pa, pb, pq):
     p = cuda.grid(1)
     n = x.shape[0]
@@ -36,6 +42,7 @@ def point_best_kernel(x, comp, c2, pw, pa, pb, pq):
     store_edge(p, bw, ba, bb, bq, pw, pa, pb, pq)
 
 
+@cuda_kernel(f"void({_F}, {_I}, {_I}, {_I})")
 def reset_kernel(W, A, B, P):
     c = cuda.grid(1)
     if c < W.shape[0]:
@@ -45,24 +52,28 @@ def reset_kernel(W, A, B, P):
         P[c] = -1
 
 
+@cuda_kernel(f"void({_I}, {_F}, {_I}, {_F})")
 def min_weight_kernel(comp, pw, pq, W):
     p = cuda.grid(1)
     if p < comp.shape[0] and pq[p] >= 0:
         cuda.atomic.min(W, comp[p], pw[p])
 
 
+@cuda_kernel(f"void({_I}, {_F}, {_I}, {_I}, {_F}, {_I})")
 def min_first_kernel(comp, pw, pa, pq, W, A):
     p = cuda.grid(1)
     if p < comp.shape[0] and pq[p] >= 0 and pw[p] == W[comp[p]]:
         cuda.atomic.min(A, comp[p], pa[p])
 
 
+@cuda_kernel(f"void({_I}, {_F}, {_I}, {_I}, {_I}, {_F}, {_I}, {_I})")
 def min_second_kernel(comp, pw, pa, pb, pq, W, A, B):
     p = cuda.grid(1)
     if p < comp.shape[0] and pq[p] >= 0 and pw[p] == W[comp[p]] and pa[p] == A[comp[p]]:
         cuda.atomic.min(B, comp[p], pb[p])
 
 
+@cuda_kernel(f"void({_I}, {_F}, {_I}, {_I}, {_I}, {_F}, {_I}, {_I}, {_I}, {_I})")
 def winner_kernel(comp, pw, pa, pb, pq, W, A, B, P, Q):
     p = cuda.grid(1)
     if p < comp.shape[0] and pq[p] >= 0:
@@ -70,14 +81,6 @@ def winner_kernel(comp, pw, pa, pb, pq, W, A, B, P, Q):
         if pw[p] == W[c] and pa[p] == A[c] and pb[p] == B[c]:
             P[c] = p
             Q[c] = pq[p]
-
-
-_point_best = cuda.jit(point_best_kernel)
-_reset = cuda.jit(reset_kernel)
-_min_weight = cuda.jit(min_weight_kernel)
-_min_first = cuda.jit(min_first_kernel)
-_min_second = cuda.jit(min_second_kernel)
-_winner = cuda.jit(winner_kernel)
 
 
 def component_minima(place, comp, pw, pa, pb, pq):
@@ -90,11 +93,11 @@ def component_minima(place, comp, pw, pa, pb, pq):
     B, _ = place.empty((n,), np.int64)
     P, _ = place.empty((n,), np.int64)
     Q, _ = place.empty((n,), np.int64)
-    place.launch(_reset, g, cfg.threads, W, A, B, P)
-    place.launch(_min_weight, g, cfg.threads, comp, pw, pq, W)
-    place.launch(_min_first, g, cfg.threads, comp, pw, pa, pq, W, A)
-    place.launch(_min_second, g, cfg.threads, comp, pw, pa, pb, pq, W, A, B)
-    place.launch(_winner, g, cfg.threads, comp, pw, pa, pb, pq, W, A, B, P, Q)
+    place.launch(reset_kernel, g, cfg.threads, W, A, B, P)
+    place.launch(min_weight_kernel, g, cfg.threads, comp, pw, pq, W)
+    place.launch(min_first_kernel, g, cfg.threads, comp, pw, pa, pq, W, A)
+    place.launch(min_second_kernel, g, cfg.threads, comp, pw, pa, pb, pq, W, A, B)
+    place.launch(winner_kernel, g, cfg.threads, comp, pw, pa, pb, pq, W, A, B, P, Q)
     return (W.copy_to_host(stream=place.stream), P.copy_to_host(stream=place.stream),
             Q.copy_to_host(stream=place.stream))
 
@@ -154,7 +157,7 @@ def mst_cuda(x, core2, knn_d2, knn_i, forest_u, forest_v, knn_exact=True):
         pq, _ = place.empty((n,), np.int64)
 
         def minima(comp):
-            place.launch(_point_best, cfg.blocks(n), cfg.threads, xd, comp, c2, pw, pa, pb, pq)
+            place.launch(point_best_kernel, cfg.blocks(n), cfg.threads, xd, comp, c2, pw, pa, pb, pq)
             return component_minima(place, comp, pw, pa, pb, pq)
 
         boruvka_rounds(place, n, parent, minima, u, v, w)
@@ -167,15 +170,5 @@ def _host_sq_dists(x, u, v):
     return sq_dists_pairs(x, u, v)
 
 
-def mst_ptx():
-    from gpuforge.plugins.fraud.hdbscan.union_find_cuda import union_find_ptx
-
-    i, f = "int64[::1]", "float64[::1]"
-    return [
-        (point_best_kernel, f"void(float64[:, ::1], {i}, {f}, {f}, {i}, {i}, {i})"),
-        (reset_kernel, f"void({f}, {i}, {i}, {i})"),
-        (min_weight_kernel, f"void({i}, {f}, {i}, {f})"),
-        (min_first_kernel, f"void({i}, {f}, {i}, {i}, {f}, {i})"),
-        (min_second_kernel, f"void({i}, {f}, {i}, {i}, {i}, {f}, {i}, {i})"),
-        (winner_kernel, f"void({i}, {f}, {i}, {i}, {i}, {f}, {i}, {i}, {i}, {i})"),
-    ] + union_find_ptx()
+mst_ptx = ptx_list(point_best_kernel, reset_kernel, min_weight_kernel, min_first_kernel, min_second_kernel,
+                   winner_kernel, link_kernel, flatten_kernel, iota_kernel)

@@ -7,10 +7,12 @@ import numpy as np
 from numba import cuda
 
 from gpuforge.kernels.cuda_arrays import Placement
+from gpuforge.kernels.cuda_kernel import cuda_kernel, ptx_list
 from gpuforge.plugins.fraud.hdbscan.cuda_launch import launch, sq_dist
 from gpuforge.plugins.fraud.hdbscan.knn import check_finite, check_knn
 
 
+@cuda_kernel("void(float64[:, ::1], int64, float64[:, ::1], int64[:, ::1])")
 def knn_kernel(x, k, out_d2, out_i):
     p = cuda.grid(1)
     n = x.shape[0]
@@ -36,9 +38,6 @@ def knn_kernel(x, k, out_d2, out_i):
         out_i[p, i] = q
 
 
-_knn = cuda.jit(knn_kernel)
-
-
 def knn_cuda(x, k: int):
     place = Placement()
     x = place.put(x, "x")
@@ -49,9 +48,8 @@ def knn_cuda(x, k: int):
     idx, idx_h = place.empty((n, k), np.int64)
     if n and k:
         cfg = launch("fraud.knn")
-        place.launch(_knn, cfg.blocks(n), cfg.threads, place.to_device(x), k, d2, idx)
+        place.launch(knn_kernel, cfg.blocks(n), cfg.threads, place.to_device(x), k, d2, idx)
     return place.result(d2_h), place.result(idx_h)
 
 
-def knn_ptx():
-    return [(knn_kernel, "void(float64[:, ::1], int64, float64[:, ::1], int64[:, ::1])")]
+knn_ptx = ptx_list(knn_kernel)

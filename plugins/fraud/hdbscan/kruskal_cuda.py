@@ -11,10 +11,14 @@ import numpy as np
 from numba import cuda
 
 from gpuforge.kernels.cuda_arrays import Placement
+from gpuforge.kernels.cuda_kernel import cuda_kernel, ptx_list
 from gpuforge.plugins.fraud.hdbscan.boruvka_cuda import _finish, boruvka_rounds, reset_kernel
 from gpuforge.plugins.fraud.hdbscan.cuda_launch import launch
 from gpuforge.plugins.fraud.hdbscan.kruskal import check_forest, check_forest_values
-from gpuforge.plugins.fraud.hdbscan.union_find_cuda import new_parent
+from gpuforge.plugins.fraud.hdbscan.union_find_cuda import flatten_kernel, iota_kernel, link_kernel, new_parent
+
+
+_I, _F, _KNN = "int64[::1]", "float64[::1]", "float64[:, ::1], int64[:, ::1]"
 
 
 @cuda.jit(device=True, inline="always")
@@ -27,6 +31,7 @@ def _edge(c2, knn_d2, knn_i, comp, e):
     return p, q, max(c2[p], max(c2[q], knn_d2[p, j])), comp[p], comp[q]
 
 
+@cuda_kernel(f"void({_F}, {_KNN}, {_I}, {_F})")
 def weight_kernel(c2, knn_d2, knn_i, comp, W):
     e = cuda.grid(1)
     if e < knn_d2.shape[0] * knn_d2.shape[1]:
@@ -36,6 +41,7 @@ def weight_kernel(c2, knn_d2, knn_i, comp, W):
             cuda.atomic.min(W, cq, w)
 
 
+@cuda_kernel(f"void({_F}, {_KNN}, {_I}, {_F}, {_I})")
 def first_kernel(c2, knn_d2, knn_i, comp, W, A):
     e = cuda.grid(1)
     if e < knn_d2.shape[0] * knn_d2.shape[1]:
@@ -47,6 +53,7 @@ def first_kernel(c2, knn_d2, knn_i, comp, W, A):
                 cuda.atomic.min(A, cq, min(p, q))
 
 
+@cuda_kernel(f"void({_F}, {_KNN}, {_I}, {_F}, {_I}, {_I})")
 def second_kernel(c2, knn_d2, knn_i, comp, W, A, B):
     e = cuda.grid(1)
     if e < knn_d2.shape[0] * knn_d2.shape[1]:
@@ -58,6 +65,7 @@ def second_kernel(c2, knn_d2, knn_i, comp, W, A, B):
                 cuda.atomic.min(B, cq, max(p, q))
 
 
+@cuda_kernel(f"void({_F}, {_KNN}, {_I}, {_F}, {_I}, {_I}, {_I}, {_I})")
 def winner_kernel(c2, knn_d2, knn_i, comp, W, A, B, P, Q):
     """The edge listed from both ends is written twice with the same values."""
     e = cuda.grid(1)
@@ -70,13 +78,6 @@ def winner_kernel(c2, knn_d2, knn_i, comp, W, A, B, P, Q):
             if w == W[cq] and min(p, q) == A[cq] and max(p, q) == B[cq]:
                 P[cq] = q
                 Q[cq] = p
-
-
-_weight = cuda.jit(weight_kernel)
-_first = cuda.jit(first_kernel)
-_second = cuda.jit(second_kernel)
-_winner = cuda.jit(winner_kernel)
-_reset = cuda.jit(reset_kernel)
 
 
 def knn_forest_cuda(core2, knn_d2, knn_i):
@@ -98,11 +99,11 @@ def knn_forest_cuda(core2, knn_d2, knn_i):
         Q, _ = place.empty((n,), np.int64)
 
         def minima(comp):
-            place.launch(_reset, gn, cfg.threads, W, A, B, P)
-            place.launch(_weight, ge, cfg.threads, c2, kd2, ki, comp, W)
-            place.launch(_first, ge, cfg.threads, c2, kd2, ki, comp, W, A)
-            place.launch(_second, ge, cfg.threads, c2, kd2, ki, comp, W, A, B)
-            place.launch(_winner, ge, cfg.threads, c2, kd2, ki, comp, W, A, B, P, Q)
+            place.launch(reset_kernel, gn, cfg.threads, W, A, B, P)
+            place.launch(weight_kernel, ge, cfg.threads, c2, kd2, ki, comp, W)
+            place.launch(first_kernel, ge, cfg.threads, c2, kd2, ki, comp, W, A)
+            place.launch(second_kernel, ge, cfg.threads, c2, kd2, ki, comp, W, A, B)
+            place.launch(winner_kernel, ge, cfg.threads, c2, kd2, ki, comp, W, A, B, P, Q)
             return (W.copy_to_host(stream=place.stream), P.copy_to_host(stream=place.stream),
                     Q.copy_to_host(stream=place.stream))
 
@@ -110,14 +111,5 @@ def knn_forest_cuda(core2, knn_d2, knn_i):
     return _finish(place, u, v, w)
 
 
-def knn_forest_ptx():
-    from gpuforge.plugins.fraud.hdbscan.union_find_cuda import union_find_ptx
-
-    i, f, m = "int64[::1]", "float64[::1]", "float64[:, ::1], int64[:, ::1]"
-    return [
-        (weight_kernel, f"void({f}, {m}, {i}, {f})"),
-        (first_kernel, f"void({f}, {m}, {i}, {f}, {i})"),
-        (second_kernel, f"void({f}, {m}, {i}, {f}, {i}, {i})"),
-        (winner_kernel, f"void({f}, {m}, {i}, {f}, {i}, {i}, {i}, {i})"),
-        (reset_kernel, f"void({f}, {i}, {i}, {i})"),
-    ] + union_find_ptx()
+knn_forest_ptx = ptx_list(weight_kernel, first_kernel, second_kernel, winner_kernel, reset_kernel, link_kernel,
+                          flatten_kernel, iota_kernel)

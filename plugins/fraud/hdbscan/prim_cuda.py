@@ -11,11 +11,16 @@ import numpy as np
 from numba import cuda
 
 from gpuforge.kernels.cuda_arrays import Placement
+from gpuforge.kernels.cuda_kernel import cuda_kernel, ptx_list
 from gpuforge.plugins.fraud.hdbscan.cuda_launch import launch, sq_dist
 from gpuforge.plugins.fraud.hdbscan.knn import check_finite
 from gpuforge.plugins.fraud.hdbscan.prim import check_prim
 
 
+_I, _F = "int64[::1]", "float64[::1]"
+
+
+@cuda_kernel(f"void(float64[:, ::1], {_F}, int8[::1], {_F}, {_I}, {_I})")
 def relax_kernel(x, core, in_tree, best, src, cur):
     j = cuda.grid(1)
     if j >= x.shape[0] or in_tree[j]:
@@ -27,18 +32,21 @@ def relax_kernel(x, core, in_tree, best, src, cur):
         src[j] = c
 
 
+@cuda_kernel(f"void(int8[::1], {_F}, {_F})")
 def min_best_kernel(in_tree, best, mn):
     j = cuda.grid(1)
     if j < best.shape[0] and not in_tree[j]:
         cuda.atomic.min(mn, 0, best[j])
 
 
+@cuda_kernel(f"void(int8[::1], {_F}, {_F}, {_I})")
 def min_row_kernel(in_tree, best, mn, mi):
     j = cuda.grid(1)
     if j < best.shape[0] and not in_tree[j] and best[j] == mn[0]:
         cuda.atomic.min(mi, 0, j)
 
 
+@cuda_kernel(f"void({_F}, {_I}, int8[::1], {_I}, {_F}, {_I}, {_I}, {_I}, {_F}, int64)")
 def take_kernel(best, src, in_tree, cur, mn, mi, u, v, w, i):
     if cuda.grid(1) == 0:
         nxt = mi[0]
@@ -49,12 +57,6 @@ def take_kernel(best, src, in_tree, cur, mn, mi, u, v, w, i):
         cur[0] = nxt
         mn[0] = math.inf
         mi[0] = best.shape[0]
-
-
-_relax = cuda.jit(relax_kernel)
-_min_best = cuda.jit(min_best_kernel)
-_min_row = cuda.jit(min_row_kernel)
-_take = cuda.jit(take_kernel)
 
 
 def prim_cuda(x, core):
@@ -80,18 +82,11 @@ def prim_cuda(x, core):
         cfg = launch("fraud.prim")
         g = cfg.blocks(n)
         for i in range(m):
-            place.launch(_relax, g, cfg.threads, xd, cd, in_tree, best, src, cur)
-            place.launch(_min_best, g, cfg.threads, in_tree, best, mn)
-            place.launch(_min_row, g, cfg.threads, in_tree, best, mn, mi)
-            place.launch(_take, 1, 1, best, src, in_tree, cur, mn, mi, u, v, w, i)
+            place.launch(relax_kernel, g, cfg.threads, xd, cd, in_tree, best, src, cur)
+            place.launch(min_best_kernel, g, cfg.threads, in_tree, best, mn)
+            place.launch(min_row_kernel, g, cfg.threads, in_tree, best, mn, mi)
+            place.launch(take_kernel, 1, 1, best, src, in_tree, cur, mn, mi, u, v, w, i)
     return place.result(u_h), place.result(v_h), place.result(w_h)
 
 
-def prim_ptx():
-    i, f = "int64[::1]", "float64[::1]"
-    return [
-        (relax_kernel, f"void(float64[:, ::1], {f}, int8[::1], {f}, {i}, {i})"),
-        (min_best_kernel, f"void(int8[::1], {f}, {f})"),
-        (min_row_kernel, f"void(int8[::1], {f}, {f}, {i})"),
-        (take_kernel, f"void({f}, {i}, int8[::1], {i}, {f}, {i}, {i}, {i}, {f}, int64)"),
-    ]
+prim_ptx = ptx_list(relax_kernel, min_best_kernel, min_row_kernel, take_kernel)

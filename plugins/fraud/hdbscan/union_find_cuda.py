@@ -11,9 +11,11 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
+from gpuforge.kernels.cuda_kernel import cuda_kernel
 from gpuforge.plugins.fraud.hdbscan.cuda_launch import launch
 
 
+@cuda_kernel("void(int64[::1], int64[::1], int64[::1])")
 def link_kernel(parent, u, v):
     i = cuda.grid(1)
     if i >= u.shape[0]:
@@ -36,6 +38,7 @@ def link_kernel(parent, u, v):
             return
 
 
+@cuda_kernel("void(int64[::1], int64[::1])")
 def flatten_kernel(parent, out):
     i = cuda.grid(1)
     if i < parent.shape[0]:
@@ -45,21 +48,17 @@ def flatten_kernel(parent, out):
         out[i] = r
 
 
+@cuda_kernel("void(int64[::1])")
 def iota_kernel(out):
     i = cuda.grid(1)
     if i < out.shape[0]:
         out[i] = i
 
 
-_link = cuda.jit(link_kernel)
-_flatten = cuda.jit(flatten_kernel)
-_iota = cuda.jit(iota_kernel)
-
-
 def new_parent(place, n: int):
     parent, _ = place.empty((n,), np.int64)
     cfg = launch("fraud.union_find")
-    place.launch(_iota, cfg.blocks(n), cfg.threads, parent)
+    place.launch(iota_kernel, cfg.blocks(n), cfg.threads, parent)
     return parent
 
 
@@ -68,18 +67,11 @@ def link(place, parent, u, v) -> None:
     m = u.shape[0]
     if m:
         cfg = launch("fraud.union_find")
-        place.launch(_link, cfg.blocks(m), cfg.threads, parent, place.to_device(u), place.to_device(v))
+        place.launch(link_kernel, cfg.blocks(m), cfg.threads, parent, place.to_device(u), place.to_device(v))
 
 
 def components(place, parent, comp) -> None:
     n = parent.shape[0]
     cfg = launch("fraud.union_find")
-    place.launch(_flatten, cfg.blocks(n), cfg.threads, parent, comp)
+    place.launch(flatten_kernel, cfg.blocks(n), cfg.threads, parent, comp)
 
-
-def union_find_ptx():
-    return [
-        (link_kernel, "void(int64[::1], int64[::1], int64[::1])"),
-        (flatten_kernel, "void(int64[::1], int64[::1])"),
-        (iota_kernel, "void(int64[::1])"),
-    ]
