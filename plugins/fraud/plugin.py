@@ -11,21 +11,16 @@ _PKG = "gpuforge.plugins.fraud"
 
 _HDB = f"{_PKG}.hdbscan"
 
-# name -> (module, function, cases, summary); backends follow three_backends' naming
-# (``module:function``, ``module:function_cpu``, ``module_cuda:function_cuda``)
+# "<module>:<name>" of each reference -> summary. The CPU backend is ``<module>:<name>_cpu``,
+# the CUDA one ``<module>_cuda:<name>_cuda`` (as three_backends names them), the cases
+# ``<module>:<name>_cases`` and the PTX list ``<module>_cuda:<name>_ptx``.
 _KERNELS = {
-    "knn": ("knn", "knn", "knn_cases",
-            "exact k nearest other rows (squared distances, ties to the smaller row); core distances"),
-    "knn_local": ("approx", "knn_local", "local_cases",
-                  "approx mode: k nearest among the rows of each row's neighbour cells"),
-    "knn_refine": ("approx", "knn_refine", "refine_cases",
-                   "approx mode: one NN-descent join (k nearest among the lists of the listed rows)"),
-    "knn_forest": ("kruskal", "knn_forest", "forest_cases",
-                   "minimum spanning forest of the kNN mutual-reachability graph (edge order: w2, min row, max row)"),
-    "mst": ("boruvka", "mst", "mst_cases",
-            "exact minimum spanning tree of the mutual-reachability graph (Boruvka), containing a given forest"),
-    "prim": ("prim", "prim", "prim_cases",
-             "Prim's MST with the hdbscan library's tie rules (exact mode above 60 columns)"),
+    "knn:knn": "exact k nearest other rows (squared distances, ties to the smaller row); core distances",
+    "approx:knn_local": "approx mode: k nearest among the rows of each row's neighbour cells",
+    "approx:knn_refine": "approx mode: one NN-descent join (k nearest among the lists of the listed rows)",
+    "kruskal:knn_forest": "minimum spanning forest of the kNN mutual-reachability graph (edge order: w2, min row, max row)",
+    "boruvka:mst": "exact minimum spanning tree of the mutual-reachability graph (Boruvka), containing a given forest",
+    "prim:prim": "Prim's MST with the hdbscan library's tie rules (exact mode above 60 columns)",
 }
 
 
@@ -37,12 +32,13 @@ def register_commands(register):
 
 @hookimpl
 def register_kernels(register):
-    for name, (module, function, cases, summary) in _KERNELS.items():
+    for reference, summary in _KERNELS.items():
+        module, name = reference.split(":")
         register(KernelSpec(
             name=f"fraud.{name}", summary=summary,
-            backends=three_backends(f"{_HDB}.{module}", function),
-            cases=f"{_HDB}.{module}:{cases}",
-            ptx=f"{_HDB}.{module}_cuda:{function}_ptx",
+            backends=three_backends(f"{_HDB}.{module}", name),
+            cases=f"{_HDB}.{module}:{name}_cases",
+            ptx=f"{_HDB}.{module}_cuda:{name}_ptx",
             rtol=0.0, atol=0.0,  # every backend computes the same bits
         ))
 

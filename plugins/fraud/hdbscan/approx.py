@@ -102,6 +102,15 @@ def check_refine(x, knn_d2, knn_i) -> None:
     _check_refine_values(knn_i)
 
 
+def refine_on_host(x, knn_d2, knn_i):
+    """The host backends' start of ``fraud.knn_refine``: the checked arguments as C-contiguous
+    arrays, then the (n, k) distances and rows to fill."""
+    x, knn_d2, knn_i = (np.ascontiguousarray(a) for a in (x, knn_d2, knn_i))
+    check_refine(x, knn_d2, knn_i)
+    n, k = knn_d2.shape
+    return x, knn_d2, knn_i, np.empty((n, k)), np.empty((n, k), np.int64)
+
+
 def _check_refine_values(knn_i) -> None:
     if isinstance(knn_i, np.ndarray) and knn_i.size:
         n = knn_i.shape[0]
@@ -129,11 +138,8 @@ def knn_local(x, k, cell_of, nbr):
 
 
 def knn_refine(x, knn_d2, knn_i):
-    x, knn_d2, knn_i = (np.asarray(a) for a in (x, knn_d2, knn_i))
-    check_refine(x, knn_d2, knn_i)
+    x, knn_d2, knn_i, d2, idx = refine_on_host(x, knn_d2, knn_i)
     n, k = knn_d2.shape
-    d2 = np.empty((n, k))
-    idx = np.empty((n, k), np.int64)
     for p in range(n):
         have = dict(zip(knn_i[p].tolist(), knn_d2[p].tolist()))  # listed distances as given
         more = np.setdiff1d(knn_i[knn_i[p]].ravel(), np.append(knn_i[p], p))
@@ -266,11 +272,8 @@ def _refine(X, kd2, ki, rows, out_d2, out_i):
 
 
 def knn_refine_cpu(x, knn_d2, knn_i):
-    x, knn_d2, knn_i = (np.ascontiguousarray(a) for a in (x, knn_d2, knn_i))
-    check_refine(x, knn_d2, knn_i)
+    x, knn_d2, knn_i, d2, idx = refine_on_host(x, knn_d2, knn_i)
     n, k = knn_d2.shape
-    d2 = np.empty((n, k))
-    idx = np.empty((n, k), np.int64)
     if k:
         for lo in range(0, n, CHUNK):
             _refine(x, knn_d2, knn_i, np.arange(lo, min(n, lo + CHUNK), dtype=np.int64), d2, idx)
@@ -349,7 +352,7 @@ def _partition_case(seed, n, d, k):
     return x, cell_of, nbr
 
 
-def local_cases():
+def knn_local_cases():
     from gpuforge.core.specs import KernelCase
 
     x, cell_of, nbr = _partition_case(1, 400, 6, 8)
@@ -368,7 +371,7 @@ def local_cases():
     ]
 
 
-def refine_cases():
+def knn_refine_cases():
     from gpuforge.core.specs import KernelCase
 
     x, cell_of, nbr = _partition_case(3, 120, 8, 6)

@@ -131,7 +131,7 @@ def knn_forest_cpu(core2, knn_d2, knn_i):
 
 # --- cases ------------------------------------------------------------------------------------
 
-def forest_cases():
+def knn_forest_cases():
     from gpuforge.core.specs import KernelCase
 
     def case(seed, n, d, k, ms, integer=False):
