@@ -73,6 +73,23 @@ def numeric_matrix(df, columns: list[str] | None, where: str, id_column: str | N
     return X, used
 
 
+def stack_releasing(parts: list):
+    """np.vstack(parts), emptying ``parts`` as it goes: each part is freed once copied, so
+    the parts and the stacked matrix are not both held in full (the output's pages are
+    only touched as they are filled)."""
+    import numpy as np
+
+    out = np.empty((sum(len(p) for p in parts), parts[0].shape[1]), np.result_type(*parts))
+    lo = 0
+    for i in range(len(parts)):
+        p, parts[i] = parts[i], None
+        out[lo:lo + len(p)] = p
+        lo += len(p)
+        del p
+    parts.clear()
+    return out
+
+
 def standard_scale(X):
     """(mean, scale) per column; a constant column's scale is 1, so it stays 0, not NaN."""
     mu = X.mean(0)
@@ -81,16 +98,23 @@ def standard_scale(X):
     return mu, sd
 
 
-def standardize(X):
+def standardize(X, in_place: bool = False):
+    """(X - mean) / scale per column; ``in_place`` overwrites X (the same values, no copy)."""
+    import numpy as np
+
     mu, sd = standard_scale(X)
-    return (X - mu) / sd
+    out = X if in_place and X.dtype.kind == "f" else None  # integers: a float64 copy
+    out = np.subtract(X, mu, out=out)
+    return np.divide(out, sd, out=out)
 
 
 def cluster_matrix(X, *, min_cluster_size=5, min_samples=None, selection="eom", epsilon=0.0, mode="exact",
-                   knn=None, where="input", knn_leaves=None, client=None):
+                   knn=None, where="input", knn_leaves=None, client=None, overwrite=False):
     """Validate, drop non-finite rows, standardize, run HDBSCAN. Returns (result, finite mask).
     With a Dask ``client`` approx mode runs on the cluster (same result,
-    :mod:`.hdbscan.distributed`); exact mode runs here."""
+    :mod:`.hdbscan.distributed`); exact mode runs here. ``overwrite``: X may be standardized
+    in place (the caller no longer needs its values), so the matrix is held once, not
+    twice (a C-ordered X without NaN/inf rows; otherwise the finite rows are copied)."""
     import numpy as np
 
     from gpuforge.plugins.fraud.hdbscan import hdbscan
@@ -111,7 +135,9 @@ def cluster_matrix(X, *, min_cluster_size=5, min_samples=None, selection="eom", 
         raise UsageError(f"--knn-leaves must be >= 0, got {knn_leaves}")
     finite = np.isfinite(X).all(1)
     nbad = int((~finite).sum())
-    Xf = X[finite]
+    # X[finite] is a C-ordered copy, ours to overwrite; X itself only when it is laid out the
+    # same (column sums depend on the layout: an F-ordered X would change the last bits)
+    Xf = X if overwrite and not nbad and X.flags.c_contiguous else X[finite]
     if len(Xf) < max(min_cluster_size, 2):  # refused before the warning: one line in all
         raise BadInputError(f"{where}: {len(Xf)} usable rows" + (f" ({nbad} with NaN/inf)" if nbad else "")
                             + f" is fewer than --min-cluster-size {min_cluster_size}; lower it or pass more rows")
@@ -122,13 +148,13 @@ def cluster_matrix(X, *, min_cluster_size=5, min_samples=None, selection="eom", 
         from gpuforge.plugins.fraud.hdbscan.distributed import hdbscan_distributed
 
         workers = max(1, len(client.scheduler_info().get("workers", {})))
-        res = hdbscan_distributed([standardize(Xf)], client, min_cluster_size=min_cluster_size,
+        res = hdbscan_distributed([standardize(Xf, in_place=True)], client, min_cluster_size=min_cluster_size,
                                   min_samples=min_samples, selection=selection, epsilon=epsilon, knn=knn,
                                   knn_cells=knn_leaves, tasks=2 * workers, log=log.debug)
         return res, finite
     if client is not None:
         log.warning("exact mode (and --knn-leaves 0) runs on this machine; approx mode uses the cluster")
-    res = hdbscan(standardize(Xf), min_cluster_size=min_cluster_size, min_samples=min_samples,
+    res = hdbscan(standardize(Xf, in_place=True), min_cluster_size=min_cluster_size, min_samples=min_samples,
                   selection=selection, epsilon=epsilon, mode=mode, knn=knn, log=log.debug, knn_cells=knn_leaves)
     return res, finite
 
@@ -158,8 +184,7 @@ def run_cluster(run, table, out, *, columns: list[str] | None = None, min_cluste
     with run.timed("read"):
         if is_dataset(table):
             parts, used, ids, id_col, sizes = read_numeric(table, columns, str(table), id_column)
-            X = np.vstack(parts)
-            del parts
+            X = stack_releasing(parts)
         else:
             df = read_table(table)
             id_col = id_column_of(df, id_column, str(table))
@@ -173,7 +198,7 @@ def run_cluster(run, table, out, *, columns: list[str] | None = None, min_cluste
     with run.timed("hdbscan"):
         res, finite = cluster_matrix(X, min_cluster_size=min_cluster_size, min_samples=min_samples,
                                      selection=selection, epsilon=epsilon, mode=mode, knn=knn, where=str(table),
-                                     knn_leaves=knn_leaves, client=client)
+                                     knn_leaves=knn_leaves, client=client, overwrite=save_model is None)
     n = len(X)
     labels = np.full(n, -2, np.int64)
     prob = np.zeros(n)

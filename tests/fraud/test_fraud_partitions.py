@@ -118,3 +118,33 @@ def test_embed_inference_per_file(tmp_path, run_cli):
     assert out["sessions"] == 400 and out["dim"] == 8
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "emb" / "part-00001.parquet"),
                                   pd.read_parquet(tmp_path / "e1.parquet"))
+
+
+def test_matrix_held_once_same_result(tables):
+    """`fraud cluster` stacks the row groups while freeing them and standardizes the
+    matrix in place: the same bits as vstack + a standardized copy, the same clustering."""
+    from gpuforge.plugins.fraud.cluster import cluster_matrix, stack_releasing, standardize
+    from gpuforge.plugins.fraud.partitions import read_numeric
+
+    parts = read_numeric(tables / "ds", None)[0]
+    want = np.vstack(parts)
+    X = stack_releasing(parts)
+    assert parts == [] and np.array_equal(X, want)
+    ref = standardize(X)
+    Z = X.copy()
+    assert standardize(Z, in_place=True) is Z and np.array_equal(Z, ref)
+    assert np.array_equal(standardize(np.arange(6).reshape(3, 2)), standardize(np.arange(6.0).reshape(3, 2)))
+
+    kw = dict(min_cluster_size=20, mode="approx")
+    a, fa = cluster_matrix(X.copy(), **kw)
+    Y = X.copy()
+    b, fb = cluster_matrix(Y, overwrite=True, **kw)
+    assert np.array_equal(Y, ref)  # overwritten by its standardized rows, not copied
+    assert a.mst_weight == b.mst_weight and np.array_equal(fa, fb)
+    for f in ("labels", "probabilities", "outlier_scores"):
+        assert np.array_equal(getattr(a, f), getattr(b, f))
+    Y = X.copy()
+    Y[7, 2] = np.nan
+    before = Y.copy()
+    c, fc = cluster_matrix(Y, overwrite=True, **kw)  # a NaN row: the finite rows are copied
+    assert np.array_equal(Y, before, equal_nan=True) and not fc[7] and fc.sum() == len(X) - 1
