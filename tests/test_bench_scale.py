@@ -37,14 +37,22 @@ def test_bench_scale_quick_runs_the_scale_suite_only(run_cli, tmp_path):
     assert r.code == 0, r
     res = json.loads(out.read_text())
     rows = res["rows"]
-    # quantize's rows and superres's (one suite: superres registers its scale bench into it)
-    assert rows and {row["bench"] for row in rows} == {"quantize.scale", "scale"}
-    quant = [row for row in rows if row["bench"] == "quantize.scale"]
-    assert all(row["peak_rss_bytes"] > 0 and row["seconds"] > 0 and row["size"] > 0 for row in quant)
+    # quantize's rows, superres's and fraud's (one suite: each plugin registers its scale bench into it)
+    assert rows and {row["bench"] for row in rows} == {"quantize.scale", "scale", "fraud.scale"}
+    for bench in ("quantize.scale", "fraud.scale"):
+        mine = [row for row in rows if row["bench"] == bench]
+        assert all(row["peak_rss_bytes"] > 0 and row["seconds"] > 0 and row["size"] > 0 for row in mine)
+    fraud = {(row["series"], row["size_label"]): row for row in rows if row["bench"] == "fraud.scale"}
+    assert set(fraud) == {(s, n) for s in ("fraud simulate", "fraud features", "fraud embed (inference)",
+                                           "fraud cluster approx") for n in ("2k", "20k")}
+    assert fraud["fraud simulate", "20k"]["events"] == fraud["fraud features", "20k"]["events"] > 20_000
+    assert fraud["fraud cluster approx", "20k"]["n_clusters"] > 0 and fraud["fraud embed (inference)", "2k"]["dim"] == 64
     growth = {g["series"]: g for g in res["growth"]}
-    assert {"quantize nf4", "quantize int8", "quantize gptq by depth", "superres upscale x2 image"} <= set(growth)
+    assert {"quantize nf4", "quantize int8", "quantize gptq by depth", "superres upscale x2 image",
+            "fraud simulate", "fraud cluster approx"} <= set(growth)
     # generated inputs are gone after their rows
     assert not any((tmp_path / "cache").rglob("*.safetensors"))
+    assert not any((tmp_path / "cache").rglob("*.parquet"))
 
 
 def test_scale_benchmarks_stay_out_of_the_speed_suite_unless_named():

@@ -54,6 +54,9 @@ def register_benchmarks(register):
                            "HDBSCAN exact/approx vs hdbscan and fast_hdbscan; 1M x 8 approx"))
     register(BenchmarkSpec("scaling", f"{_PKG}.bench_scaling:run",
                            "approx HDBSCAN on a local Dask cluster of 1, 2, ... workers vs one process"))
+    register(BenchmarkSpec("fraud.scale", f"{_PKG}.scale_bench:run",
+                           "simulate, features, embed and approx cluster on 100k/1M/10M sessions: peak RSS and time",
+                           suite="scale"))
 
 
 @hookimpl
