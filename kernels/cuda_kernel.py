@@ -4,10 +4,10 @@
 launched with and gives back a :class:`CudaKernel`: launched as Numba's dispatchers are
 (``kernel[blocks, threads, stream](*args)``, or through ``Placement.launch``), compiled
 by ``numba.cuda.jit`` at its first launch, not at import (compiling at import would need a
-GPU driver, and under the simulator nothing is compiled at all). :func:`ptx_list`
-gives the callable a ``KernelSpec``'s ``ptx`` entry names, which returns the
-``(function, signature[, launch])`` list which the PTX tests and ``gpuforge kernels inspect`` compile for
-real compute capabilities. So a kernel's launch object and its compile list cannot
+GPU driver, and under the simulator nothing is compiled at all). :func:`ptx_list` makes
+the callable that a ``KernelSpec``'s ``ptx`` entry names: it returns the ``(function,
+signature[, launch])`` list that the PTX tests and ``gpuforge kernels inspect`` compile
+for real compute capabilities. So a kernel's launch object and its compile list cannot
 drift apart: both come from the one declaration.
 
 A signature is Numba's string form (``"void(float32[::1], int64)"``); a kernel that is
