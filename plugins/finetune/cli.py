@@ -142,7 +142,7 @@ def eval_(
     model: BaseModel,
     data: str = typer.Option(..., "--data", help="JSONL to evaluate on."),
     adapter: Optional[str] = typer.Option(None, "--adapter", help="Adapter folder (with its head for classification)."),
-    task: Optional[Task] = typer.Option(None, "--task"),
+    task: Optional[Task] = typer.Option(None, "--task", help="causal-lm, classification or embedding. Default: the adapter's task, else from the data."),
     probe_data: Optional[str] = typer.Option(None, "--probe-data",
                                              help="Classification: fit a logistic-regression probe on frozen embeddings of this JSONL (the untuned baseline)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Also write the result as JSON here (with a manifest)."),
