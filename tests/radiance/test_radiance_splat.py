@@ -113,3 +113,44 @@ def test_sh_matches_inria_degree0_convention():
     c1 = 0.4886025119029199
     exp = SH_C0 * sh[:, 0] - c1 * d[:, 1:2] * sh[:, 1] + c1 * d[:, 2:3] * sh[:, 2] - c1 * d[:, 0:1] * sh[:, 3]
     np.testing.assert_allclose(eval_sh(1, sh, d).numpy(), exp.numpy(), atol=1e-6)
+
+
+def test_ssim_window_is_the_11x11_gaussian_and_agrees_with_scikit_image():
+    """The loss's separable blur is the 11x11 Gaussian window: away from the borders (where
+    the padding differs) the SSIM map is scikit-image's (gaussian_weights, sigma 1.5, the
+    population covariance, which 3DGS's loss uses), and value and gradient equal the
+    full 2-D window's."""
+    import torch
+    from skimage.metrics import structural_similarity
+
+    from gpuforge.plugins.radiance.splat import ssim_map, ssim_torch
+
+    rng = np.random.default_rng(0)
+    gt = rng.uniform(0, 1, (40, 48, 3)).astype(np.float32)
+    img = np.clip(gt + rng.normal(0, 0.1, gt.shape), 0, 1).astype(np.float32)
+    ours = float(ssim_map(torch.from_numpy(img), torch.from_numpy(gt))[:, 5:-5, 5:-5].mean())
+    ref = structural_similarity(img.astype(np.float64), gt.astype(np.float64), gaussian_weights=True, sigma=1.5,
+                                use_sample_covariance=False, data_range=1.0, channel_axis=-1)
+    assert abs(ours - ref) < 1e-5 and 0.2 < ref < 0.95
+
+    # the full 11x11 window, as a 2-D convolution: same value, same gradient
+    k = torch.exp(-((torch.arange(11) - 5) ** 2).double() / (2 * 1.5 ** 2))
+    win = ((k[:, None] * k[None, :]) / k.sum() ** 2)[None, None].repeat(3, 1, 1, 1)
+
+    def full(a, b):
+        x, y = a.permute(2, 0, 1)[None], b.permute(2, 0, 1)[None]
+        conv = lambda z: torch.nn.functional.conv2d(z, win, padding=5, groups=3)  # noqa: E731
+        mx, my = conv(x), conv(y)
+        sxx, syy, sxy = conv(x * x) - mx * mx, conv(y * y) - my * my, conv(x * y) - mx * my
+        c1, c2 = 0.01 ** 2, 0.03 ** 2
+        return (((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))).mean()
+
+    a32 = torch.from_numpy(img).requires_grad_(True)
+    a64 = torch.from_numpy(img).double().requires_grad_(True)
+    s32, s64 = ssim_torch(a32, torch.from_numpy(gt)), full(a64, torch.from_numpy(gt).double())
+    s32.backward()
+    s64.backward()
+    assert abs(float(s32.detach()) - float(s64.detach())) < 1e-6
+    np.testing.assert_allclose(a32.grad.numpy(), a64.grad.numpy(), atol=1e-8, rtol=1e-3)
+    assert float(ssim_torch(torch.from_numpy(gt), torch.from_numpy(gt))) == pytest.approx(1.0, abs=1e-6)
+
