@@ -83,6 +83,15 @@ def raster_fwd_cases():
     args[3] = np.full(30, 1.0, np.float32)  # opaque: the alpha clamp and early stop matter
     args[8] = np.array([0.2, 0.4, 0.6], np.float32)
     out.append(KernelCase("opaque", tuple(args)))
+    # one unit Gaussian of opacity 2 (the kernels take any): at 3.4 sigma its exp(power) is
+    # under 1/255 (pixel offset (3, 1.5)), yet its alpha (2 exp(power)) is not
+    m2d, con = np.array([[8.5, 8.0]], np.float32), np.array([[1.0, 0.0, 1.0]], np.float32)
+    from gpuforge.plugins.radiance.rasterize import gs_bin_tiles
+
+    ranges, ids = gs_bin_tiles(m2d, np.array([6], np.int32), np.array([1.0], np.float32), 16, 16)
+    out.append(KernelCase("over-opaque", (m2d, con, np.array([[1.0, 0.5, 0.2]], np.float32),
+                                          np.array([2.0], np.float32), ranges, ids, 16, 16,
+                                          np.array([0.0, 0.0, 0.0], np.float32))))
     e = _raster_inputs(0, 16, 16, 1)
     out.append(KernelCase("empty", e))
     bad = list(e)

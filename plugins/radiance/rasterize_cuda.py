@@ -20,7 +20,8 @@ from gpuforge.kernels.cuda_arrays import Placement
 from gpuforge.kernels.cuda_kernel import cuda_kernel, ptx_list
 from gpuforge.plugins.radiance.cuda_util import as_host, put_f32, put_i32, zeros
 from gpuforge.plugins.radiance.rasterize import (
-    ALPHA_MAX, ALPHA_MIN, DILATION, NEAR, TILE, _check_bin, _check_project, _check_raster, blend_pixel, n_tiles,
+    ALPHA_MAX, ALPHA_MIN, DILATION, NEAR, POWER_MIN, TILE, _check_bin, _check_project, _check_raster, blend_pixel,
+    n_tiles,
 )
 
 
@@ -261,7 +262,7 @@ def raster_bwd_kernel(m2d, conics, colors, opac, ranges, ids, W, H, bg, final_T,
         dy = m2d[g, 1] - fy
         A, B, C = float64(conics[g, 0]), float64(conics[g, 1]), float64(conics[g, 2])
         power = -0.5 * (A * dx * dx + C * dy * dy) - B * dx * dy
-        if power > 0:
+        if power > 0 or (power < POWER_MIN and opac[g] <= 1):
             continue
         e = math.exp(power)
         raw = opac[g] * e
