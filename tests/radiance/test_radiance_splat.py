@@ -154,3 +154,15 @@ def test_ssim_window_is_the_11x11_gaussian_and_agrees_with_scikit_image():
     np.testing.assert_allclose(a32.grad.numpy(), a64.grad.numpy(), atol=1e-8, rtol=1e-3)
     assert float(ssim_torch(torch.from_numpy(gt), torch.from_numpy(gt))) == pytest.approx(1.0, abs=1e-6)
 
+
+def test_densification_starts_at_step_500_or_15_percent_whichever_first(scene):
+    """3DGS densifies from step 500; a budgeted run of several thousand steps used to wait
+    for 15% of its budget (~1900 steps at 15 CPU-minutes) with the random initial Gaussians."""
+    from gpuforge.plugins.radiance.scene import load_scene
+    from gpuforge.plugins.radiance.splat import SplatConfig, Trainer
+
+    tr = Trainer(load_scene(scene), SplatConfig(steps=10_000, init_points=50))
+    assert not tr.densify_due(400, 0.04) and tr.densify_due(500, 0.05)  # long run: step 500
+    assert not tr.densify_due(550, 0.05)  # every densify_every steps
+    assert tr.densify_due(300, 0.15) and not tr.densify_due(200, 0.10)  # short run: 15% first
+    assert not tr.densify_due(6000, 0.6)  # the window ends at densify_until_frac
