@@ -438,7 +438,7 @@ def _gather_tile(means2d, conics, colors, opac, ids, a, b):
         lc[k, 0], lc[k, 1], lc[k, 2] = conics[g, 0], conics[g, 1], conics[g, 2]
         lcol[k, 0], lcol[k, 1], lcol[k, 2] = colors[g, 0], colors[g, 1], colors[g, 2]
         lo[k] = opac[g]
-    return lm, lc, lcol, lo, np.arange(n).astype(np.int32)
+    return lm, lc, lcol, lo
 
 
 SUB = 4
@@ -500,7 +500,7 @@ def _raster_fwd_cpu(means2d, conics, colors, opac, ranges, ids, W, H, bg, image,
     for t in prange(tw * th):
         ty, tx = t // tw, t % tw
         a, b = ranges[t], ranges[t + 1]
-        lm, lc, lcol, lo, _ = _gather_tile(means2d, conics, colors, opac, ids, a, b)
+        lm, lc, lcol, lo = _gather_tile(means2d, conics, colors, opac, ids, a, b)
         starts, pos = _sub_lists(lm, lc, lo, tx * TILE, ty * TILE)
         for py in range(ty * TILE, min(ty * TILE + TILE, H)):
             for px in range(tx * TILE, min(tx * TILE + TILE, W)):
@@ -589,7 +589,7 @@ def _raster_bwd_cpu(means2d, conics, colors, opac, ranges, ids, W, H, bg, final_
         for t in range(wk, tw * th, nw):
             ty, tx = t // tw, t % tw
             a, b = ranges[t], ranges[t + 1]
-            lm, lc, lcol, lo, _ = _gather_tile(means2d, conics, colors, opac, ids, a, b)
+            lm, lc, lcol, lo = _gather_tile(means2d, conics, colors, opac, ids, a, b)
             starts, pos = _sub_lists(lm, lc, lo, tx * TILE, ty * TILE)
             GL = np.zeros((b - a, 9), np.float64)
             for py in range(ty * TILE, min(ty * TILE + TILE, H)):
