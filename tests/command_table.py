@@ -91,7 +91,7 @@ CASES: list[Case] = [
 # embedding rows; 9k NF4 weights that the simulator dequantizes per forward in about a
 # second), 8 labelled rows.
 _FT_STEPS = ["--max-steps", "2", "--batch-size", "4", "--r", "2", "--alpha", "4", "--max-len", "16",
-             "--checkpoint-every", "100"]
+             "--checkpoint-every", "100", "--optimizer", "adamw"]   # auto would pick torch's step
 # the NF4 base is the quantize plugin's NF4Linear/NF4Embedding: bitsandbytes' double
 # quantization of the block scales through quantize.absmax_dq_*
 _QLORA_KERNELS = frozenset({"quantize.nf4_encode", "quantize.nf4_decode", "quantize.absmax_dq_encode",

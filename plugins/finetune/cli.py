@@ -38,6 +38,7 @@ class Offload(str, Enum):
 
 
 class Optimizer(str, Enum):
+    auto = "auto"
     adamw = "adamw"
     adamw_8bit = "adamw-8bit"
     torch_adamw = "torch-adamw"
@@ -79,9 +80,11 @@ def lora(
     freeze: Freeze = typer.Option(Freeze.none, "--freeze"),
     offload_optimizer: Offload = typer.Option(Offload.none, "--offload-optimizer",
                                               help="cpu: optimizer state in host memory, numba-cpu AdamW (ZeRO-Offload)."),
-    optimizer: Optimizer = typer.Option(Optimizer.adamw, "--optimizer",
-                                        help="adamw: fused AdamW kernel on the device; adamw-8bit: 8-bit states; "
-                                             "torch-adamw: torch.optim.AdamW."),
+    optimizer: Optimizer = typer.Option(Optimizer.auto, "--optimizer",
+                                        help="auto: torch-adamw, or adamw where --offload-optimizer cpu or --nproc "
+                                             "needs it (a resumed run keeps its checkpoint's); adamw: our fused kernel "
+                                             "on flat fp32 buffers; adamw-8bit: 8-bit moments (4x less state); "
+                                             "torch-adamw: torch.optim.AdamW(fused=True)."),
     gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing"),
     epochs: int = typer.Option(3, "--epochs", min=1),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after N optimizer steps (overrides --epochs)."),

@@ -21,9 +21,12 @@ On numba-cpu with host buffers the steps run in place (the registered kernels re
 new arrays: three copies of every buffer per step); the manifest still records the
 registered kernels whose results they are.
 
-All three expose ``step(lr)``, ``zero_grad()``, ``state_dict()`` / ``load_state_dict()``,
-``state_bytes()`` (optimizer state held) and ``restrict(params)`` (drop frozen tensors,
-keeping the others' state; SlimFit uses it).
+``finetune lora --optimizer auto`` (the default) picks ``torch-adamw`` unless offload or
+``--nproc`` needs our flat buffers (``train.resolve_optimizer``).
+
+All three expose ``step(lr)``, ``describe()`` (for the manifest), ``zero_grad()``,
+``state_dict()`` / ``load_state_dict()``, ``state_bytes()`` (optimizer state held) and
+``restrict(params)`` (drop frozen tensors, keeping the others' state; SlimFit uses it).
 """
 from __future__ import annotations
 
@@ -38,12 +41,18 @@ BLOCK = 256
 class TorchAdamW:
     def __init__(self, params: list[torch.nn.Parameter], lr: float, weight_decay: float, betas=(0.9, 0.999), eps=1e-8):
         self.params = list(params)
+        self.fused = True
         try:
             self.opt = torch.optim.AdamW(self.params, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps,
                                          fused=True)
         except (RuntimeError, ValueError):   # a device or dtype torch has no fused kernel for
+            self.fused = False
             self.opt = torch.optim.AdamW(self.params, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps,
                                          foreach=False)
+
+    def describe(self) -> dict[str, Any]:
+        """For the manifest: which step ran (torch's, so no registry kernel records it)."""
+        return {"kind": "torch-adamw", "step": f"torch.optim.AdamW({'fused=True' if self.fused else 'foreach=False'})"}
 
     def step(self, lr: float) -> None:
         for g in self.opt.param_groups:
@@ -109,6 +118,13 @@ class FlatAdamW:
         if self.device is None:
             return np.zeros(n, dtype)
         return torch.zeros(n, dtype=getattr(torch, np.dtype(dtype).name), device=self.device)
+
+    def describe(self) -> dict[str, Any]:
+        """For the manifest: which step ran and where its state lives (the registry records
+        the kernels and their backends)."""
+        return {"kind": "adamw-8bit" if self.eight_bit else "adamw",
+                "step": "finetune.adamw_step on flat buffers" + (", 8-bit blockwise moments" if self.eight_bit else ""),
+                "state": "host memory (offloaded)" if self.offload else "beside the parameters"}
 
     def _buffer(self, x):
         """``x`` (tensor or array) where this optimizer keeps its buffers."""

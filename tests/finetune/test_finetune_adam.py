@@ -107,8 +107,8 @@ def test_table_started_search_equals_searchsorted(signed):
 
 
 def test_optimizer_choices():
-    """`adamw` (default) and `adamw-8bit`: our flat-buffer steps; `torch-adamw`: torch's
-    fused kernel, the strongest baseline torch has on the CPU."""
+    """`adamw` and `adamw-8bit`: our flat-buffer steps; `torch-adamw`: torch's fused
+    kernel, the strongest baseline torch has on the CPU."""
     from gpuforge.plugins.finetune.optim import FlatAdamW, TorchAdamW, make_optimizer
 
     p = torch.nn.Parameter(torch.zeros(10))
@@ -116,6 +116,36 @@ def test_optimizer_choices():
     assert isinstance(opt, TorchAdamW) and opt.opt.defaults["fused"] is True
     assert isinstance(make_optimizer([p], "adamw", "none", 1e-3, 0.0), FlatAdamW)
     assert make_optimizer([p], "adamw-8bit", "none", 1e-3, 0.0).eight_bit
+
+
+@pytest.mark.parametrize("given,resumed,want", [
+    ({}, None, "torch-adamw"),                                   # plain fp32: torch's fused step
+    ({"offload_optimizer": "cpu"}, None, "adamw"),               # host buffers: ours
+    ({"nproc": 2}, None, "adamw"),                               # the flat buffer the ranks sum
+    ({}, "adamw", "adamw"),                                      # a checkpoint keeps its layout
+    ({}, "adamw-8bit", "adamw-8bit"),
+    ({"offload_optimizer": "cpu"}, "torch-adamw", "torch-adamw"),  # then refused by check_args' rule
+    ({"optimizer": "adamw"}, "torch-adamw", "adamw"),            # asked by name: as asked
+    ({"optimizer": "adamw-8bit"}, None, "adamw-8bit"),
+], ids=["plain", "offload", "nproc", "resume-adamw", "resume-8bit", "resume-torch", "named", "named-8bit"])
+def test_auto_optimizer_is_torch_fused_unless_ours_is_needed(given, resumed, want):
+    """Issue 20's second option: torch's fused step by default, ours where it wins (8-bit
+    states, asked by name) or is needed (offload, --nproc); a resumed run keeps the layout
+    its checkpoint's optimizer state is in."""
+    from gpuforge.plugins.finetune.train import TrainArgs, resolve_optimizer
+
+    a = TrainArgs(model="m", data="d", out="o", **given)
+    state = {"args": {"optimizer": resumed}} if resumed else None
+    assert resolve_optimizer(a, state) == want
+
+
+def test_torch_adamw_refuses_offload():
+    from gpuforge.core.errors import UsageError
+    from gpuforge.plugins.finetune.train import TrainArgs, check_args
+
+    with pytest.raises(UsageError, match="--offload-optimizer cpu needs"):
+        check_args(TrainArgs(model="m", data="d", out="o", optimizer="torch-adamw", offload_optimizer="cpu"))
+    check_args(TrainArgs(model="m", data="d", out="o", optimizer="auto", offload_optimizer="cpu"))
 
 
 @pytest.mark.parametrize("eight_bit", [False, True])

@@ -123,6 +123,8 @@ def _cases(i: dict, out: Path) -> list[tuple[str, list[str], int, str]]:
         # usage: exit 2, from the option parser or the runtime
         *((f"{opt} {value}", lora + [opt, value], 2, opt) for opt, value in LORA_REFUSED),
         ("device gpu", ["--device", "gpu"] + lora, 2, "--device"),
+        ("torch-adamw offloaded", lora + ["--optimizer", "torch-adamw", "--offload-optimizer", "cpu"], 2,
+         "--offload-optimizer cpu needs"),
         ("predict: --data and --text", pred + ["--data", str(d / "texts.jsonl"), "--text", "hi"], 2, "not both"),
         ("predict: no texts", pred, 2, "--text"),
         ("plan: batch 0", ["finetune", "plan", "--params", "7B", "--batch", "0"], 2, "--batch"),

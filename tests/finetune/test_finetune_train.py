@@ -36,7 +36,11 @@ def test_classification_run_writes_adapter_log_manifest(run_cli, tiny_bert, smal
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000002.safetensors"]
     assert not (tmp_path / "ad.checkpoints").exists()
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["device"] == "cpu" and manifest["kernels"] == {"finetune.adamw_step": "numba-cpu"}
+    # the default --optimizer auto is torch's fused step (issue 20): no registry kernel ran,
+    # and the manifest says which step did
+    assert manifest["device"] == "cpu" and manifest["kernels"] == {}
+    assert manifest["optimizer"] == {"kind": "torch-adamw", "step": "torch.optim.AdamW(fused=True)"}
+    assert res["optimizer"] == "torch-adamw"
     assert {Path(i["path"]).name for i in manifest["inputs"]} == {"tiny-bert", "train.jsonl", "test.jsonl"}
     log = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in log] == [1, 2, 3, 4]
