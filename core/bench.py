@@ -126,6 +126,27 @@ def measure_command(argv: list[str], env: dict | None = None, timeout: float | N
     return m
 
 
+def measure_gpuforge(args: list[str], cwd, global_args: tuple[str, ...] = ()) -> dict:
+    """``gpuforge [global_args] --json <args>`` in a fresh process through
+    :func:`measure_command` (this process's size does not count). Returns its measurement
+    with ``"result"``, the parsed JSON result, and ``"load_avg"``, the 1-minute load average
+    around it; a non-zero exit raises ``RuntimeError`` with its last stderr line."""
+    import json
+    import os
+
+    from gpuforge.core.safepath import python_argv, safe_env
+
+    load0 = os.getloadavg()[0]
+    m = measure_command([*python_argv(), "-m", "gpuforge.cli", *global_args, "--json", *args], env=safe_env(),
+                        cwd=str(cwd), stdout=True)
+    if m["returncode"] != 0:
+        last = (m["stderr_tail"].strip().splitlines() or ["(no output)"])[-1]
+        raise RuntimeError(f"gpuforge {' '.join(args)} exited {m['returncode']}: {last}")
+    m["result"] = json.loads(m["stdout"])
+    m["load_avg"] = round((load0 + os.getloadavg()[0]) / 2, 2)
+    return m
+
+
 def growth_exponent(sizes: list[float], values: list[float]) -> float | None:
     """Least-squares slope of log(value) against log(size): 1 is linear growth, 0 none."""
     import math

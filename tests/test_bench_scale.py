@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from gpuforge.core.bench import growth_exponent, measure_command
+from gpuforge.core.bench import growth_exponent, measure_command, measure_gpuforge
 
 
 def test_growth_exponent_recovers_powers():
@@ -28,6 +28,17 @@ def test_measure_command_reports_the_childs_own_peak():
     said = measure_command([sys.executable, "-c", "import sys; print('{\"a\": 1}'); print('e', file=sys.stderr)"],
                            stdout=True)
     assert json.loads(said["stdout"]) == {"a": 1} and said["stderr_tail"].strip() == "e"
+
+
+def test_measure_gpuforge_parses_the_result_and_raises_on_failure(tmp_path):
+    """The helper the plugins' scale benches share: a gpuforge command in a fresh process,
+    its JSON result parsed; a failing one raises with its exit status and last line."""
+    m = measure_gpuforge(["hw", "list"], tmp_path)
+    assert m["returncode"] == 0 and m["peak_rss_bytes"] > 0 and m["seconds"] > 0 and m["load_avg"] >= 0
+    assert m["result"] == json.loads(m["stdout"]) and m["result"]
+    with pytest.raises(RuntimeError, match=r"gpuforge fraud cluster missing.npy --out x exited 3: .*not found"):
+        measure_gpuforge(["fraud", "cluster", "missing.npy", "--out", "x"], tmp_path)
+    assert not (tmp_path / "x").exists()
 
 
 def test_bench_scale_quick_runs_the_scale_suite_only(run_cli, tmp_path):

@@ -19,12 +19,10 @@ cache folder (``--cache-dir``) and deleted after each size unless ``--keep-input
 """
 from __future__ import annotations
 
-import json
-import os
 import shutil
 from pathlib import Path
 
-from gpuforge.core.bench import BenchContext, measure_command
+from gpuforge.core.bench import BenchContext, measure_gpuforge
 from gpuforge.core.log import get_logger
 
 log = get_logger("fraud.scale_bench")
@@ -45,17 +43,7 @@ def _bytes(path: Path) -> int:
 
 
 def _gpuforge(args: list[str], cwd: Path) -> dict:
-    from gpuforge.core.safepath import python_argv, safe_env
-
-    load0 = os.getloadavg()[0]
-    r = measure_command([*python_argv(), "-m", "gpuforge.cli", "--json", *args], env=safe_env(), cwd=str(cwd),
-                        stdout=True)
-    if r["returncode"] != 0:
-        last = (r["stderr_tail"].strip().splitlines() or ["(no output)"])[-1]
-        raise RuntimeError(f"gpuforge {' '.join(args)} exited {r['returncode']}: {last}")
-    r["result"] = json.loads(r["stdout"])
-    r["load_avg"] = round((load0 + os.getloadavg()[0]) / 2, 2)
-    return r
+    return measure_gpuforge(args, cwd)
 
 
 def run(ctx: BenchContext) -> list[dict]:

@@ -16,7 +16,6 @@ are photo-like) in a temporary folder removed afterwards. Full sizes: 960x540, 1
 """
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -60,17 +59,12 @@ def _clip(path: Path, w: int, h: int, frames: int) -> Path:
 
 
 def measure(args: list[str], cwd: Path) -> dict:
-    """Run ``gpuforge <args> --json`` in a fresh process (:func:`gpuforge.core.bench.measure_command`,
+    """``gpuforge <args> --json`` in a fresh process (:func:`gpuforge.core.bench.measure_gpuforge`,
     so this process's size does not count): its wall time, its own peak RSS and its JSON result."""
-    from gpuforge.core.bench import measure_command
-    from gpuforge.core.safepath import python_argv, safe_env
+    from gpuforge.core.bench import measure_gpuforge
 
-    cmd = [*python_argv(), "-m", "gpuforge.cli", "--log-format", "json", *args, "--json"]
-    m = measure_command(cmd, env=safe_env(), cwd=cwd, stdout=True)
-    if m["returncode"] != 0:
-        last = (m["stderr_tail"].strip().splitlines() or ["(no output)"])[-1]
-        raise RuntimeError(f"gpuforge {' '.join(args)} exited {m['returncode']}: {last}")
-    return {"wall": m["seconds"], "peak_rss_mb": m["peak_rss_bytes"] / 2**20, "result": json.loads(m["stdout"])}
+    m = measure_gpuforge(args, cwd, global_args=("--log-format", "json"))
+    return {"wall": m["seconds"], "peak_rss_mb": m["peak_rss_bytes"] / 2**20, "result": m["result"]}
 
 
 def run(ctx: BenchContext) -> list[dict]:
