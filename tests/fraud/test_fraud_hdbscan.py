@@ -148,3 +148,23 @@ def test_exact_mst_weights_are_hdbscans_bit_for_bit():
     res = hdbscan(X, 40, 10)
     assert np.array_equal(np.sort(ref.minimum_spanning_tree_._mst[:, 2]), np.sort(res.mst[2]))
     assert adjusted_rand_score(ref.labels_, res.labels) >= 0.999
+
+
+def test_bench_says_why_the_fast_hdbscan_row_is_missing():
+    """`gpuforge bench fraud` at 50k x 32 printed no fast_hdbscan row and said nothing: above
+    30 columns fast_hdbscan needs pynndescent (not a dependency of ours), and the bench
+    swallowed the ImportError. The rows now carry the reason."""
+    pytest.importorskip("fast_hdbscan")
+    from gpuforge.plugins.fraud.bench import fast_hdbscan_baseline
+
+    low, _ = blobs(600, 8)
+    secs, labels = fast_hdbscan_baseline(low, low[:200])
+    assert secs > 0 and len(labels) == 600
+    high, _ = blobs(600, 32)
+    got = fast_hdbscan_baseline(high, high[:200])
+    try:
+        import pynndescent  # noqa: F401
+    except ImportError:
+        assert isinstance(got, str) and "32 columns" in got and "pynndescent" in got, got
+    else:
+        assert len(got[1]) == 600
