@@ -154,6 +154,30 @@ def _fwd_cpu(x, table, scales, resolutions, half, out):
 
 
 @njit(parallel=True, cache=True)
+def _fwd_cpu_f2(x, table, scales, resolutions, half, out):
+    # _fwd_cpu for float32 tables of two features (the NeRF default): the sums are kept in
+    # registers instead of read back from ``out`` at every corner, each add rounded to
+    # float32 as the store in _fwd_cpu rounds it, so the bits are the same.
+    N = x.shape[0]
+    L, T, F = table.shape
+    for l in prange(L):
+        sc = scales[l]
+        res = np.int64(resolutions[l])
+        for n in range(N):
+            gx, gy, gz, tx, ty, tz = _cell(x, n, sc, half)
+            a0 = np.float32(0)
+            a1 = np.float32(0)
+            for c in range(8):
+                bx, by, bz = c & 1, (c >> 1) & 1, (c >> 2) & 1
+                w = (tx if bx else 1 - tx) * (ty if by else 1 - ty) * (tz if bz else 1 - tz)
+                i = corner_index(gx + bx, gy + by, gz + bz, res, np.int64(T))
+                a0 = np.float32(a0 + w * table[l, i, 0])
+                a1 = np.float32(a1 + w * table[l, i, 1])
+            out[n, 2 * l] = a0
+            out[n, 2 * l + 1] = a1
+
+
+@njit(parallel=True, cache=True)
 def _bwd_cpu(x, grad, scales, resolutions, half, gtable):
     # One level per parallel task: each level owns its slice of the table, so no races.
     N = x.shape[0]
@@ -186,7 +210,7 @@ def hash_encode_cpu(x, table, scales, resolutions):
     L, T, F = table.shape
     out = np.empty((x.shape[0], L * F), table.dtype)
     if out.size:
-        _fwd_cpu(x, table, sc, res, half, out)
+        (_fwd_cpu_f2 if F == 2 and table.dtype == np.float32 else _fwd_cpu)(x, table, sc, res, half, out)
     return out
 
 

@@ -163,3 +163,21 @@ def test_sparse_adam_equals_the_plain_update_bit_for_bit():
     for got, exp in zip((p, m, v), want):
         assert np.array_equal(got.view(np.uint32), exp.view(np.uint32))
     assert touched.sum() > 1000 and (~touched).sum() > 3000
+
+
+def test_two_feature_forward_gives_the_generic_kernels_bits():
+    """hash_encode_cpu takes _fwd_cpu_f2 for float32 tables of two features (sums kept in
+    registers); it must give _fwd_cpu's bits, on dense and hashed levels and clamped points."""
+    from gpuforge.plugins.radiance import hashgrid as H
+
+    rng = np.random.default_rng(5)
+    x = rng.random((4000, 3)).astype(np.float32) * 1.2 - 0.1
+    for L, T, base, maxres in ((16, 2 ** 14, 16, 1024), (4, 2 ** 10, 4, 16), (6, 1000, 3, 200)):
+        table = (rng.standard_normal((L, T, 2)) * 0.1).astype(np.float32)
+        sc, res = H.level_params(L, base, H.per_level_scale_for(L, base, maxres))
+        xx, scc, rr, half = H._prep(x, sc, res, np.float32)
+        a, b = np.empty((len(x), 2 * L), np.float32), np.empty((len(x), 2 * L), np.float32)
+        H._fwd_cpu(xx, table, scc, rr, half, a)
+        H._fwd_cpu_f2(xx, table, scc, rr, half, b)
+        assert np.array_equal(a.view(np.uint32), b.view(np.uint32)), (L, T)
+        assert np.array_equal(H.hash_encode_cpu(x, table, sc, res).view(np.uint32), b.view(np.uint32))
