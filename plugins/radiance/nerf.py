@@ -85,8 +85,8 @@ class CompositeFn(torch.autograd.Function):
 def _sparse_adam_1d(p, g, m, v, lr, b1, b2, eps, c1, c2):
     # Branch-free: every entry's update is computed and kept only where the gradient is
     # non-zero (a select, which LLVM vectorizes). The table's gradient is non-zero at a
-    # scattered ~15-50% of the entries, so the branch it replaces mispredicted often: 52 ->
-    # 34 ms on 16.8M entries, one thread, the same bits (docs/BENCHMARKS.md).
+    # scattered ~15-50% of the entries, so the branch it replaces mispredicted often: 52.4 ->
+    # 32.0 ms a NeRF step (2^19 table, one thread, docs/nerf_step_profile.py), the same bits.
     for i in prange(p.shape[0]):
         gi = g[i]
         mo, vo, po = m[i], v[i], p[i]

@@ -124,7 +124,7 @@ def test_optimizer_choices():
     ({"nproc": 2}, None, "adamw"),                               # the flat buffer the ranks sum
     ({}, "adamw", "adamw"),                                      # a checkpoint keeps its layout
     ({}, "adamw-8bit", "adamw-8bit"),
-    ({"offload_optimizer": "cpu"}, "torch-adamw", "torch-adamw"),  # then refused by check_args' rule
+    ({"offload_optimizer": "cpu"}, "torch-adamw", "torch-adamw"),  # then refused: offload differs from checkpoint
     ({"optimizer": "adamw"}, "torch-adamw", "adamw"),            # asked by name: as asked
     ({"optimizer": "adamw-8bit"}, None, "adamw-8bit"),
 ], ids=["plain", "offload", "nproc", "resume-adamw", "resume-8bit", "resume-torch", "named", "named-8bit"])
