@@ -141,12 +141,20 @@ def splat_train(
     views_per_step: Optional[int] = typer.Option(None, "--views-per-step", min=1, max=4096,
                                                  help="Training views per step (default: --nproc); a multiple of "
                                                       "--nproc."),
+    antialiased: Optional[bool] = typer.Option(
+        None, "--antialiased/--classic",
+        help="Screen-space filter. --antialiased (default): Mip-Splatting's 2-D filter (0.1 px², opacities scaled to "
+             "keep each Gaussian's integral; gsplat's rasterize_mode='antialiased' with eps2d=0.1): sharper edges, "
+             "+2 to +6 dB on scenes with hard edges. --classic: 3DGS's 0.3 px² dilation, no scaling: what Inria-layout "
+             "viewers render, so choose it when the exported PLY goes to one."),
+    dilation: Optional[float] = typer.Option(None, "--dilation", min=0.0, max=100.0,
+                                             help="Override the filter's variance in pixels²."),
 ) -> None:
     """Train 3D Gaussians (densify / prune / opacity reset as the 3DGS paper)."""
     from gpuforge.plugins.radiance import runs
 
     r = runs.splat_train(run, scene, out, steps, sh_degree, minutes, cpu_minutes, init_points, eval_every, background,
-                         nproc, views_per_step or nproc)
+                         nproc, views_per_step or nproc, antialiased, dilation)
     run.result(r, f"trained {r['gaussians']} Gaussians in {r['train_seconds']} s ({r['steps']} steps): "
                   f"test PSNR {r['test_psnr']:.2f} dB -> {out}")
 
@@ -159,11 +167,16 @@ _render_and_eval(splat_app, "splat", "splat", run_help="Splat run folder.",
 def splat_export(run: Run, run_dir: Path = typer.Argument(..., metavar="RUN"),
                  fmt: str = typer.Option("ply", "--format", help="ply (Inria layout)."),
                  out: Path = typer.Option(..., "--out")) -> None:
-    """Export Gaussians as an Inria 3DGS PLY."""
+    """Export Gaussians as an Inria 3DGS PLY. The layout has no field for the screen-space
+    filter; it goes in a header comment (`gpuforge-filter antialiased 0.1`) that `splat import`
+    reads and other readers skip. An antialiased run (the default of `splat train`) must be
+    viewed with the same filter (gsplat: rasterize_mode='antialiased', eps2d=0.1); a classic
+    3DGS viewer shows it far too dense: train with --classic for those."""
     from gpuforge.plugins.radiance import runs
 
     r = runs.splat_export(run, run_dir, fmt, out)
-    run.result(r, f"wrote {r['gaussians']} Gaussians -> {out}")
+    extra = " (trained --antialiased: render it with antialiasing on)" if r["filter"]["antialiased"] else ""
+    run.result(r, f"wrote {r['gaussians']} Gaussians -> {out}{extra}")
 
 
 @command(splat_app, "import", outputs=True)
@@ -174,11 +187,16 @@ def splat_import(
     scene: Optional[Path] = typer.Option(None, "--scene", help="Scene whose cameras render and evaluate it."),
     render_out: Optional[Path] = typer.Option(None, "--render",
                                               help="Also render the scene's test views (or a spiral) here."),
+    antialiased: Optional[bool] = typer.Option(
+        None, "--antialiased/--classic",
+        help="The screen-space filter the PLY was trained with (default: what gpuforge's export recorded in the PLY "
+             "header, else --classic). --classic: 3DGS / Inria PLYs (0.3 px² dilation); --antialiased: Mip-Splatting "
+             "or gsplat's antialiased mode with eps2d 0.1."),
 ) -> None:
     """Import a 3DGS PLY as a run (then `splat render` / `splat eval` it)."""
     from gpuforge.plugins.radiance import runs
 
-    r = runs.splat_import(run, file, out, scene, render_out)
+    r = runs.splat_import(run, file, out, scene, render_out, antialiased)
     run.result(r, f"imported {r['gaussians']} Gaussians (SH degree {r['sh_degree']}) -> {out}")
 
 

@@ -41,6 +41,13 @@ def project_cases():
     out.append(KernelCase("culled", (m, s, q, view, K, 32, 32)))
     out.append(KernelCase("empty", (m[:0], s[:0], q[:0], view, K, 32, 32)))
     out.append(KernelCase("bad-shape", (m[:, :2], s, q, view, K, 32, 32)))
+    # the filter's variance: Mip-Splatting's 0.1, none at all, and a negative one (refused)
+    m, s, q, _, _ = random_gaussians(40, 11)
+    s[:10] *= 0.05  # sub-pixel Gaussians: the dilation dominates their footprint
+    view, K = camera(40, 36)
+    out.append(KernelCase("mip-dilation", (m, s, q, view, K, 40, 36, 0.1)))
+    out.append(KernelCase("no-dilation", (m, s, q, view, K, 40, 36, 0.0)))
+    out.append(KernelCase("bad-dilation", (m, s, q, view, K, 40, 36, -0.1)))
     return out
 
 

@@ -1,9 +1,10 @@
 """3D Gaussian Splatting's tile rasterizer (Kerbl et al. 2023, section 6 and the
 diff-gaussian-rasterization code), as four kernels with one signature per backend:
 
-- ``gs_project(means, scales, quats, viewmat, intrinsics, width, height)`` ->
+- ``gs_project(means, scales, quats, viewmat, intrinsics, width, height, dilation=0.3)`` ->
   ``(means2d[N,2], conics[N,3], depths[N], radii[N] int32)``: EWA splatting,
-  ``cov2d = J W cov3d W^T J^T + 0.3 I`` (the 0.3 low-pass dilation), conic = cov2d^-1
+  ``cov2d = J W cov3d W^T J^T + dilation I`` (3DGS's 0.3 low-pass dilation, in pixels²;
+  Mip-Splatting's 2-D filter uses 0.1 with opacity compensation, see ``splat``), conic = cov2d^-1
   as (a, b, c) of [[a, b], [b, c]], radius = ceil(3 sqrt(largest eigenvalue)); culled
   (radius 0) when depth <= 0.2, when cov2d is singular or when it covers no tile.
   ``viewmat`` is world -> camera in the OpenCV convention (+Z forward, +Y down);
@@ -57,7 +58,7 @@ def quat_to_rotmat_torch(q):
     ], -1).reshape(*q.shape[:-1], 3, 3)
 
 
-def project_torch(means, scales, quats, viewmat, fx, fy, cx, cy, width, height):
+def project_torch(means, scales, quats, viewmat, fx, fy, cx, cy, width, height, dilation=DILATION):
     """Differentiable projection (torch): means2d, conics, depths, radii (int32, no grad)."""
     import torch
 
@@ -77,9 +78,9 @@ def project_torch(means, scales, quats, viewmat, fx, fy, cx, cy, width, height):
     cov3d = M @ M.transpose(1, 2)
     Tm = J @ R
     cov2d = Tm @ cov3d @ Tm.transpose(1, 2)
-    a = cov2d[:, 0, 0] + DILATION
+    a = cov2d[:, 0, 0] + dilation
     b = cov2d[:, 0, 1]
-    c = cov2d[:, 1, 1] + DILATION
+    c = cov2d[:, 1, 1] + dilation
     det = a * c - b * b
     valid = valid & (det > 0)
     dets = torch.where(valid, det, torch.ones_like(det))
@@ -102,7 +103,9 @@ def project_torch(means, scales, quats, viewmat, fx, fy, cx, cy, width, height):
     return means2d * m, conics * m, torch.where(valid, z, torch.zeros_like(z)), radii
 
 
-def _check_project(means, scales, quats, viewmat, intrinsics):
+def _check_project(means, scales, quats, viewmat, intrinsics, dilation=DILATION):
+    if not (math.isfinite(dilation) and dilation >= 0):
+        raise ValueError(f"dilation must be a finite number >= 0 (pixels²), got {dilation}")
     for name, a, k in (("means", means, 3), ("scales", scales, 3), ("quats", quats, 4)):
         if np.ndim(a) != 2 or np.shape(a)[1] != k:
             raise ValueError(f"{name} must be [N, {k}], got {np.shape(a)}")
@@ -112,19 +115,19 @@ def _check_project(means, scales, quats, viewmat, intrinsics):
         raise ValueError("viewmat must be 4x4 and intrinsics (fx, fy, cx, cy)")
 
 
-def gs_project(means, scales, quats, viewmat, intrinsics, width, height):
+def gs_project(means, scales, quats, viewmat, intrinsics, width, height, dilation=DILATION):
     import torch
 
-    _check_project(means, scales, quats, viewmat, intrinsics)
+    _check_project(means, scales, quats, viewmat, intrinsics, dilation)
     fx, fy, cx, cy = (float(v) for v in np.asarray(intrinsics, np.float32))
     with torch.no_grad():
         out = project_torch(*(torch.as_tensor(np.asarray(a, np.float32)) for a in (means, scales, quats, viewmat)),
-                            fx, fy, cx, cy, int(width), int(height))
+                            fx, fy, cx, cy, int(width), int(height), float(dilation))
     return tuple(o.numpy() for o in out)
 
 
 @njit(cache=True)
-def _project_one(m, s, q, V, fx, fy, cx, cy, width, height, out2d, conic):
+def _project_one(m, s, q, V, fx, fy, cx, cy, width, height, dilation, out2d, conic):
     """Project one Gaussian; returns (depth, radius) with radius 0 when culled."""
     x = V[0, 0] * m[0] + V[0, 1] * m[1] + V[0, 2] * m[2] + V[0, 3]
     y = V[1, 0] * m[0] + V[1, 1] * m[1] + V[1, 2] * m[2] + V[1, 3]
@@ -157,8 +160,8 @@ def _project_one(m, s, q, V, fx, fy, cx, cy, width, height, out2d, conic):
         a += u0 * u0
         b += u0 * u1
         c += u1 * u1
-    a += DILATION
-    c += DILATION
+    a += dilation
+    c += dilation
     det = a * c - b * b
     if not det > 0:
         return 0.0, 0
@@ -180,20 +183,20 @@ def _project_one(m, s, q, V, fx, fy, cx, cy, width, height, out2d, conic):
 
 
 @njit(parallel=True, cache=True)
-def _project_cpu(means, scales, quats, V, fx, fy, cx, cy, width, height, m2d, conics, depths, radii):
+def _project_cpu(means, scales, quats, V, fx, fy, cx, cy, width, height, dilation, m2d, conics, depths, radii):
     for i in prange(means.shape[0]):
         o2 = np.zeros(2)
         cn = np.zeros(3)
         d, r = _project_one(means[i].astype(np.float64), scales[i].astype(np.float64), quats[i].astype(np.float64),
-                            V, fx, fy, cx, cy, width, height, o2, cn)
+                            V, fx, fy, cx, cy, width, height, dilation, o2, cn)
         m2d[i, 0], m2d[i, 1] = o2[0], o2[1]
         conics[i, 0], conics[i, 1], conics[i, 2] = cn[0], cn[1], cn[2]
         depths[i] = d
         radii[i] = r
 
 
-def gs_project_cpu(means, scales, quats, viewmat, intrinsics, width, height):
-    _check_project(means, scales, quats, viewmat, intrinsics)
+def gs_project_cpu(means, scales, quats, viewmat, intrinsics, width, height, dilation=DILATION):
+    _check_project(means, scales, quats, viewmat, intrinsics, dilation)
     n = len(means)
     m2d, conics = np.zeros((n, 2), np.float32), np.zeros((n, 3), np.float32)
     depths, radii = np.zeros(n, np.float32), np.zeros(n, np.int32)
@@ -201,7 +204,7 @@ def gs_project_cpu(means, scales, quats, viewmat, intrinsics, width, height):
     if n:
         _project_cpu(*(np.ascontiguousarray(a, np.float32) for a in (means, scales, quats)),
                      np.asarray(viewmat, np.float32).astype(np.float64), fx, fy, cx, cy, int(width), int(height),
-                     m2d, conics, depths, radii)
+                     float(dilation), m2d, conics, depths, radii)
     return m2d, conics, depths, radii
 
 

@@ -34,8 +34,8 @@ def _tpb(kernel: str, default: int = 256) -> int:
 
 # ============================================================================ projection
 @cuda_kernel("void(float32[:, ::1], float32[:, ::1], float32[:, ::1], float64[:, ::1], float64[::1], "
-              "int64, int64, float32[:, ::1], float32[:, ::1], float32[::1], int32[::1])")
-def project_kernel(means, scales, quats, V, K, width, height, m2d, conics, depths, radii):
+              "int64, int64, float64, float32[:, ::1], float32[:, ::1], float32[::1], int32[::1])")
+def project_kernel(means, scales, quats, V, K, width, height, dilation, m2d, conics, depths, radii):
     i = cuda.grid(1)
     if i >= means.shape[0]:
         return
@@ -78,9 +78,9 @@ def project_kernel(means, scales, quats, V, K, width, height, m2d, conics, depth
     u1b = (t10 * r01 + t11 * r11 + t12 * r21) * s1
     u0c = (t00 * r02 + t01 * r12 + t02 * r22) * s2
     u1c = (t10 * r02 + t11 * r12 + t12 * r22) * s2
-    a = u0a * u0a + u0b * u0b + u0c * u0c + DILATION
+    a = u0a * u0a + u0b * u0b + u0c * u0c + dilation
     b = u0a * u1a + u0b * u1b + u0c * u1c
-    c = u1a * u1a + u1b * u1b + u1c * u1c + DILATION
+    c = u1a * u1a + u1b * u1b + u1c * u1c + dilation
     det = a * c - b * b
     if not det > 0:
         return
@@ -106,9 +106,9 @@ def project_kernel(means, scales, quats, V, K, width, height, m2d, conics, depth
     radii[i] = int32(r)
 
 
-def gs_project_cuda(means, scales, quats, viewmat, intrinsics, width, height):
+def gs_project_cuda(means, scales, quats, viewmat, intrinsics, width, height, dilation=DILATION):
     _check_project(np.empty(tuple(means.shape)), np.empty(tuple(scales.shape)), np.empty(tuple(quats.shape)),
-                   np.empty(tuple(np.shape(viewmat))), np.empty(tuple(np.shape(intrinsics))))
+                   np.empty(tuple(np.shape(viewmat))), np.empty(tuple(np.shape(intrinsics))), dilation)
     place = Placement()
     m, s, q = (put_f32(place, a, nm) for a, nm in ((means, "means"), (scales, "scales"), (quats, "quats")))
     V = as_host(viewmat, np.float64)
@@ -120,7 +120,7 @@ def gs_project_cuda(means, scales, quats, viewmat, intrinsics, width, height):
     dr, hr = place.empty((n,), np.int32)
     t = _tpb("gs_project")
     place.launch(project_kernel, (n + t - 1) // t, t, place.to_device(m), place.to_device(s), place.to_device(q),
-                 place.to_device(V), place.to_device(K), int(width), int(height), d2, dc, dd, dr)
+                 place.to_device(V), place.to_device(K), int(width), int(height), float(dilation), d2, dc, dd, dr)
     return tuple(place.result(h) for h in (h2, hc, hd, hr))
 
 

@@ -88,7 +88,8 @@ def _load_scene_for(run, run_dir: Path, scene, info: dict, res: int | None = Non
 
 # ============================================================================ splat
 def splat_train(run, scene, out, steps, sh_degree, minutes, cpu_minutes, init_points, eval_every, background,
-                nproc: int = 1, views_per_step: int = 1) -> dict:
+                nproc: int = 1, views_per_step: int = 1, antialiased: bool | None = None,
+                dilation: float | None = None) -> dict:
     from contextlib import nullcontext
 
     from gpuforge.plugins.radiance import splat
@@ -105,7 +106,7 @@ def splat_train(run, scene, out, steps, sh_degree, minutes, cpu_minutes, init_po
     dst = run.output(out, kind="dir")
     sc = _load_training_scene(scene, background)
     cfg = splat.SplatConfig(steps=steps, sh_degree=sh_degree, init_points=init_points, seed=run.seed_or(0),
-                            views_per_step=views_per_step)
+                            views_per_step=views_per_step, **splat.filter_config(antialiased, dilation))
     run.note("config", splat.config_dict(cfg))
     if nproc > 1:
         from gpuforge.plugins.radiance.distributed import spec_for, workers
@@ -135,10 +136,16 @@ def splat_export(run, run_dir, fmt, out) -> dict:
     dst = run.output(out, kind="file")
     g, info = splat.load_run(run_dir)
     splat.export_ply(g, dst.tmp)
-    return {"out": str(out), "gaussians": len(g), "sh_degree": g.sh_degree, "fields": splat.ply_field_names(g.sh_degree)}
+    if g.antialiased:
+        log.warning("export", note=f"trained with the antialiased filter (2-D filter {g.dilation} px², opacities "
+                                   "compensated), which a PLY cannot record: a viewer must render it the same way "
+                                   f"(gsplat: rasterize_mode='antialiased', eps2d={g.dilation}; here: `splat import "
+                                   "--antialiased`); a classic 3DGS viewer shows it far too dense")
+    return {"out": str(out), "gaussians": len(g), "sh_degree": g.sh_degree, "fields": splat.ply_field_names(g.sh_degree),
+            "filter": g.filter_info()}
 
 
-def splat_import(run, file, out, scene, render_out) -> dict:
+def splat_import(run, file, out, scene, render_out, antialiased: bool | None = None) -> dict:
     from gpuforge.plugins.radiance import splat
 
     run.input(file, "PLY file")
@@ -146,10 +153,12 @@ def splat_import(run, file, out, scene, render_out) -> dict:
         run.input(scene, "scene")
     dst = run.output(out, kind="dir")
     frames_out = _frames_output(run, render_out) if render_out is not None else None
-    g = splat.import_ply(file)
+    g = splat.import_ply(file)  # the filter from gpuforge's PLY comment, else classic
+    if antialiased is not None:
+        g.antialiased, g.dilation = bool(antialiased), splat.filter_config(antialiased, None)["dilation"]
     info = {"scene": str(Path(scene).resolve()) if scene else None, "imported_from": str(file)}
     splat.save_run(dst.tmp, g, info)
-    r = {"out": str(out), "gaussians": len(g), "sh_degree": g.sh_degree}
+    r = {"out": str(out), "gaussians": len(g), "sh_degree": g.sh_degree, "filter": g.filter_info()}
     if frames_out is not None:
         g = g.to(run.torch_device)
         r["render"] = _render(run, _splat_renderer(g), {**info, "kind": "splat"}, Path(out), frames_out,
