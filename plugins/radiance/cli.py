@@ -225,13 +225,17 @@ def nerf_train(
     eval_every: int = _eval_every(),
     view_dirs: bool = typer.Option(True, "--view-dirs/--no-view-dirs", help="View-dependent colour (SH-encoded)."),
     background: str = _bg(),
+    ray_jitter: float = typer.Option(0.0, "--ray-jitter", min=0.0, max=1.0,
+                                     help="Training rays start at a uniform point of a square this many pixels wide "
+                                          "around the pixel centre (0, the default: the centre, where eval and render "
+                                          "cast theirs; 1: anywhere in the pixel)."),
 ) -> None:
     """Train a hash-grid NeRF (Instant-NGP encoding, occupancy-grid ray marching)."""
     from gpuforge.plugins.radiance import runs
 
     r = runs.nerf_train(run, scene, out, steps, levels, features_per_level, log2_hashmap_size, base_resolution,
                         max_resolution, batch_rays, target_samples, grid_res, max_samples, minutes, cpu_minutes,
-                        eval_every, view_dirs, background)
+                        eval_every, view_dirs, background, ray_jitter)
     run.result(r, f"trained {r['steps']} steps in {r['train_seconds']} s: test PSNR {r['test_psnr']:.2f} dB -> {out}")
 
 

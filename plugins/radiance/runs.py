@@ -355,7 +355,7 @@ def evaluate(run, run_dir, scene, split, kind) -> dict:
 # ============================================================================ nerf
 def nerf_train(run, scene, out, steps, levels, features_per_level, log2_hashmap_size, base_resolution, max_resolution,
                batch_rays, target_samples, grid_res, max_samples, minutes, cpu_minutes, eval_every, view_dirs,
-               background) -> dict:
+               background, ray_jitter: float = 0.0) -> dict:
     from gpuforge.plugins.radiance import nerf
 
     if max_resolution < base_resolution:
@@ -367,7 +367,8 @@ def nerf_train(run, scene, out, steps, levels, features_per_level, log2_hashmap_
     cfg = nerf.NerfConfig(steps=steps, levels=levels, features_per_level=features_per_level,
                           log2_hashmap_size=log2_hashmap_size, base_resolution=base_resolution,
                           max_resolution=max_resolution, batch_rays=batch_rays, target_samples=target_samples,
-                          grid_res=grid_res, max_samples=max_samples, view_dirs=view_dirs, seed=run.seed_or(0))
+                          grid_res=grid_res, max_samples=max_samples, view_dirs=view_dirs, seed=run.seed_or(0),
+                          ray_jitter=ray_jitter)
     run.note("config", nerf.config_dict(cfg))
     with run.progress("nerf train", total=_bar_total(steps)) as bar, run.timed("train"):
         model, curve, stats = nerf.train(sc, cfg, minutes, eval_every, on_step=lambda i, loss: bar.advance(),

@@ -68,3 +68,30 @@ def test_occupancy_marching_skips_empty_space():
     r, ts, _ = m.march(o, d, np.zeros(1))
     assert len(full[1]) > len(ts) > 0
     assert np.all((3 - ts >= 0) & (3 - ts < 0.25 + 1e-6))
+
+
+@pytest.mark.parametrize("width", [1.0, 0.5, 0.0])
+def test_training_rays_start_within_the_jitter_square(trained, monkeypatch, width):
+    """``ray_jitter`` w: a training ray's pixel position is the pixel centre +- w/2 (1: anywhere
+    in the pixel, as before; 0: the centre, where evaluation casts its rays)."""
+    from gpuforge.plugins.radiance import nerf
+    from gpuforge.plugins.radiance.scene import load_scene
+
+    scene, _, _ = trained
+    seen = []
+    real = nerf.pixel_rays_torch
+
+    def spy(c2w, fx, fy, cx, cy, u, v):
+        if u.dim() == 1 and len(u) != 24 * 24:  # training batches (evaluation renders whole 24x24 images)
+            seen.append(np.concatenate([u.numpy(), v.numpy()]))
+        return real(c2w, fx, fy, cx, cy, u, v)
+
+    monkeypatch.setattr(nerf, "pixel_rays_torch", spy)
+    cfg = nerf.NerfConfig(steps=3, levels=2, log2_hashmap_size=10, base_resolution=4, max_resolution=16,
+                          batch_rays=512, ray_jitter=width)
+    nerf.train(load_scene(scene), cfg, eval_every=100, eval_views=1)
+    off = np.concatenate(seen) % 1.0 - 0.5  # offset from the pixel centre
+    assert len(off) >= 3 * 256
+    assert np.abs(off).max() <= width / 2 + 1e-6
+    if width:
+        assert np.abs(off).max() > 0.45 * width  # the square is used, not just its centre
