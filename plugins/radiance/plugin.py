@@ -22,7 +22,7 @@ _KERNELS = {
     "composite_bwd": ("raymarch", "raymarch_cuda", "raymarch:composite_bwd_cases",
                       "volume compositing backward: d/d sigma, d/d rgb", 1e-3, 1e-4),
     "gs_project": ("rasterize", "rasterize_cuda", "kernel_cases:project_cases",
-                   "3DGS projection: 2-D covariance through the Jacobian (+ dilation, 0.3 px² by default), conic, radius", 1e-4, 1e-4),
+                   "3DGS projection: 2-D covariance through the Jacobian (+ dilation, default 0.3 px²), conic, radius", 1e-4, 1e-4),
     "gs_bin_tiles": ("rasterize", "rasterize_cuda", "kernel_cases:bin_cases",
                      "3DGS tile binning (16x16) with a per-tile front-to-back depth sort", 0, 0),
     "gs_rasterize_fwd": ("rasterize", "rasterize_cuda", "kernel_cases:raster_fwd_cases",

@@ -141,8 +141,8 @@ def splat_export(run, run_dir, fmt, out) -> dict:
                                    "compensated), which a PLY cannot record: a viewer must render it the same way "
                                    f"(gsplat: rasterize_mode='antialiased', eps2d={g.dilation}; here: `splat import "
                                    "--antialiased`); a classic 3DGS viewer shows it far too dense")
-    return {"out": str(out), "gaussians": len(g), "sh_degree": g.sh_degree, "fields": splat.ply_field_names(g.sh_degree),
-            "filter": g.filter_info()}
+    return {"out": str(out), "gaussians": len(g), "sh_degree": g.sh_degree,
+            "fields": splat.ply_field_names(g.sh_degree), "filter": g.filter_info()}
 
 
 def splat_import(run, file, out, scene, render_out, antialiased: bool | None = None) -> dict:

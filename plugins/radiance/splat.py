@@ -179,8 +179,8 @@ class SplatConfig:
     dilation keeps its integral (Mip-Splatting's 2-D filter; gsplat's ``antialiased``). The
     default: 3DGS's 0.3 dilation blurs every edge by more than a pixel's footprint; at 15
     CPU-minutes this filter gave +2.3 dB on the table scene, +5.9 dB on cubes and the same
-    on gaussians (docs/BENCHMARKS.md). ``False`` with ``dilation`` 0.3 is 3DGS ("classic"), what
-    Inria-layout viewers render."""
+    on gaussians (docs/BENCHMARKS.md). ``False`` with ``dilation`` 0.3 is 3DGS ("classic"),
+    what Inria-layout viewers render."""
 
 
 class Gaussians:
@@ -586,8 +586,12 @@ def load_run(folder: Path) -> tuple[Gaussians, dict]:
     if info.get("kind") != "splat":
         raise BadInputError(f"{folder} is a {info.get('kind')!r} run, not a splat run")
     filt = info.get("filter") or {}  # runs saved before the filter was recorded used 3DGS's
-    g = Gaussians.from_dict(load_file(str(folder / "gaussians.safetensors")), int(info["sh_degree"]),
-                            float(filt.get("dilation", DILATION)), bool(filt.get("antialiased", False)))
+    dilation, aa = filt.get("dilation", DILATION), filt.get("antialiased", False)
+    if not (isinstance(dilation, (int, float)) and math.isfinite(dilation) and dilation >= 0
+            and isinstance(aa, bool)):
+        raise BadInputError(f"{cfg_path}: bad \"filter\" {filt!r} (want a dilation >= 0 in pixels² and antialiased "
+                            "true or false)")
+    g = Gaussians.from_dict(load_file(str(folder / "gaussians.safetensors")), int(info["sh_degree"]), dilation, aa)
     return g, info
 
 

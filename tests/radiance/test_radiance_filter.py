@@ -1,5 +1,5 @@
 """The splat screen-space filter: 3DGS's 0.3 px² dilation (classic) or Mip-Splatting's 2-D
-filter (``--antialiased``: 0.1 px² with opacities scaled so each Gaussian keeps its
+filter (``--antialiased``, the default: 0.1 px² with opacities scaled so each Gaussian keeps its
 integral). The projection kernels' ``dilation`` argument is checked against the reference
 by the conformance cases (``mip-dilation``, ``no-dilation``, ``bad-dilation``)."""
 from __future__ import annotations
@@ -146,6 +146,10 @@ def test_run_records_its_filter_and_renders_with_it(scene, aa_run, run_cli, tmp_
     (old / "config.json").write_text(json.dumps(cfg))
     g_old, _ = splat.load_run(old)
     assert (g_old.dilation, g_old.antialiased) == (0.3, False)
+    # a damaged record is one clear line, exit 3
+    (old / "config.json").write_text(json.dumps({**cfg, "filter": {"dilation": "wide", "antialiased": True}}))
+    r = run_cli("radiance", "splat", "eval", str(old))
+    assert r.code == 3 and "filter" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_filter_options(scene, run_cli, tmp_path):
