@@ -8,8 +8,8 @@ termination. Two details that make it converge on a CPU budget (FIELD-NOTES.md):
 - training rays go through the pixel centres, where evaluation and rendering cast theirs.
   The ground truth pixels are area averages (anti-aliased); rays jittered over the pixel
   fit a field that the pixel's box filter has already blurred, and a render through the
-  centres then blurs it once more (box * box): on scenes with hard edges that cost 1-1.4 dB
-  at 15 CPU-minutes (``ray_jitter``, docs/BENCHMARKS.md).
+  centres then blurs it once more (box * box). At 15 CPU-minutes that cost 1.0-5.3 dB on
+  three of four scenes, none on the fourth (``ray_jitter``, docs/BENCHMARKS.md).
 """
 from __future__ import annotations
 

@@ -178,8 +178,8 @@ class SplatConfig:
     """Scale each Gaussian's opacity by sqrt(det cov2d / det(cov2d + dilation I)) so the
     dilation keeps its integral (Mip-Splatting's 2-D filter; gsplat's ``antialiased``). The
     default: 3DGS's 0.3 dilation blurs every edge by more than a pixel's footprint; at 15
-    CPU-minutes this filter gave +2.3 dB on the table scene, +5.9 dB on cubes and the same
-    on gaussians (docs/BENCHMARKS.md). ``False`` with ``dilation`` 0.3 is 3DGS ("classic"),
+    CPU-minutes this filter gave +2.3 dB on the table scene, +5.9 dB on cubes, +0.6 dB on
+    spheres and the same on gaussians (docs/BENCHMARKS.md). ``False`` with ``dilation`` 0.3 is 3DGS ("classic"),
     what Inria-layout viewers render."""
 
 
