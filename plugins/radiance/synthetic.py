@@ -8,7 +8,7 @@ them exactly). The kinds differ in what makes them hard:
 ``spheres``: five smooth textured spheres (the scene the defaults were first tuned on).
 ``cubes``: four oriented boxes: flat faces, sharp edges and corners, checks and stripes.
 ``table``: a checkered disc (a large flat high-frequency surface seen at grazing angles)
-with three spheres and six thin rods (structures a few pixels wide).
+with three spheres and six thin capped rods (structures a few pixels wide).
 ``gaussians``: a known set of 3-D Gaussians rendered with this plugin's rasterizer.
 """
 from __future__ import annotations
@@ -119,7 +119,11 @@ def _hit_disc(o, d, disc, best, rgb):
 
 
 def _hit_rods(o, d, rods, best, rgb):
-    """Finite vertical cylinders (thin structures), banded along their height."""
+    """Finite vertical cylinders (thin structures), banded along their height, closed by a
+    flat cap at the top (the bottom stands on the table). Solid: a ray looking down into a
+    rod hits its cap. Before the cap (scenes made before 2026-12-07) a rod was an open
+    tube whose inside was invisible, so from above one saw through it to the table below,
+    a view-dependent transparency no 3-D field can represent."""
     for (cx, cy), r, z0, z1, base in rods:
         ox, oy = o[:, 0] - cx, o[:, 1] - cy
         a = d[:, 0] ** 2 + d[:, 1] ** 2
@@ -128,14 +132,23 @@ def _hit_rods(o, d, rods, best, rgb):
         a = np.maximum(a, 1e-12)
         t = (-b - np.sqrt(np.maximum(disc, 0))) / a
         z = o[:, 2] + t * d[:, 2]
-        hit = (disc > 0) & (t > 0) & (t < best) & (z > z0) & (z < z1)
-        if not hit.any():
-            continue
-        p = o[hit] + t[hit, None] * d[hit]
-        n = np.stack([p[:, 0] - cx, p[:, 1] - cy, np.zeros(len(p))], 1) / r
-        band = (0.6 + 0.4 * (np.floor(p[:, 2] * 8) % 2))[:, None]
-        rgb[hit] = _lambert(np.asarray(base) * band, n)
-        best[hit] = t[hit]
+        side = (disc > 0) & (t > 0) & (t < best) & (z > z0) & (z < z1)
+        dz = np.where(np.abs(d[:, 2]) < 1e-12, -1e-12, d[:, 2])
+        tc = (z1 - o[:, 2]) / dz
+        cap = (o[:, 2] > z1) & (tc > 0) & (tc < best) & ~side
+        cap &= np.hypot(ox + tc * d[:, 0], oy + tc * d[:, 1]) < r
+        for hit, th, top in ((side, t, False), (cap, tc, True)):
+            if not hit.any():
+                continue
+            p = o[hit] + th[hit, None] * d[hit]
+            if top:
+                n = np.tile([0.0, 0.0, 1.0], (len(p), 1))
+                p[:, 2] = z1 - 1e-9  # the top band
+            else:
+                n = np.stack([p[:, 0] - cx, p[:, 1] - cy, np.zeros(len(p))], 1) / r
+            band = (0.6 + 0.4 * (np.floor(p[:, 2] * 8) % 2))[:, None]
+            rgb[hit] = _lambert(np.asarray(base) * band, n)
+            best[hit] = th[hit]
 
 
 BOXES = [  # centre, half sizes, yaw, tilt, base colour, texture frequency

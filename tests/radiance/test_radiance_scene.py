@@ -163,3 +163,24 @@ def test_gaussians_kind_renders_known_gaussians(tmp_path):
     assert info["views"] == {"train": 1, "test": 1} and not (out / "transforms_val.json").exists()
     sp = S.load_scene(out, "black").split("train")
     assert sp.alphas.max() > 0.5 and sp.alphas.min() < 0.1  # content in the middle, empty corners
+
+
+def test_table_rods_are_closed_solids():
+    """A ray looking down a rod hits its cap (the rod's own colour, lit from above), not the
+    table through an open tube: the scene must be one a 3-D field can represent."""
+    import math
+
+    for (cx, cy), r, z0, z1, base in synthetic.RODS:
+        o = np.array([[cx + 0.3 * r, cy - 0.2 * r, 3.0], [cx + 2 * r, cy, 3.0]])
+        d = np.array([[0.0, 0.0, -1.0]] * 2)
+        rgb, hit = synthetic._shade(o, d, "table")
+        assert hit.all()
+        band = 0.6 + 0.4 * (math.floor((z1 - 1e-9) * 8) % 2)
+        assert np.allclose(rgb[0], synthetic._lambert(np.asarray(base) * band, np.array([[0.0, 0, 1]]))[0])
+        assert not np.allclose(rgb[1], rgb[0])  # beside the rod: the table
+        # from the side, below the top: the wall, lit by its outward normal
+        zm = 0.5 * (z0 + z1)
+        rgb2, hit2 = synthetic._shade(np.array([[cx - 2 * r, cy, zm]]), np.array([[1.0, 0, 0]]), "table")
+        band2 = 0.6 + 0.4 * (math.floor(zm * 8) % 2)
+        assert hit2.all() and np.allclose(rgb2[0], synthetic._lambert(np.asarray(base) * band2,
+                                                                        np.array([[-1.0, 0, 0]]))[0])
