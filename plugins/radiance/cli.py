@@ -229,13 +229,16 @@ def nerf_train(
                                      help="Training rays start at a uniform point of a square this many pixels wide "
                                           "around the pixel centre (0, the default: the centre, where eval and render "
                                           "cast theirs; 1: anywhere in the pixel)."),
+    supersample: int = typer.Option(1, "--supersample", min=1, max=8,
+                                    help="Each pixel is the mean of S x S rays through its sub-pixel centres, in "
+                                         "training and in render/eval (a box-filtered pixel; costs S^2 rays a pixel)."),
 ) -> None:
     """Train a hash-grid NeRF (Instant-NGP encoding, occupancy-grid ray marching)."""
     from gpuforge.plugins.radiance import runs
 
     r = runs.nerf_train(run, scene, out, steps, levels, features_per_level, log2_hashmap_size, base_resolution,
                         max_resolution, batch_rays, target_samples, grid_res, max_samples, minutes, cpu_minutes,
-                        eval_every, view_dirs, background, ray_jitter)
+                        eval_every, view_dirs, background, ray_jitter, supersample)
     run.result(r, f"trained {r['steps']} steps in {r['train_seconds']} s: test PSNR {r['test_psnr']:.2f} dB -> {out}")
 
 

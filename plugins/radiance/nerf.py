@@ -10,6 +10,11 @@ termination. Two details that make it converge on a CPU budget (FIELD-NOTES.md):
   fit a field that the pixel's box filter has already blurred, and a render through the
   centres then blurs it once more (box * box). At 15 CPU-minutes that cost 1.0-5.3 dB on
   three of four scenes, none on the fourth (``ray_jitter``, docs/BENCHMARKS.md).
+
+``supersample`` s > 1 (off by default) models the pixel's box filter instead: each pixel,
+in training and in rendering, is the mean of s x s rays through its sub-pixel centres (the
+multisampling idea of Zip-NeRF, Barron et al. 2023, without its cone geometry). It costs
+s^2 rays a pixel, so fewer pixels a step and s^2 slower renders.
 """
 from __future__ import annotations
 
@@ -52,7 +57,12 @@ class NerfConfig:
     ray_jitter: float = 0.0
     """Width, in pixels, of the square around each pixel centre that a training ray's
     position is drawn from uniformly (0, the default: the centre, where evaluation and
-    rendering cast their rays; 1: the whole pixel, the default before issue 20)."""
+    rendering cast their rays; 1: the whole pixel, the default before issue 20). With
+    ``supersample`` s > 1 the width is in sub-pixels (1/s of a pixel)."""
+    supersample: int = 1
+    """s: every pixel is the mean of s x s rays through the centres of an s x s grid of
+    sub-pixels, in training and in rendering (a box filter, like an anti-aliased camera's
+    pixel; Zip-NeRF's multisampling idea in its simplest form). Costs s^2 rays a pixel."""
 
 
 def sh_dirs(d: torch.Tensor) -> torch.Tensor:
@@ -208,15 +218,30 @@ class NerfModel(torch.nn.Module):
         j, ii = torch.meshgrid(torch.arange(H, device=dev, dtype=torch.float32),
                                torch.arange(W, device=dev, dtype=torch.float32), indexing="ij")
         c2w = torch.tensor(cams.c2w[i], dtype=torch.float32, device=dev)
-        o, d = pixel_rays_torch(c2w, float(cams.fx[i] * sx), float(cams.fy[i] * sy), float(cams.cx[i] * sx),
-                                float(cams.cy[i] * sy), ii.reshape(-1) + 0.5, j.reshape(-1) + 0.5)
         bg_t = torch.as_tensor(np.asarray(bg, np.float32), device=dev)
+        sub = subpixel_offsets(self.cfg.supersample, device=dev)  # [k, 2] in [0, 1)
+        k = len(sub)
+        px, py = ii.reshape(-1), j.reshape(-1)
         out = []
-        for s in range(0, len(o), chunk):
-            n = min(chunk, len(o) - s)
-            c, _ = self.render_rays(o[s:s + n], d[s:s + n], bg_t, torch.full((n,), 0.5, device=dev))
-            out.append(c)
+        step = max(1, chunk // k)
+        for s in range(0, len(px), step):
+            n = min(step, len(px) - s)
+            # pixel-major: the k rays of a pixel are consecutive, then averaged
+            u = (px[s:s + n, None] + sub[None, :, 0]).reshape(-1)
+            v = (py[s:s + n, None] + sub[None, :, 1]).reshape(-1)
+            o, d = pixel_rays_torch(c2w, float(cams.fx[i] * sx), float(cams.fy[i] * sy), float(cams.cx[i] * sx),
+                                    float(cams.cy[i] * sy), u, v)
+            c, _ = self.render_rays(o, d, bg_t, torch.full((n * k,), 0.5, device=dev))
+            out.append(c.reshape(n, k, 3).mean(1))
         return torch.cat(out).reshape(H, W, 3).cpu().numpy()
+
+
+def subpixel_offsets(s: int, device=None) -> torch.Tensor:
+    """[s*s, 2] (x, y) offsets from a pixel's corner to the centres of its s x s sub-pixels
+    (s = 1: the pixel centre, (0.5, 0.5))."""
+    a = (torch.arange(s, dtype=torch.float32, device=device) + 0.5) / s
+    gy, gx = torch.meshgrid(a, a, indexing="ij")
+    return torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)
 
 
 def evaluate(model: NerfModel, split, bg, with_ssim: bool = True, limit: int | None = None) -> dict:
@@ -262,6 +287,10 @@ def train(scene, cfg: NerfConfig, minutes: float | None = None, eval_every: int 
     premult = images - (1 - alphas[..., None]) * bgc  # straight colour x alpha
     have_alpha = bool((tr.alphas < 1).any())
     rays = cfg.batch_rays
+    if cfg.supersample < 1:
+        raise BadInputError(f"supersample must be >= 1, got {cfg.supersample}")
+    sub = subpixel_offsets(cfg.supersample, device=dev)
+    k = len(sub)
     curve, it, loss_v = [], 0, 0.0
     clock = Clock(minutes, cpu_minutes)
     for it in range(1, cfg.steps + 1):
@@ -270,20 +299,29 @@ def train(scene, cfg: NerfConfig, minutes: float | None = None, eval_every: int 
         lr = cfg.lr * (0.33 ** sum(p > f for f in (0.5, 0.75, 0.9)))
         if it % 16 == 1 or it <= 16:
             model.update_grid(gen)
-        img = torch.randint(0, N, (rays,), generator=gen, device=dev)
-        py = torch.randint(0, H, (rays,), generator=gen, device=dev)
-        px = torch.randint(0, W, (rays,), generator=gen, device=dev)
-        jit = torch.rand((rays, 2), generator=gen, device=dev)  # in the pixel; scaled to the jitter square
+        pix = max(1, rays // k)
+        img = torch.randint(0, N, (pix,), generator=gen, device=dev)
+        py = torch.randint(0, H, (pix,), generator=gen, device=dev)
+        px = torch.randint(0, W, (pix,), generator=gen, device=dev)
+        jit = torch.rand((pix * k, 2), generator=gen, device=dev)  # in the (sub-)pixel; scaled to the jitter square
         if cfg.ray_jitter != 1.0:
             jit = 0.5 + (jit - 0.5) * cfg.ray_jitter
+        if k > 1:  # the k rays of a pixel are consecutive, one per sub-pixel
+            jit = (sub.repeat(pix, 1) - 0.5 / cfg.supersample) + jit / cfg.supersample
+            img, py, px = (t.repeat_interleave(k) for t in (img, py, px))
         o, d = pixel_rays_torch(c2w[img], fx[img], fy[img], cx[img], cy[img], px + jit[:, 0], py + jit[:, 1])
-        if have_alpha:  # a random background per ray keeps empty space empty (Instant-NGP)
-            bg = torch.rand((rays, 3), generator=gen, device=dev)
+        if k > 1:
+            img, py, px = img[::k], py[::k], px[::k]
+        if have_alpha:  # a random background per pixel keeps empty space empty (Instant-NGP)
+            bg = torch.rand((pix, 3), generator=gen, device=dev)
             gt = premult[img, py, px] + (1 - alphas[img, py, px])[:, None] * bg
         else:
-            bg = bgc.expand(rays, 3)
+            bg = bgc.expand(pix, 3)
             gt = images[img, py, px]
-        color, n_samples = model.render_rays(o, d, bg, torch.rand(rays, generator=gen, device=dev))
+        color, n_samples = model.render_rays(o, d, bg.repeat_interleave(k, 0) if k > 1 else bg,
+                                             torch.rand(pix * k, generator=gen, device=dev))
+        if k > 1:
+            color = color.reshape(pix, k, 3).mean(1)
         loss = ((color - gt) ** 2).mean()
         opt.zero_grad()
         model.table.grad = None

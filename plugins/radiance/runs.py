@@ -304,9 +304,10 @@ def _render(run, fn, info: dict, run_dir: Path, dst, views, res, frames, scene) 
         cams = spiral_cameras(frames, radius, fxn, W, H)
         n = frames
     kind = info.get("kind", "splat")
-    fixed = 0
+    fixed, per_pixel = 0, 1
     if kind == "nerf":
         cfg = info.get("config", {})
+        per_pixel = int(cfg.get("supersample", 1)) ** 2  # rays a pixel (supersampled runs)
         fixed = 8192 * min(int(cfg.get("max_samples", 512)), int(cfg.get("steps_per_box", 192))) * BYTES_PER_SAMPLE
     check_frame_fits(kind, W, H, run.torch_device, fixed)
     writer = _FrameWriter(dst)
@@ -321,7 +322,8 @@ def _render(run, fn, info: dict, run_dir: Path, dst, views, res, frames, scene) 
         writer.close()
     run.timings["render"] = round(t_render, 4)
     return {"out": str(dst.path), "frames": n, "width": W, "height": H, "seconds": round(t_render, 3),
-            "fps": n / max(t_render, 1e-9), "rays_per_s": n * W * H / max(t_render, 1e-9)}
+            "fps": n / max(t_render, 1e-9), "rays_per_s": n * W * H * per_pixel / max(t_render, 1e-9),
+            "rays_per_pixel": per_pixel}
 
 
 def render(run, run_dir, out, views, res, frames, scene, kind) -> dict:
@@ -355,7 +357,7 @@ def evaluate(run, run_dir, scene, split, kind) -> dict:
 # ============================================================================ nerf
 def nerf_train(run, scene, out, steps, levels, features_per_level, log2_hashmap_size, base_resolution, max_resolution,
                batch_rays, target_samples, grid_res, max_samples, minutes, cpu_minutes, eval_every, view_dirs,
-               background, ray_jitter: float = 0.0) -> dict:
+               background, ray_jitter: float = 0.0, supersample: int = 1) -> dict:
     from gpuforge.plugins.radiance import nerf
 
     if max_resolution < base_resolution:
@@ -368,7 +370,7 @@ def nerf_train(run, scene, out, steps, levels, features_per_level, log2_hashmap_
                           log2_hashmap_size=log2_hashmap_size, base_resolution=base_resolution,
                           max_resolution=max_resolution, batch_rays=batch_rays, target_samples=target_samples,
                           grid_res=grid_res, max_samples=max_samples, view_dirs=view_dirs, seed=run.seed_or(0),
-                          ray_jitter=ray_jitter)
+                          ray_jitter=ray_jitter, supersample=supersample)
     run.note("config", nerf.config_dict(cfg))
     with run.progress("nerf train", total=_bar_total(steps)) as bar, run.timed("train"):
         model, curve, stats = nerf.train(sc, cfg, minutes, eval_every, on_step=lambda i, loss: bar.advance(),

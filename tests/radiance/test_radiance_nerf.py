@@ -95,3 +95,86 @@ def test_training_rays_start_within_the_jitter_square(trained, monkeypatch, widt
     assert np.abs(off).max() <= width / 2 + 1e-6
     if width:
         assert np.abs(off).max() > 0.45 * width  # the square is used, not just its centre
+
+
+def test_subpixel_offsets_are_the_sub_pixel_centres():
+    from gpuforge.plugins.radiance.nerf import subpixel_offsets
+
+    assert subpixel_offsets(1).tolist() == [[0.5, 0.5]]
+    assert sorted(map(tuple, subpixel_offsets(2).tolist())) == [(0.25, 0.25), (0.25, 0.75), (0.75, 0.25),
+                                                                 (0.75, 0.75)]
+    o3 = subpixel_offsets(3)
+    assert o3.shape == (9, 2) and np.allclose(np.unique(o3.numpy()), [1 / 6, 0.5, 5 / 6])
+
+
+def test_supersampled_render_is_the_box_mean_of_a_finer_render(trained):
+    """``supersample`` 2 renders each pixel as the mean of its four sub-pixel centres: the
+    same field rendered at twice the resolution and averaged over 2x2 blocks."""
+    import dataclasses
+
+    from gpuforge.plugins.radiance import nerf
+    from gpuforge.plugins.radiance.scene import load_scene
+
+    scene, run, _ = trained
+    model, _ = nerf.load_run(run)
+    cams = load_scene(scene).split("test").cameras
+    bg = np.ones(3, np.float32)
+    fine = model.render_image(cams, 0, bg, W=2 * cams.width, H=2 * cams.height)
+    one = model.render_image(cams, 0, bg)
+    model.cfg = dataclasses.replace(model.cfg, supersample=2)
+    box = model.render_image(cams, 0, bg, chunk=300)  # a chunk that is not a multiple of the image
+    want = fine.reshape(cams.height, 2, cams.width, 2, 3).mean((1, 3))
+    assert np.allclose(box, want, atol=1e-5)
+    assert not np.allclose(box, one, atol=1e-3)  # the field is not flat: the sub-pixels differ
+
+
+@pytest.mark.parametrize("width", [0.0, 1.0])
+def test_supersampled_training_rays_one_per_sub_pixel(trained, monkeypatch, width):
+    """With ``supersample`` 2 a pixel's four training rays are consecutive, one in each
+    quarter of the pixel (at its centre with ray_jitter 0, anywhere in it with 1)."""
+    from gpuforge.plugins.radiance import nerf
+    from gpuforge.plugins.radiance.scene import load_scene
+
+    scene, _, _ = trained
+    seen = []
+    real = nerf.pixel_rays_torch
+
+    def spy(c2w, fx, fy, cx, cy, u, v):
+        if c2w.dim() == 3:  # training batches carry one camera per ray
+            seen.append(np.stack([u.numpy(), v.numpy()], 1))
+        return real(c2w, fx, fy, cx, cy, u, v)
+
+    monkeypatch.setattr(nerf, "pixel_rays_torch", spy)
+    cfg = nerf.NerfConfig(steps=2, levels=2, log2_hashmap_size=10, base_resolution=4, max_resolution=16,
+                          batch_rays=512, ray_jitter=width, supersample=2)
+    nerf.train(load_scene(scene), cfg, eval_every=100, eval_views=1)
+    assert len(seen) == 2
+    for uv in seen:
+        quad = uv.reshape(-1, 4, 2)
+        assert np.all(np.floor(quad) == np.floor(quad[:, :1]))  # the four rays share a pixel
+        frac = quad % 1.0
+        cell = np.floor(frac * 2)  # which quarter
+        assert np.all(cell == nerf.subpixel_offsets(2).numpy()[None] * 2 // 1)
+        if width == 0:
+            assert np.allclose(frac, nerf.subpixel_offsets(2).numpy()[None], atol=1e-5)
+        else:
+            assert np.abs(frac - nerf.subpixel_offsets(2).numpy()[None]).max() > 0.2
+
+
+def test_supersample_is_kept_by_the_run(trained, run_cli, tmp_path):
+    scene, _, _ = trained
+    run = tmp_path / "ss"
+    r = run_cli("radiance", "nerf", "train", str(scene), "--out", str(run), "--steps", "3", "--levels", "2",
+                "--log2-hashmap-size", "10", "--base-resolution", "4", "--max-resolution", "16", "--supersample", "2",
+                "--threads", "1", "--json")
+    assert r.code == 0, r
+    from gpuforge.plugins.radiance import nerf
+
+    assert nerf.load_run(run)[0].cfg.supersample == 2
+    e = run_cli("radiance", "nerf", "eval", str(run), "--json")
+    assert e.code == 0 and e.json()["psnr"] == pytest.approx(r.json()["test_psnr"], abs=1e-6)
+    f = run_cli("radiance", "nerf", "render", str(run), "--out", str(tmp_path / "f"), "--res", "8", "--json")
+    assert f.code == 0 and f.json()["rays_per_pixel"] == 4
+    assert f.json()["rays_per_s"] == pytest.approx(4 * f.json()["fps"] * 8 * 8, rel=1e-6)
+    r = run_cli("radiance", "nerf", "train", str(scene), "--out", str(tmp_path / "bad"), "--supersample", "0")
+    assert r.code == 2 and "supersample" in r.stderr and not (tmp_path / "bad").exists()
