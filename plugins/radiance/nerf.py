@@ -370,6 +370,9 @@ def load_run(folder: Path, device=None) -> tuple[NerfModel, dict]:
     info = json.loads(cfg_path.read_text())
     if info.get("kind") != "nerf":
         raise BadInputError(f"{folder} is a {info.get('kind')!r} run, not a NeRF run")
+    ss = info["config"].get("supersample", 1)
+    if not (isinstance(ss, int) and not isinstance(ss, bool) and 1 <= ss <= 64):
+        raise BadInputError(f"{cfg_path}: bad \"supersample\" {ss!r} in \"config\" (want a whole number >= 1)")
     model = NerfModel(NerfConfig(**info["config"]), np.asarray(info["aabb"]), device)
     state = load_file(str(folder / "nerf.safetensors"))
     model.grid = state.pop("occupancy_density").to(model.device)

@@ -178,3 +178,20 @@ def test_supersample_is_kept_by_the_run(trained, run_cli, tmp_path):
     assert f.json()["rays_per_s"] == pytest.approx(4 * f.json()["fps"] * 8 * 8, rel=1e-6)
     r = run_cli("radiance", "nerf", "train", str(scene), "--out", str(tmp_path / "bad"), "--supersample", "0")
     assert r.code == 2 and "supersample" in r.stderr and not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, "2", True])
+def test_damaged_supersample_in_a_run_is_one_clear_line(trained, run_cli, tmp_path, bad):
+    import json
+    import shutil
+
+    _, run, _ = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    info = json.loads((copy / "config.json").read_text())
+    info["config"]["supersample"] = bad
+    (copy / "config.json").write_text(json.dumps(info))
+    before = (copy / "config.json").read_bytes()
+    r = run_cli("radiance", "nerf", "eval", str(copy))
+    assert r.code == 3 and "supersample" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r
+    assert (copy / "config.json").read_bytes() == before
